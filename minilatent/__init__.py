@@ -1,0 +1,13 @@
+"""
+minilatent: minimal, readable latent-dynamics models of neural data (LFADS, SPARKS) and the E/I
+circuit models behind them. The model files (lfads.py, sparks.py, circuits.py) import only torch,
+numpy and the standard library: copy one into your project and it works.
+"""
+
+__version__ = "0.1.0"
+
+from .lfads import LFADS, LFADSConfig
+from .trainer import Trainer, TrainerConfig, History
+from . import data
+
+__all__ = ["LFADS", "LFADSConfig", "Trainer", "TrainerConfig", "History", "data"]

@@ -1,0 +1,408 @@
+"""
+Data for minilatent: synthetic datasets with ground truth, HDF5 files in lfads-torch's layout (and the
+original LFADS layout), checks with clear errors, metrics, baselines and torch helpers.
+
+A dataset is a plain dict of numpy arrays whose keys follow lfads-torch's HDF5 layout, so that
+`save_h5(path, data)` writes a file lfads-torch can read and `load_h5(path)` reads one it wrote:
+
+    train_encod_data, valid_encod_data   (trials, T, N)  spike counts the encoders see
+    train_recon_data, valid_recon_data   (trials, T', N') what is reconstructed (usually the same)
+    train_truth, valid_truth             (trials, T, N)  true rates; truth / conversion_factor = counts per bin
+    conversion_factor                    scalar
+    train_latents, valid_latents         (trials, T, D)  true latent state (minilatent extra)
+    train_inputs,  valid_inputs          (trials, T, I)  true input pulses (minilatent extra)
+    train_cond_idx, valid_cond_idx       (trials,)       condition of each trial (minilatent extra)
+    dt                                   scalar, bin width in seconds
+
+Arrays are (trials, time, neurons) everywhere, float32 counts per bin.
+
+Generators follow the recipes of the LFADS paper: a Lorenz system read out by Poisson neurons, and a
+chaotic RNN (Sompolinsky et al. 1988) with optional input pulses. Metrics follow the Neural Latents
+Benchmark (bits per spike) and the LFADS papers (rate R^2, latent R^2 via an affine fit).
+"""
+
+import math
+import os
+from typing import Optional
+
+import numpy as np
+import torch
+
+DATA_KEYS = ("train_encod_data", "train_recon_data", "valid_encod_data", "valid_recon_data")
+EG_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "eg_data")
+
+# -----------------------------------------------------------------------------
+# synthetic data with ground truth
+
+
+def lorenz_trajectories(x0, n_steps, dt=0.006, sigma=10.0, rho=28.0, beta=8.0 / 3.0, burn_in=500):
+    """ Euler-integrate the Lorenz system from each row of x0 (C, 3); returns (C, n_steps, 3). """
+    x = np.array(x0, dtype=np.float64)
+    out = np.empty((x.shape[0], n_steps, 3))
+    for t in range(burn_in + n_steps):
+        dx = sigma * (x[:, 1] - x[:, 0])
+        dy = x[:, 0] * (rho - x[:, 2]) - x[:, 1]
+        dz = x[:, 0] * x[:, 1] - beta * x[:, 2]
+        x = x + dt * np.stack([dx, dy, dz], axis=1)
+        if t >= burn_in:
+            out[:, t - burn_in] = x
+    return out
+
+
+def _split_by_condition(n_conditions, trials_per_condition, n_valid):
+    """ trial -> condition index, and boolean masks for train / valid (last n_valid of each condition) """
+    cond = np.repeat(np.arange(n_conditions), trials_per_condition)
+    within = np.tile(np.arange(trials_per_condition), n_conditions)
+    valid = within >= trials_per_condition - n_valid
+    return cond, ~valid, valid
+
+
+def _assemble(counts, truth_hz, latents, inputs, cond, train, valid, dt):
+    data = {}
+    for split, m in (("train", train), ("valid", valid)):
+        data[f"{split}_encod_data"] = counts[m]
+        data[f"{split}_recon_data"] = counts[m]
+        data[f"{split}_truth"] = truth_hz[m]
+        if latents is not None:
+            data[f"{split}_latents"] = latents[m]
+        if inputs is not None:
+            data[f"{split}_inputs"] = inputs[m]
+        data[f"{split}_cond_idx"] = cond[m].astype(np.int64)
+    data["conversion_factor"] = np.float64(1.0 / dt)  # truth is in spikes/s; / (1/dt) = counts per bin
+    data["dt"] = np.float64(dt)
+    return data
+
+
+def make_lorenz(n_conditions=65, trials_per_condition=20, n_valid_per_condition=4, n_neurons=30,
+                n_bins=100, dt=0.01, base_rate=5.0, integration_dt=0.006, seed=0):
+    """ Lorenz-driven Poisson neurons (LFADS paper). Each condition starts from x0 ~ N([0,0,25], I),
+    runs 500 burn-in Euler steps, then n_bins steps; the state is z-scored per dimension and
+    log rate = W z + log(base_rate * dt) with W ~ U(-1, 1). Trials of a condition share the rates. """
+    rng = np.random.default_rng(seed)
+    x0 = rng.normal(size=(n_conditions, 3)) + np.array([0.0, 0.0, 25.0])
+    z = lorenz_trajectories(x0, n_bins, dt=integration_dt)           # (C, T, 3)
+    z = (z - z.mean(axis=(0, 1))) / z.std(axis=(0, 1))
+    W = rng.uniform(-1.0, 1.0, size=(3, n_neurons))
+    b = math.log(base_rate * dt)
+    rates = np.exp(z @ W + b)                                         # (C, T, N) counts per bin
+    cond, train, valid = _split_by_condition(n_conditions, trials_per_condition, n_valid_per_condition)
+    rates_tr = rates[cond]                                            # (trials, T, N)
+    counts = rng.poisson(rates_tr).astype(np.float32)
+    data = _assemble(counts, (rates_tr / dt).astype(np.float32), z[cond].astype(np.float32), None,
+                     cond, train, valid, dt)
+    data["readout_weights"] = W.astype(np.float32)
+    return data
+
+
+def make_chaotic_rnn(n_conditions=400, trials_per_condition=10, n_valid_per_condition=2, n_neurons=50,
+                     n_bins=100, g=None, with_inputs=False, input_magnitude=20.0, tau=0.025, dt=0.01,
+                     max_rate=30.0, seed=0):
+    """ A chaotic rate network (original LFADS synthetic data): x <- (1 - dt/tau) x + (dt/tau) (g W tanh(x) + b u),
+    W ~ N(0, 1/N), r = tanh(x) min-max normalised to [0, 1] per trial and neuron, spikes ~ Poisson(r max_rate dt).
+    Conditions differ in their initial state x0 ~ N(0, 1). With inputs, each trial receives one pulse of
+    size input_magnitude at a random bin in [T/4, 3T/4) through a random input vector b ~ N(0, 1/N). """
+    rng = np.random.default_rng(seed)
+    g = (2.5 if with_inputs else 1.5) if g is None else g
+    N, T = n_neurons, n_bins
+    W = rng.normal(size=(N, N)) / math.sqrt(N)
+    b_in = rng.normal(size=N) / math.sqrt(N)
+    x0 = rng.normal(size=(n_conditions, N))
+    cond, train, valid = _split_by_condition(n_conditions, trials_per_condition, n_valid_per_condition)
+    n_trials = len(cond)
+    u = np.zeros((n_trials, T))
+    if with_inputs:
+        t_pulse = rng.integers(T // 4, 3 * T // 4, size=n_trials)
+        u[np.arange(n_trials), t_pulse] = input_magnitude
+    a = dt / tau
+    x = x0[cond].copy()                                               # (trials, N)
+    xs = np.empty((n_trials, T, N))
+    for t in range(T):
+        x = (1 - a) * x + a * (g * np.tanh(x) @ W.T + np.outer(u[:, t], b_in))
+        xs[:, t] = x
+    r = np.tanh(xs)
+    lo, hi = r.min(axis=1, keepdims=True), r.max(axis=1, keepdims=True)
+    r = (r - lo) / np.maximum(hi - lo, 1e-12)                         # [0, 1] per trial and neuron
+    rates_hz = r * max_rate
+    counts = rng.poisson(rates_hz * dt).astype(np.float32)
+    inputs = u[..., None].astype(np.float32) if with_inputs else None
+    return _assemble(counts, rates_hz.astype(np.float32), None, inputs, cond, train, valid, dt)
+
+
+# -----------------------------------------------------------------------------
+# HDF5 files: lfads-torch layout (read and write) and original LFADS layout (read)
+
+
+def check_spikes(x, name, integer=True):
+    """ Raise a ValueError naming `name` unless x is a (trials, time, neurons) array of counts. """
+    x = np.asarray(x)
+    if x.dtype.kind not in "biuf":
+        raise ValueError(f"{name}: expected a numeric array of spike counts, got dtype {x.dtype}")
+    if x.ndim != 3:
+        raise ValueError(f"{name}: expected 3 dims (trials, time, neurons), got shape {x.shape}")
+    if 0 in x.shape:
+        raise ValueError(f"{name}: is empty (shape {x.shape})")
+    if x.dtype.kind == "f":
+        bad = ~np.isfinite(x)
+        if bad.any():
+            i = np.argwhere(bad)[0]
+            raise ValueError(f"{name}: contains NaN or infinite values (first at trial {i[0]}, bin {i[1]}, neuron {i[2]})")
+    if (x < 0).any():
+        i = np.argwhere(x < 0)[0]
+        raise ValueError(f"{name}: spike counts must be >= 0, found {x[tuple(i)]} at trial {i[0]}, bin {i[1]}, neuron {i[2]}")
+    if integer and x.dtype.kind == "f" and (x != np.round(x)).any():
+        i = np.argwhere(x != np.round(x))[0]
+        raise ValueError(f"{name}: spike counts must be whole numbers, found {x[tuple(i)]} at trial {i[0]}, bin {i[1]}, neuron {i[2]}")
+    return x
+
+
+def validate(data, counts=True):
+    """ Check a dataset dict (see the module docstring); raises KeyError/ValueError that name the problem. """
+    for k in ("train_encod_data", "valid_encod_data"):
+        if k not in data:
+            raise KeyError(f"missing key {k!r}; found {sorted(data)}")
+    for split in ("train", "valid"):
+        for kind in ("encod", "recon"):
+            k = f"{split}_{kind}_data"
+            check_spikes(data[k], k, integer=counts)
+        e, r = data[f"{split}_encod_data"], data[f"{split}_recon_data"]
+        if e.shape[0] != r.shape[0]:
+            raise ValueError(f"{split}_encod_data has {e.shape[0]} trials but {split}_recon_data has {r.shape[0]}")
+        if r.shape[1] < e.shape[1] or r.shape[2] < e.shape[2]:
+            raise ValueError(f"{split}_recon_data {r.shape} must have at least the bins and channels of {split}_encod_data {e.shape}")
+    for kind in ("encod", "recon"):
+        a, b = data[f"train_{kind}_data"], data[f"valid_{kind}_data"]
+        if a.shape[2] != b.shape[2]:
+            raise ValueError(f"train_{kind}_data has {a.shape[2]} neurons but valid_{kind}_data has {b.shape[2]}")
+        if a.shape[1] != b.shape[1]:
+            raise ValueError(f"train_{kind}_data has {a.shape[1]} time bins but valid_{kind}_data has {b.shape[1]}")
+    for split in ("train", "valid"):
+        for extra in ("truth", "ext_input"):
+            k = f"{split}_{extra}"
+            if k in data:
+                a = np.asarray(data[k])
+                ref = data[f"{split}_recon_data"] if extra == "truth" else data[f"{split}_encod_data"]
+                if a.ndim != 3 or a.shape[0] != ref.shape[0]:
+                    raise ValueError(f"{k}: expected shape ({ref.shape[0]}, time, channels), got {a.shape}")
+                if a.dtype.kind == "f" and not np.isfinite(a).all():
+                    raise ValueError(f"{k}: contains NaN or infinite values")
+    cf = float(np.asarray(data.get("conversion_factor", 1.0)))
+    if not (np.isfinite(cf) and cf > 0):
+        raise ValueError(f"conversion_factor must be a positive number, got {cf}")
+    return data
+
+
+def load_h5(path, counts=True):
+    """ Read a dataset from an HDF5 file in lfads-torch's layout or the original LFADS layout
+    (train_data / valid_data), check it, and return the dict described in the module docstring. """
+    import h5py
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no such data file: {path}")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise ValueError(f"{path}: not a readable HDF5 file ({e})") from None
+    with f:
+        raw = {k: f[k][()] for k in f.keys() if isinstance(f[k], h5py.Dataset)}
+    data = {}
+    if "train_encod_data" in raw or "valid_encod_data" in raw:
+        data.update(raw)
+    elif "train_data" in raw or "valid_data" in raw:  # the original (TensorFlow) LFADS layout
+        for k, v in raw.items():
+            if k in ("train_data", "valid_data"):
+                split = k.split("_")[0]
+                data[f"{split}_encod_data"] = v
+                data[f"{split}_recon_data"] = v
+            else:
+                data[k] = v
+    else:
+        raise KeyError(f"{path}: found none of the data keys 'train_encod_data'/'valid_encod_data' (lfads-torch) "
+                       f"or 'train_data'/'valid_data' (original LFADS); keys present: {sorted(raw)}")
+    for split in ("train", "valid"):
+        if f"{split}_encod_data" not in data:
+            raise KeyError(f"{path}: missing key '{split}_encod_data' (or '{split}_data'); keys present: {sorted(raw)}")
+        data.setdefault(f"{split}_recon_data", data[f"{split}_encod_data"])
+    validate(data, counts=counts)
+    for k, v in list(data.items()):
+        if isinstance(v, np.ndarray) and v.dtype.kind in "biuf" and v.ndim == 3:
+            data[k] = v.astype(np.float32)
+    data.setdefault("conversion_factor", np.float64(1.0))
+    return data
+
+
+def save_h5(path, data, compression="gzip"):
+    """ Write a dataset dict to HDF5 atomically (temporary file, then rename). Arrays of more than a few
+    kB are gzip-compressed with the shuffle filter; the result reads back with h5py or lfads-torch. """
+    import h5py
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp-{os.getpid()}")
+    try:
+        with h5py.File(tmp, "w", track_order=True) as f:
+            for k in sorted(data):
+                v = np.asarray(data[k])
+                if v.ndim and v.size * v.itemsize > 4096 and compression:
+                    f.create_dataset(k, data=v, compression=compression, shuffle=True, track_times=False)
+                else:
+                    f.create_dataset(k, data=v, track_times=False)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def true_rates(data, split):
+    """ the ground-truth rates of a split in counts per bin (truth / conversion_factor) """
+    k = f"{split}_truth"
+    if k not in data:
+        raise KeyError(f"this dataset has no ground truth ('{k}' missing)")
+    return np.asarray(data[k], dtype=np.float32) / float(np.asarray(data.get("conversion_factor", 1.0)))
+
+
+def eg_path(name):
+    """ path of a shipped example file, e.g. eg_path('lorenz') -> .../eg_data/lorenz.h5 """
+    p = os.path.join(EG_DATA, name if name.endswith(".h5") else f"{name}.h5")
+    if not os.path.exists(p):
+        have = sorted(f[:-3] for f in os.listdir(EG_DATA) if f.endswith(".h5")) if os.path.isdir(EG_DATA) else []
+        raise FileNotFoundError(f"no example dataset {name!r} in {EG_DATA}; available: {have}")
+    return p
+
+
+# the shipped examples and how to make them again (`python -m minilatent make-eg-data`)
+EXAMPLES = {
+    "lorenz": lambda: make_lorenz(seed=0),
+    "chaotic_rnn_inputs": lambda: make_chaotic_rnn(n_conditions=40, trials_per_condition=10,
+                                                   with_inputs=True, seed=1),
+}
+
+
+def make_eg_data(folder=EG_DATA, names=None):
+    """ (Re)generate the example datasets bit for bit; returns the paths written. """
+    out = []
+    for name in names or EXAMPLES:
+        p = os.path.join(folder, f"{name}.h5")
+        save_h5(p, EXAMPLES[name]())
+        out.append(p)
+    return out
+
+
+# -----------------------------------------------------------------------------
+# torch helpers
+
+
+def lfads_tensors(data, split, device="cpu"):
+    """ (encod, recon[, ext_input]) float32 tensors of a split, the batch format LFADS trains on """
+    t = [torch.as_tensor(np.asarray(data[f"{split}_encod_data"], dtype=np.float32), device=device),
+         torch.as_tensor(np.asarray(data[f"{split}_recon_data"], dtype=np.float32), device=device)]
+    if f"{split}_ext_input" in data:
+        t.append(torch.as_tensor(np.asarray(data[f"{split}_ext_input"], dtype=np.float32), device=device))
+    return tuple(t)
+
+
+class TrialDataset(torch.utils.data.Dataset):
+    """ a torch Dataset over trials of one or more aligned (trials, ...) arrays, for DataLoader users """
+
+    def __init__(self, *arrays):
+        self.tensors = [torch.as_tensor(np.asarray(a, dtype=np.float32)) for a in arrays]
+        n = {t.shape[0] for t in self.tensors}
+        if len(n) != 1:
+            raise ValueError(f"all arrays must have the same number of trials, got {[t.shape[0] for t in self.tensors]}")
+
+    def __len__(self):
+        return self.tensors[0].shape[0]
+
+    def __getitem__(self, i):
+        return tuple(t[i] for t in self.tensors) if len(self.tensors) > 1 else self.tensors[0][i]
+
+
+# -----------------------------------------------------------------------------
+# metrics
+
+
+def r2_score(pred, true, per_column=False):
+    """ 1 - SSE/SST per column (last axis) over all other axes; the mean over columns unless per_column """
+    p = np.asarray(pred, dtype=np.float64).reshape(-1, np.shape(pred)[-1])
+    t = np.asarray(true, dtype=np.float64).reshape(-1, np.shape(true)[-1])
+    if p.shape != t.shape:
+        raise ValueError(f"pred and true shapes differ: {np.shape(pred)} vs {np.shape(true)}")
+    sse = ((p - t) ** 2).sum(0)
+    sst = ((t - t.mean(0)) ** 2).sum(0)
+    r2 = 1.0 - sse / np.maximum(sst, 1e-12)
+    return r2 if per_column else float(r2.mean())
+
+
+def rate_r2(pred_rates, true_rates):
+    """ R^2 of inferred vs true rates, per neuron over trials x time, averaged over neurons """
+    return r2_score(pred_rates, true_rates)
+
+
+def latent_r2(factors, latents, fit_fraction=0.8):
+    """ Affine regression from factors (trials, T, F) to true latents (trials, T, D): fit on the first
+    fit_fraction of trials, R^2 per latent dimension on the rest (held-out trials). """
+    factors, latents = np.asarray(factors, np.float64), np.asarray(latents, np.float64)
+    n_fit = int(round(fit_fraction * factors.shape[0]))
+    if not 0 < n_fit < factors.shape[0]:
+        raise ValueError(f"need trials both to fit and to test; got {factors.shape[0]} trials with fit_fraction={fit_fraction}")
+    X = np.concatenate([factors, np.ones(factors.shape[:2] + (1,))], axis=-1)
+    A = X[:n_fit].reshape(-1, X.shape[-1])
+    coef, *_ = np.linalg.lstsq(A, latents[:n_fit].reshape(-1, latents.shape[-1]), rcond=None)
+    pred = X[n_fit:] @ coef
+    return r2_score(pred, latents[n_fit:], per_column=True)
+
+
+def log_factorial(x):
+    """ log(x!) elementwise; a lookup table for whole numbers (spike counts), lgamma otherwise """
+    x = np.asarray(x, np.float64)
+    if x.size and np.all(x == np.round(x)) and x.min() >= 0:
+        table = np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, int(x.max()) + 2)))])
+        return table[x.astype(np.int64)]
+    return np.vectorize(math.lgamma, otypes=[np.float64])(x + 1)
+
+
+def poisson_nll(rates, spikes):
+    """ total Poisson negative log-likelihood, log(n!) included; rates in counts per bin, clipped at 1e-9 """
+    r = np.clip(np.asarray(rates, np.float64), 1e-9, None)
+    x = np.asarray(spikes, np.float64)
+    return float((r - x * np.log(r) + log_factorial(x)).sum())
+
+
+def bits_per_spike(rates, spikes):
+    """ Neural Latents Benchmark co-bps: (NLL_null - NLL_model) / (total spikes * ln 2), where the null
+    model predicts each neuron's mean count (over trials and time) at every bin. """
+    x = np.asarray(spikes, np.float64)
+    n = x.reshape(-1, x.shape[-1])
+    null = np.broadcast_to(n.mean(0), x.shape)
+    total = x.sum()
+    if total == 0:
+        raise ValueError("bits_per_spike: the data contain no spikes")
+    return (poisson_nll(null, x) - poisson_nll(rates, x)) / (total * math.log(2))
+
+
+# -----------------------------------------------------------------------------
+# baselines: what a latent model has to beat
+
+
+def gaussian_smooth(spikes, sigma_bins):
+    """ smooth each trial and neuron along time with a Gaussian kernel of std sigma_bins (same length out) """
+    x = np.asarray(spikes, np.float64)
+    half = int(math.ceil(4 * sigma_bins))
+    k = np.exp(-0.5 * (np.arange(-half, half + 1) / sigma_bins) ** 2)
+    # normalise by the kernel mass that falls inside the trial, so the edges are not biased low
+    ones = np.ones(x.shape[1])
+    norm = np.convolve(ones, k, mode="same")
+    out = np.apply_along_axis(lambda v: np.convolve(v, k, mode="same"), 1, x)
+    return out / norm[None, :, None]
+
+
+def condition_average(train_spikes, train_cond_idx, test_cond_idx, smooth_sigma_bins=None):
+    """ The PSTH baseline: predict each test trial by the mean of the *training* trials of its condition
+    (optionally smoothed in time). Returns (test trials, T, N). """
+    x = np.asarray(train_spikes, np.float64)
+    train_cond_idx, test_cond_idx = np.asarray(train_cond_idx), np.asarray(test_cond_idx)
+    missing = set(np.unique(test_cond_idx)) - set(np.unique(train_cond_idx))
+    if missing:
+        raise ValueError(f"conditions {sorted(missing)[:5]} have no training trials to average")
+    psth = {c: x[train_cond_idx == c].mean(0) for c in np.unique(test_cond_idx)}
+    out = np.stack([psth[c] for c in test_cond_idx])
+    return gaussian_smooth(out, smooth_sigma_bins) if smooth_sigma_bins else out

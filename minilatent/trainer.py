@@ -1,0 +1,387 @@
+"""
+One training loop for every trainable model in minilatent, in the spirit of minGPT's trainer:
+nothing in here knows about LFADS or SPARKS.
+
+A model plugs in through a small interface:
+  model.training_step(batch, weights)   -> dict of losses with a 'loss' to backpropagate, or an
+                                           iterator of such dicts (one optimiser step per dict, e.g.
+                                           online learning that steps at every time bin)
+  model.validation_step(batch, weights) -> dict of losses (optional; defaults to training_step)
+  model.weight_schedules()              -> {name: f(epoch) -> weight} (optional; e.g. KL/L2 ramps)
+  model.configure_optimizer(cfg)        -> torch optimizer (optional; default AdamW on all params)
+`batch` is whatever the data holds for a slice of trials: a tensor, or a tuple of tensors that share
+their first (trial) dimension. Several sessions (recordings with different neuron counts) are given
+as a list of such datasets: each batch comes from one session and the model receives session=k.
+
+The trainer does the rest: shuffled mini-batches from a seeded generator, optimiser steps with
+gradient clipping, a learning-rate schedule, weight schedules evaluated at the fractional epoch, an
+exponential moving average (EMA) of the weights used for validation, early stopping on a validation
+loss with the best weights restored, a wall-clock budget (max_seconds), a tqdm progress bar,
+callbacks, and atomic checkpoints that resume to exactly the result of an uninterrupted run.
+"""
+
+import copy
+import math
+import os
+import time
+from dataclasses import dataclass, asdict, field
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+# -----------------------------------------------------------------------------
+
+
+@dataclass
+class TrainerConfig:
+    max_epochs: int = 200           # upper bound on passes over the training data
+    max_seconds: Optional[float] = None  # wall-clock budget; training stops after the epoch that crosses it... or mid-epoch
+    batch_size: int = 32            # trials per batch (small batches = more updates per second on a CPU)
+    lr: float = 5e-3                # peak learning rate
+    lr_schedule: str = "cosine"     # 'constant' or 'cosine' (decays to lr * lr_min_factor at max_epochs)
+    lr_min_factor: float = 0.05     # final learning rate as a fraction of lr (cosine)
+    warmup_steps: int = 0           # linear learning-rate warm-up, in optimiser steps
+    weight_decay: float = 0.0       # AdamW weight decay (the default optimiser)
+    betas: tuple = (0.9, 0.99)      # Adam betas
+    grad_clip: Optional[float] = 200.0  # clip the global gradient norm (lfads-torch uses 200); None: off
+    ema_decay: Optional[float] = 0.98   # EMA of the weights, used for validation and the final model; None: off
+    early_stopping_patience: Optional[int] = None  # stop after this many epochs without validation improvement
+    monitor: str = "loss"           # validation quantity to minimise for early stopping / best weights
+    restore_best: bool = True       # at the end, load the weights with the best validation score
+    valid_every: int = 1            # validate every k epochs
+    seed: int = 0                   # seeds batch order and all torch randomness (dropout, sampling)
+    num_threads: Optional[int] = 1  # torch intra-op threads during fit (1 is fastest for small RNNs on few cores); None: leave
+    checkpoint_path: Optional[str] = None  # write a checkpoint here (atomically) every checkpoint_every epochs
+    checkpoint_every: int = 1
+    progress: bool = True           # show a tqdm progress bar
+    device: str = "cpu"             # where to train ('cpu', 'cuda', ...)
+
+
+@dataclass
+class History:
+    """ per-epoch records: epoch, step, seconds, lr, weights, train_* and valid_* losses """
+    rows: list = field(default_factory=list)
+
+    def column(self, key):
+        return np.array([r.get(key, np.nan) for r in self.rows], dtype=float)
+
+    def __len__(self):
+        return len(self.rows)
+
+
+# -----------------------------------------------------------------------------
+
+
+def _as_sessions(data):
+    """ Normalise data to (list of sessions, multi_session flag); each session a tuple of tensors. """
+    if data is None:
+        return None, False
+    multi = isinstance(data, list)
+    sessions = data if multi else [data]
+    out = []
+    for s, d in enumerate(sessions):
+        t = (d,) if isinstance(d, torch.Tensor) else tuple(d)
+        if not t or not all(isinstance(x, torch.Tensor) for x in t):
+            raise TypeError(f"session {s}: data must be a tensor or a tuple of tensors, got {type(d).__name__}")
+        n = t[0].shape[0]
+        for i, x in enumerate(t):
+            if x.shape[0] != n:
+                raise ValueError(f"session {s}: tensor {i} has {x.shape[0]} trials but tensor 0 has {n}")
+        out.append(t)
+    return out, multi
+
+
+def _to(batch, device):
+    return tuple(x.to(device, non_blocking=True) for x in batch)
+
+
+def _unbatch(t):
+    return t[0] if len(t) == 1 else t
+
+
+class Trainer:
+    """ a generic mini-batch training loop: the model supplies its losses, the trainer the rest """
+
+    def __init__(self, model, train_data, valid_data=None, cfg: Optional[TrainerConfig] = None, **overrides):
+        self.cfg = copy.deepcopy(cfg) if cfg is not None else TrainerConfig()
+        for k, v in overrides.items():
+            if not hasattr(self.cfg, k):
+                raise KeyError(f"unknown TrainerConfig field {k!r}")
+            setattr(self.cfg, k, v)
+        self.model = model.to(self.cfg.device)
+        self.train_sessions, self.multi = _as_sessions(train_data)
+        self.valid_sessions, _ = _as_sessions(valid_data)
+        if self.valid_sessions is not None and len(self.valid_sessions) != len(self.train_sessions):
+            raise ValueError(f"{len(self.train_sessions)} training sessions but {len(self.valid_sessions)} validation sessions")
+        self.callbacks = {}
+        self.history = History()
+        self.epoch = 0
+        self.step = 0
+        self.best_score = math.inf
+        self.best_state = None
+        self.bad_epochs = 0
+        self.elapsed = 0.0           # training seconds so far (summed over resumed runs)
+        self.stop_reason = None
+        self.generator = torch.Generator().manual_seed(self.cfg.seed)
+        torch.manual_seed(self.cfg.seed)
+        self.optimizer = self._make_optimizer()
+        self.ema = self._ema_params() if self.cfg.ema_decay else None
+        self.schedules = getattr(model, "weight_schedules", lambda: {})()
+
+    # --- set-up ----------------------------------------------------------------
+
+    def _make_optimizer(self):
+        if hasattr(self.model, "configure_optimizer"):
+            return self.model.configure_optimizer(self.cfg)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        return torch.optim.AdamW(params, lr=self.cfg.lr, betas=self.cfg.betas, weight_decay=self.cfg.weight_decay)
+
+    def _ema_params(self):
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items() if v.is_floating_point()}
+
+    def add_callback(self, event: str, fn: Callable):
+        """ events: 'on_batch_end', 'on_epoch_end' (after validation), 'on_fit_end'; fn(trainer) """
+        self.callbacks.setdefault(event, []).append(fn)
+
+    def _fire(self, event):
+        for fn in self.callbacks.get(event, []):
+            fn(self)
+
+    # --- schedules -------------------------------------------------------------
+
+    def steps_per_epoch(self):
+        return sum(math.ceil(s[0].shape[0] / self.cfg.batch_size) for s in self.train_sessions)
+
+    def lr_at(self, step):
+        c = self.cfg
+        lr = c.lr
+        if c.warmup_steps and step < c.warmup_steps:
+            return lr * (step + 1) / c.warmup_steps
+        if c.lr_schedule == "cosine":
+            total = max(1, c.max_epochs * self.steps_per_epoch())
+            frac = min(step / total, 1.0)
+            return lr * (c.lr_min_factor + (1 - c.lr_min_factor) * 0.5 * (1 + math.cos(math.pi * frac)))
+        if c.lr_schedule != "constant":
+            raise ValueError(f"unknown lr_schedule {c.lr_schedule!r}: use 'constant' or 'cosine'")
+        return lr
+
+    def weights_at(self, epoch_float):
+        return {k: float(f(epoch_float)) for k, f in self.schedules.items()}
+
+    # --- batching --------------------------------------------------------------
+
+    def _epoch_batches(self):
+        """ (session, index tensor) for each batch of one epoch, in a seeded random order """
+        order = []
+        for s, sess in enumerate(self.train_sessions):
+            perm = torch.randperm(sess[0].shape[0], generator=self.generator)
+            for i in range(0, len(perm), self.cfg.batch_size):
+                order.append((s, perm[i:i + self.cfg.batch_size]))
+        if len(self.train_sessions) > 1:  # interleave sessions
+            idx = torch.randperm(len(order), generator=self.generator).tolist()
+            order = [order[i] for i in idx]
+        return order
+
+    def _call(self, fn, batch, weights, session):
+        batch = _unbatch(batch)
+        return fn(batch, weights, session=session) if self.multi else fn(batch, weights)
+
+    # --- the loop --------------------------------------------------------------
+
+    def fit(self):
+        """ Train until max_epochs, the time budget or early stopping. Returns the History. """
+        c = self.cfg
+        prev_threads = torch.get_num_threads()
+        if c.num_threads:
+            torch.set_num_threads(c.num_threads)
+        try:
+            self._fit()
+        finally:
+            torch.set_num_threads(prev_threads)
+        return self.history
+
+    def _fit(self):
+        c = self.cfg
+        bar = None
+        if c.progress:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=c.max_epochs, initial=self.epoch, desc="training", unit="epoch", leave=True)
+        start = time.perf_counter() - self.elapsed
+        spe = self.steps_per_epoch()
+        self.stop_reason = self.stop_reason if self.epoch >= c.max_epochs else None
+        try:
+            while self.epoch < c.max_epochs and self.stop_reason is None:
+                self.model.train()
+                sums, count = {}, 0
+                for b, (s, idx) in enumerate(self._epoch_batches()):
+                    weights = self.weights_at(self.epoch + b / spe)
+                    batch = _to(tuple(x[idx] for x in self.train_sessions[s]), c.device)
+                    out = self._call(self.model.training_step, batch, weights, s)
+                    for losses in ([out] if isinstance(out, dict) else out):
+                        self._optimizer_step(losses["loss"])
+                        for k, v in losses.items():
+                            sums[k] = sums.get(k, 0.0) + float(v.detach() if torch.is_tensor(v) else v)
+                        count += 1
+                    self._fire("on_batch_end")
+                    if c.max_seconds is not None and time.perf_counter() - start > c.max_seconds:
+                        self.stop_reason = "time budget"
+                        break
+                self.epoch += 1
+                self.elapsed = time.perf_counter() - start
+                row = {"epoch": self.epoch, "step": self.step, "seconds": self.elapsed,
+                       "lr": self.lr_at(self.step), **{f"w_{k}": v for k, v in self.weights_at(self.epoch).items()},
+                       **{f"train_{k}": v / max(count, 1) for k, v in sums.items()}}
+                if not math.isfinite(row.get("train_loss", 0.0)):
+                    raise FloatingPointError(f"training loss became {row['train_loss']} at epoch {self.epoch}: "
+                                             "lower the learning rate or check the data")
+                if self.valid_sessions is not None and (self.epoch % c.valid_every == 0 or self.stop_reason
+                                                        or self.epoch == c.max_epochs):
+                    row.update({f"valid_{k}": v for k, v in self.validate().items()})
+                    self._track_best(row)
+                self.history.rows.append(row)
+                self._fire("on_epoch_end")
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix({k: f"{row[k]:.4g}" for k in ("train_loss", "valid_loss") if k in row})
+                if self.stop_reason is None and c.early_stopping_patience is not None \
+                        and self.bad_epochs >= c.early_stopping_patience:
+                    self.stop_reason = "early stopping"
+                if c.checkpoint_path and (self.epoch % c.checkpoint_every == 0 or self.stop_reason
+                                          or self.epoch >= c.max_epochs):
+                    self.save_checkpoint(c.checkpoint_path)
+        finally:
+            if bar is not None:
+                bar.close()
+        if self.stop_reason is None:
+            self.stop_reason = "max epochs"
+        self.finalize()
+        self._fire("on_fit_end")
+
+    def _optimizer_step(self, loss):
+        c = self.cfg
+        for g in self.optimizer.param_groups:
+            g["lr"] = self.lr_at(self.step) * g.get("lr_scale", 1.0)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if c.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
+        self.optimizer.step()
+        self.step += 1
+        if self.ema is not None:
+            d = c.ema_decay
+            sd = self.model.state_dict()
+            with torch.no_grad():
+                for k, v in self.ema.items():
+                    v.mul_(d).add_(sd[k].detach(), alpha=1 - d)
+
+    # --- validation ------------------------------------------------------------
+
+    def _swap_in_ema(self):
+        """ Put the EMA weights into the model; returns the raw weights to put back. """
+        if self.ema is None:
+            return None
+        raw = {k: v.detach().clone() for k, v in self.model.state_dict().items() if k in self.ema}
+        self.model.load_state_dict(self.ema, strict=False)
+        return raw
+
+    @torch.no_grad()
+    def validate(self, data=None):
+        """ Mean validation losses (EMA weights if enabled, eval mode), weighted by trials. """
+        sessions = self.valid_sessions if data is None else _as_sessions(data)[0]
+        raw = self._swap_in_ema()
+        self.model.eval()
+        weights = self.weights_at(self.epoch)
+        step_fn = getattr(self.model, "validation_step", self.model.training_step)
+        sums, n = {}, 0
+        try:
+            for s, sess in enumerate(sessions):
+                N = sess[0].shape[0]
+                for i in range(0, N, 4 * self.cfg.batch_size):
+                    batch = _to(tuple(x[i:i + 4 * self.cfg.batch_size] for x in sess), self.cfg.device)
+                    b = batch[0].shape[0]
+                    out = self._call(step_fn, batch, weights, s)
+                    for k, v in out.items():
+                        sums[k] = sums.get(k, 0.0) + float(v) * b
+                    n += b
+        finally:
+            if raw is not None:
+                self.model.load_state_dict(raw, strict=False)
+            self.model.train()
+        return {k: v / max(n, 1) for k, v in sums.items()}
+
+    def _track_best(self, row):
+        score = row.get(f"valid_{self.cfg.monitor}")
+        if score is None:
+            raise KeyError(f"monitor {self.cfg.monitor!r} is not among the validation losses {sorted(k[6:] for k in row if k.startswith('valid_'))}")
+        if score < self.best_score:
+            self.best_score = score
+            src = self.ema if self.ema is not None else self.model.state_dict()
+            self.best_state = {k: v.detach().clone() for k, v in src.items()}
+            self.bad_epochs = 0
+        else:
+            self.bad_epochs += 1
+
+    def finalize(self):
+        """ Leave the model with the weights to use: the best validated ones, else the EMA. """
+        if self.cfg.restore_best and self.best_state is not None:
+            self.model.load_state_dict(self.best_state, strict=False)
+        elif self.ema is not None:
+            self.model.load_state_dict(self.ema, strict=False)
+        self.model.eval()
+
+    # --- checkpoints -----------------------------------------------------------
+
+    def state_dict(self):
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "ema": self.ema,
+            "best_state": self.best_state,
+            "best_score": self.best_score,
+            "bad_epochs": self.bad_epochs,
+            "epoch": self.epoch,
+            "step": self.step,
+            "elapsed": self.elapsed,
+            "stop_reason": self.stop_reason,
+            "history": self.history.rows,
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "trainer_cfg": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self.cfg).items()},
+            "model_cfg": asdict(self.model.cfg) if hasattr(self.model, "cfg") else None,
+        }
+
+    def save_checkpoint(self, path):
+        """ Write atomically: a crash mid-write never leaves a broken file where a good one was. """
+        save_atomic(self.state_dict(), path)
+
+    def load_checkpoint(self, path):
+        """ Restore everything needed to continue exactly where the checkpoint was written. """
+        ck = torch.load(path, map_location=self.cfg.device, weights_only=True)
+        self.model.load_state_dict(ck["model"])
+        self.optimizer.load_state_dict(ck["optimizer"])
+        self.ema = ck["ema"]
+        self.best_state, self.best_score, self.bad_epochs = ck["best_state"], ck["best_score"], ck["bad_epochs"]
+        self.epoch, self.step, self.elapsed = ck["epoch"], ck["step"], ck["elapsed"]
+        self.stop_reason = None
+        self.history = History(list(ck["history"]))
+        self.generator.set_state(ck["generator"])
+        torch.set_rng_state(ck["torch_rng"])
+        return self
+
+
+def save_atomic(obj, path):
+    """ torch.save to a temporary file in the same folder, then rename over the target. """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

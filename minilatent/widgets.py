@@ -1,0 +1,132 @@
+"""
+Widgets that step through dynamics, for the tutorials.
+
+Every widget wraps a *plain plotting function* `plot_fn(t)` (or of its parameters) that a normal
+notebook cell can call too: a Play button never advances when notebooks are executed headless
+(nbval, CI), so lessons call the plain function at two or three time points and offer the widget for
+exploration. The viewers below are such plain functions: `plot_*(..., t=...)` draw one frame.
+
+    stepper(plot_fn, n_steps)           Play + slider + output area that calls plot_fn(t)
+    plot_raster_rates(...)              spikes of one trial with true and inferred rates up to bin t
+    plot_trajectory(...)                a latent / factor trajectory in 3-D (or 2-D) drawn up to bin t
+    plot_lfads_frame(...)               both side by side: the LFADS view used in the notebooks
+"""
+
+import numpy as np
+import matplotlib.pyplot as plt
+
+# -----------------------------------------------------------------------------
+
+
+def stepper(plot_fn, n_steps, start=0, step=1, interval_ms=150, description="time bin", label=None):
+    """ A Play button and a slider over t in [0, n_steps) that redraws plot_fn(t) in an output area.
+    plot_fn draws with matplotlib (and may call plt.show()); returns the ipywidgets container. """
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    if n_steps < 1:
+        raise ValueError(f"stepper: n_steps must be >= 1, got {n_steps}")
+    play = widgets.Play(value=start, min=0, max=n_steps - 1, step=step, interval=interval_ms, description="play")
+    slider = widgets.IntSlider(value=start, min=0, max=n_steps - 1, step=step, description=description,
+                               continuous_update=True, layout=widgets.Layout(width="60%"))
+    widgets.jslink((play, "value"), (slider, "value"))
+    out = widgets.Output()
+
+    def draw(change=None):
+        with out:
+            out.clear_output(wait=True)
+            plot_fn(slider.value)
+            plt.show()
+
+    slider.observe(draw, names="value")
+    draw()
+    children = [widgets.HBox([play, slider])]
+    if label:
+        children.insert(0, widgets.HTML(f"<b>{label}</b>"))
+    box = widgets.VBox(children + [out])
+    display(box)
+    return box
+
+
+# -----------------------------------------------------------------------------
+# LFADS views
+
+
+def plot_raster_rates(spikes, t=None, true_rates=None, inferred_rates=None, neurons=None, dt=None, ax=None,
+                      title=None):
+    """ One trial: spikes as a raster (dots), true rates (grey) and inferred rates (colour) per neuron,
+    drawn up to bin t (all bins if t is None). spikes/rates: (T, N) counts per bin. """
+    spikes = np.asarray(spikes)
+    T, N = spikes.shape
+    neurons = list(range(min(N, 8))) if neurons is None else list(neurons)
+    t = T - 1 if t is None else int(t)
+    if not 0 <= t < T:
+        raise ValueError(f"t={t} is outside the trial's {T} bins")
+    ax = ax or plt.gca()
+    x = np.arange(T) * (dt or 1.0)
+    scale = max(np.max(true_rates[:, neurons]) if true_rates is not None else 0,
+                np.max(inferred_rates[:, neurons]) if inferred_rates is not None else 0,
+                1e-9)
+    for row, n in enumerate(neurons):
+        base = row
+        s = np.nonzero(spikes[: t + 1, n])[0]
+        ax.plot(x[s], np.full(len(s), base + 0.05), "|", color="k", ms=5)
+        if true_rates is not None:
+            ax.plot(x[: t + 1], base + 0.85 * true_rates[: t + 1, n] / scale, color="0.6", lw=2,
+                    label="true rate" if row == 0 else None)
+        if inferred_rates is not None:
+            ax.plot(x[: t + 1], base + 0.85 * inferred_rates[: t + 1, n] / scale, color="C1", lw=1.5,
+                    label="inferred rate" if row == 0 else None)
+    ax.axvline(x[t], color="C3", lw=0.8, alpha=0.6)
+    ax.set_xlim(x[0], x[-1])
+    ax.set_ylim(-0.1, len(neurons))
+    ax.set_yticks(np.arange(len(neurons)) + 0.4)
+    ax.set_yticklabels([f"n{n}" for n in neurons])
+    ax.set_xlabel("time (s)" if dt else "time bin")
+    if true_rates is not None or inferred_rates is not None:
+        ax.legend(loc="upper right", fontsize=8)
+    ax.set_title(title or "spikes and rates")
+    return ax
+
+
+def plot_trajectory(traj, t=None, ax=None, color="C0", label=None, others=None, title=None):
+    """ Draw a (T, D) trajectory (D >= 2; the first three dims) up to bin t, with a dot at t.
+    others: optional list of (T, D) trajectories drawn faintly in full for context. """
+    traj = np.asarray(traj)
+    T, D = traj.shape
+    if D < 2:
+        raise ValueError(f"plot_trajectory needs at least 2 dims, got shape {traj.shape}")
+    t = T - 1 if t is None else int(t)
+    if not 0 <= t < T:
+        raise ValueError(f"t={t} is outside the trajectory's {T} bins")
+    three = D >= 3
+    if ax is None:
+        fig = plt.gcf()
+        ax = fig.add_subplot(111, projection="3d" if three else None)
+    dims = (0, 1, 2) if three else (0, 1)
+    for o in others or []:
+        ax.plot(*[np.asarray(o)[:, d] for d in dims], color="0.8", lw=0.6)
+    ax.plot(*[traj[: t + 1, d] for d in dims], color=color, lw=1.5, label=label)
+    ax.scatter(*[traj[t:t + 1, d] for d in dims], color=color, s=30)
+    if title:
+        ax.set_title(title)
+    if label:
+        ax.legend(loc="upper left", fontsize=8)
+    return ax
+
+
+def plot_lfads_frame(t, spikes, true_rates, inferred_rates, factors, true_latents=None, neurons=None, dt=None):
+    """ The LFADS view at bin t: raster with true and inferred rates (left); the inferred factors
+    mapped to the true latent space if given, else the first three factors (right). """
+    fig = plt.figure(figsize=(11, 4))
+    ax1 = fig.add_subplot(1, 2, 1)
+    plot_raster_rates(spikes, t, true_rates, inferred_rates, neurons=neurons, dt=dt, ax=ax1)
+    ax2 = fig.add_subplot(1, 2, 2, projection="3d")
+    if true_latents is not None:
+        plot_trajectory(true_latents, t, ax=ax2, color="0.5", label="true latent")
+        plot_trajectory(factors, t, ax=ax2, color="C1", label="from factors")
+        ax2.set_title("latent state (affine map of the factors)")
+    else:
+        plot_trajectory(factors, t, ax=ax2, color="C1", title="factors 1-3")
+    fig.tight_layout()
+    return fig
