@@ -231,8 +231,10 @@ def load_h5(path, counts=True):
 
 
 def save_h5(path, data, compression="gzip"):
-    """ Write a dataset dict to HDF5 atomically (temporary file, then rename). Arrays of more than a few
-    kB are gzip-compressed with the shuffle filter; the result reads back with h5py or lfads-torch. """
+    """ Write a dataset dict to HDF5 atomically (temporary file, then rename). Spike-count arrays
+    (`*_data`) holding whole numbers are stored as unsigned integers; arrays of more than a few kB are
+    gzip-compressed (shuffle filter, chunks of whole trials so repeated trials compress). The file reads
+    back with load_h5, h5py or lfads-torch; load_h5 returns counts as float32 again. """
     import h5py
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
@@ -242,8 +244,13 @@ def save_h5(path, data, compression="gzip"):
         with h5py.File(tmp, "w", track_order=True) as f:
             for k in sorted(data):
                 v = np.asarray(data[k])
+                if k.endswith("_data") and v.dtype.kind == "f" and v.size and v.min() >= 0 \
+                        and v.max() < 65536 and np.array_equal(v, np.round(v)):
+                    v = v.astype(np.uint8 if v.max() < 256 else np.uint16)
                 if v.ndim and v.size * v.itemsize > 4096 and compression:
-                    f.create_dataset(k, data=v, compression=compression, shuffle=True, track_times=False)
+                    chunks = (min(v.shape[0], 16),) + v.shape[1:] if v.ndim == 3 else True
+                    f.create_dataset(k, data=v, compression=compression, compression_opts=9, shuffle=True,
+                                     chunks=chunks, track_times=False)
                 else:
                     f.create_dataset(k, data=v, track_times=False)
         os.replace(tmp, path)
@@ -272,7 +279,7 @@ def eg_path(name):
 # the shipped examples and how to make them again (`python -m minilatent make-eg-data`)
 EXAMPLES = {
     "lorenz": lambda: make_lorenz(seed=0),
-    "chaotic_rnn_inputs": lambda: make_chaotic_rnn(n_conditions=40, trials_per_condition=10,
+    "chaotic_rnn_inputs": lambda: make_chaotic_rnn(n_conditions=24, trials_per_condition=10,
                                                    with_inputs=True, seed=1),
 }
 

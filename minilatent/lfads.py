@@ -219,6 +219,9 @@ class LFADS(nn.Module):
         self.gen_in_dim = cfg.co_dim + cfg.ext_input_dim
         self.gen = nn.GRU(max(self.gen_in_dim, 1), cfg.gen_dim, batch_first=True)
         _init_gru(self.gen)
+        if self.gen_in_dim == 0:  # the zero column's input weights do nothing: zero and freeze them
+            nn.init.zeros_(self.gen.weight_ih_l0)
+            self.gen.weight_ih_l0.requires_grad_(False)
         # factors (kernel-normalised, no bias) and read-out
         self.fac = nn.Linear(cfg.gen_dim, cfg.fac_dim, bias=False)
         nn.init.normal_(self.fac.weight, std=1.0 / math.sqrt(cfg.gen_dim))

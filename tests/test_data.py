@@ -1,0 +1,176 @@
+import math
+import os
+
+import h5py
+import numpy as np
+import pytest
+
+from minilatent import data as D
+
+
+@pytest.fixture(scope="module")
+def lorenz():
+    return D.make_lorenz(n_conditions=6, trials_per_condition=5, n_valid_per_condition=1, n_bins=40, seed=3)
+
+
+def test_lorenz_follows_the_recipe(lorenz):
+    d = lorenz
+    assert d["train_encod_data"].shape == (24, 40, 30) and d["valid_encod_data"].shape == (6, 40, 30)
+    assert d["train_latents"].shape == (24, 40, 3)
+    # counts are whole, non-negative; truth / conversion_factor = counts per bin and matches the log-linear read-out
+    x = d["train_encod_data"]
+    assert (x >= 0).all() and (x == np.round(x)).all()
+    rates = D.true_rates(d, "train")
+    W = d["readout_weights"]
+    expected = np.exp(d["train_latents"] @ W + math.log(5.0 * 0.01))
+    np.testing.assert_allclose(rates, expected, rtol=1e-5)
+    # trials of a condition share their rates; the split keeps the last trial of each condition for validation
+    c = d["train_cond_idx"]
+    assert np.array_equal(rates[c == 2][0], rates[c == 2][1])
+    assert sorted(set(d["valid_cond_idx"])) == list(range(6))
+
+
+def test_lorenz_integrator_against_hand_euler_step():
+    x0 = np.array([[1.0, 2.0, 20.0]])
+    out = D.lorenz_trajectories(x0, 1, dt=0.006, burn_in=0)
+    x, y, z = x0[0]
+    exp = x0[0] + 0.006 * np.array([10 * (y - x), x * (28 - z) - y, x * y - 8 / 3 * z])
+    np.testing.assert_allclose(out[0, 0], exp)
+
+
+def test_chaotic_rnn_with_inputs_has_one_pulse_per_trial_in_the_middle_half():
+    d = D.make_chaotic_rnn(n_conditions=5, trials_per_condition=4, n_valid_per_condition=1, n_neurons=20,
+                           with_inputs=True, seed=0)
+    u = d["train_inputs"][..., 0]
+    assert ((u > 0).sum(1) == 1).all()
+    t = u.argmax(1)
+    assert (t >= 25).all() and (t < 75).all()
+    r = D.true_rates(d, "train")
+    assert r.min() >= 0 and r.max() <= 30 * 0.01 + 1e-6
+    # the pulse changes the trajectory: same condition, different pulse times, different rates after the pulse
+    c = d["train_cond_idx"]
+    a, b = np.nonzero(c == 0)[0][:2]
+    assert not np.allclose(r[a], r[b])
+
+
+def test_h5_round_trip_lfads_torch_layout(tmp_path, lorenz):
+    p = tmp_path / "x.h5"
+    D.save_h5(p, lorenz)
+    back = D.load_h5(p)
+    for k, v in lorenz.items():
+        np.testing.assert_array_equal(np.asarray(back[k]), np.asarray(v), err_msg=k)
+    with h5py.File(p) as f:  # what lfads-torch reads
+        for k in D.DATA_KEYS:
+            assert f[k].ndim == 3
+
+
+def test_h5_reads_original_lfads_layout(tmp_path, lorenz):
+    p = tmp_path / "orig.h5"
+    with h5py.File(p, "w") as f:
+        f["train_data"] = lorenz["train_encod_data"].astype(np.int64)
+        f["valid_data"] = lorenz["valid_encod_data"].astype(np.int64)
+        f["train_truth"] = lorenz["train_truth"]
+        f["valid_truth"] = lorenz["valid_truth"]
+        f["conversion_factor"] = 100.0
+    d = D.load_h5(p)
+    np.testing.assert_array_equal(d["train_encod_data"], lorenz["train_encod_data"])
+    np.testing.assert_array_equal(d["valid_recon_data"], lorenz["valid_encod_data"])
+    assert d["train_encod_data"].dtype == np.float32
+    np.testing.assert_allclose(D.true_rates(d, "valid"), D.true_rates(lorenz, "valid"))
+
+
+def _write(tmp_path, **arrays):
+    p = tmp_path / "bad.h5"
+    with h5py.File(p, "w") as f:
+        for k, v in arrays.items():
+            f[k] = v
+    return p
+
+
+GOOD = np.ones((4, 10, 3), np.float32)
+
+
+@pytest.mark.parametrize("arrays,exc,msg", [
+    (dict(train_encod_data=GOOD), KeyError, "valid_encod_data"),
+    (dict(something=GOOD), KeyError, "train_encod_data"),
+    (dict(train_data=GOOD[0], valid_data=GOOD), ValueError, "train_encod_data: expected 3 dims"),
+    (dict(train_data=np.where(np.arange(3) == 1, np.nan, GOOD), valid_data=GOOD), ValueError, "NaN"),
+    (dict(train_data=GOOD, valid_data=-GOOD), ValueError, "must be >= 0"),
+    (dict(train_data=GOOD * 0.5, valid_data=GOOD), ValueError, "whole numbers"),
+    (dict(train_data=GOOD, valid_data=np.ones((4, 10, 5))), ValueError, "3 neurons but valid_encod_data has 5"),
+    (dict(train_data=GOOD.astype("S1"), valid_data=GOOD), ValueError, "dtype"),
+    (dict(train_data=GOOD, valid_data=GOOD, train_truth=np.ones((2, 10, 3))), ValueError, "train_truth"),
+])
+def test_bad_files_give_clear_errors(tmp_path, arrays, exc, msg):
+    with pytest.raises(exc, match=msg):
+        D.load_h5(_write(tmp_path, **arrays))
+
+
+def test_missing_and_non_hdf5_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such data file"):
+        D.load_h5(tmp_path / "nope.h5")
+    p = tmp_path / "text.h5"
+    p.write_text("hello")
+    with pytest.raises(ValueError, match="not a readable HDF5"):
+        D.load_h5(p)
+
+
+def test_save_is_atomic_and_keeps_the_old_file_on_failure(tmp_path, lorenz):
+    p = tmp_path / "keep.h5"
+    D.save_h5(p, lorenz)
+    before = p.read_bytes()
+    with pytest.raises(Exception):
+        D.save_h5(p, {"bad": object()})
+    assert p.read_bytes() == before
+    assert [f.name for f in tmp_path.iterdir()] == ["keep.h5"]
+
+
+def test_eg_data_regenerates_bit_for_bit(tmp_path):
+    paths = D.make_eg_data(tmp_path)
+    assert paths, "no example datasets are defined"
+    for p in paths:
+        shipped = os.path.join(D.EG_DATA, os.path.basename(p))
+        assert os.path.exists(shipped), f"{shipped} is missing: run `python -m minilatent make-eg-data`"
+        with h5py.File(p) as new, h5py.File(shipped) as old:
+            assert sorted(new.keys()) == sorted(old.keys()), p
+            for k in new.keys():
+                a, b = new[k][()], old[k][()]
+                assert a.dtype == b.dtype and np.array_equal(a, b), f"{os.path.basename(p)}:{k} differs"
+
+
+# --- metrics ---------------------------------------------------------------
+
+
+def test_r2_and_latent_r2():
+    rng = np.random.default_rng(0)
+    true = rng.normal(size=(10, 20, 4))
+    assert D.rate_r2(true, true) == 1.0
+    assert D.rate_r2(np.broadcast_to(true.reshape(-1, 4).mean(0), true.shape), true) == pytest.approx(0.0, abs=1e-12)
+    # latents that are an exact affine map of the factors are recovered on held-out trials
+    f = rng.normal(size=(30, 20, 5))
+    A, b = rng.normal(size=(5, 3)), rng.normal(size=3)
+    np.testing.assert_allclose(D.latent_r2(f, f @ A + b), 1.0, atol=1e-10)
+
+
+def test_bits_per_spike_against_direct_computation():
+    rng = np.random.default_rng(1)
+    rates = rng.uniform(0.05, 2.0, size=(6, 15, 4))
+    x = rng.poisson(rates).astype(float)
+    nll = lambda r: sum(r.flat[i] - x.flat[i] * math.log(r.flat[i]) + math.lgamma(x.flat[i] + 1) for i in range(x.size))
+    null = np.broadcast_to(x.reshape(-1, 4).mean(0), x.shape)
+    expected = (nll(null) - nll(rates)) / (x.sum() * math.log(2))
+    assert D.bits_per_spike(rates, x) == pytest.approx(expected, rel=1e-10)
+    assert D.bits_per_spike(null, x) == pytest.approx(0.0, abs=1e-12)
+    assert D.bits_per_spike(rates, x) > 0
+
+
+def test_baselines():
+    x = np.zeros((2, 50, 1))
+    x[:, 25, 0] = 1.0
+    s = D.gaussian_smooth(x, 3.0)
+    assert s[0, :, 0].sum() == pytest.approx(1.0, rel=1e-3) and s[0, 25, 0] == s[0, :, 0].max()
+    train = np.stack([np.full((5, 2), c + 1.0) for c in (0, 1, 0, 1)])
+    pred = D.condition_average(train, [0, 1, 0, 1], [1, 0])
+    assert (pred[0] == 2.0).all() and (pred[1] == 1.0).all()
+    with pytest.raises(ValueError, match="no training trials"):
+        D.condition_average(train, [0, 1, 0, 1], [2])
