@@ -92,8 +92,8 @@ class LFADSConfig:
     ic_prior_var: float = 0.1      # variance of the IC prior N(mu_prior, var); its mean is learned
     co_prior_tau: float = 10.0     # AR(1) prior of inferred inputs: initial time constant, in bins (learned)
     co_prior_nvar: float = 0.1     # AR(1) prior: initial noise variance (learned)
-    kl_ic_scale: float = 1e-4      # weight of KL_ic (KL is summed over dims; recon is a mean per entry)
-    kl_co_scale: float = 1e-4      # weight of KL_co
+    kl_ic_scale: float = 1e-5      # weight of KL_ic (KL is summed over dims, recon is a mean per entry: 1e-5 x T x N ~ 0.03 per trial here)
+    kl_co_scale: float = 1e-5      # weight of KL_co
     l2_gen_scale: float = 1.0      # weight of the L2 penalty on the generator's recurrent kernel
     l2_con_scale: float = 0.0      # weight of the L2 penalty on the controller's recurrent kernel
     kl_ramp_start: int = 0         # epoch at which the KL weight starts rising from 0

@@ -1,0 +1,178 @@
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+
+from minilatent.lfads import LFADS, LFADSConfig
+from minilatent.trainer import Trainer, TrainerConfig
+
+
+def tiny_data(seed=0, B=24):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.poisson(torch.full((B, 15, 5), 0.6), generator=g)
+    return (x, x)
+
+
+def tiny_model(seed=0):
+    torch.manual_seed(seed)
+    return LFADS(LFADSConfig(n_neurons=5, ic_enc_dim=6, ic_dim=4, gen_dim=8, fac_dim=3, kl_ramp_epochs=3))
+
+
+def cfg(**kw):
+    base = dict(max_epochs=4, batch_size=8, progress=False, seed=1)
+    base.update(kw)
+    return TrainerConfig(**base)
+
+
+def same_state(a, b):
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_same_seed_gives_identical_training():
+    runs = []
+    for _ in range(2):
+        m = tiny_model()
+        t = Trainer(m, tiny_data(), tiny_data(1, 8), cfg())
+        h = t.fit()
+        runs.append((m.state_dict(), h.column("train_loss")))
+    assert same_state(runs[0][0], runs[1][0])
+    assert (runs[0][1] == runs[1][1]).all()
+    # and a different seed differs
+    m = tiny_model()
+    Trainer(m, tiny_data(), tiny_data(1, 8), cfg(seed=2)).fit()
+    assert not same_state(runs[0][0], m.state_dict())
+
+
+def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path):
+    ck = tmp_path / "ck.pt"
+    m_full = tiny_model()
+    full = Trainer(m_full, tiny_data(), tiny_data(1, 8), cfg(early_stopping_patience=10))
+    full.fit()
+
+    class Crash(Exception):
+        pass
+
+    m1 = tiny_model()
+    t1 = Trainer(m1, tiny_data(), tiny_data(1, 8), cfg(checkpoint_path=str(ck), early_stopping_patience=10))
+
+    def crash(tr):
+        if tr.epoch == 3:
+            raise Crash  # dies during epoch 3's bookkeeping: the last checkpoint is from epoch 2
+    t1.add_callback("on_epoch_end", crash)
+    with pytest.raises(Crash):
+        t1.fit()
+    assert torch.load(ck, weights_only=True)["epoch"] == 2
+
+    m2 = tiny_model(seed=123)  # different init: everything must come from the checkpoint
+    t2 = Trainer(m2, tiny_data(), tiny_data(1, 8), cfg(checkpoint_path=str(ck), early_stopping_patience=10))
+    t2.load_checkpoint(ck)
+    t2.fit()
+    assert t2.epoch == full.epoch == 4
+    assert same_state(m_full.state_dict(), m2.state_dict())
+    assert [r["valid_loss"] for r in full.history.rows] == [r["valid_loss"] for r in t2.history.rows]
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    ck = tmp_path / "ck.pt"
+    t = Trainer(tiny_model(), tiny_data(), None, cfg(max_epochs=1, checkpoint_path=str(ck)))
+    t.fit()
+    good = ck.read_bytes()
+
+    def broken_save(obj, f, *a, **k):
+        f.write(b"partial")
+        raise OSError("disk full")
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        t.save_checkpoint(ck)
+    assert ck.read_bytes() == good
+    assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"]
+
+
+def test_weight_schedules_reach_the_model_as_ramps():
+    seen = []
+
+    class Probe(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(1))
+
+        def weight_schedules(self):
+            return {"kl": lambda e: min(e / 2.0, 1.0)}
+
+        def training_step(self, batch, weights):
+            seen.append(weights["kl"])
+            return {"loss": (self.w - batch.mean()) ** 2}
+
+    x = torch.ones(8, 3)
+    Trainer(Probe(), x, None, cfg(max_epochs=3, batch_size=4, ema_decay=None)).fit()
+    # two batches per epoch: the weight is evaluated at fractional epochs 0, 0.5, 1, 1.5, 2, 2.5
+    assert seen == [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
+
+
+def test_several_losses_per_batch_give_several_optimizer_steps_and_sessions_are_routed():
+    calls = []
+
+    class Online(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(1))
+
+        def training_step(self, batch, weights, session):
+            calls.append((session, batch.shape[-1]))
+            for t in range(batch.shape[1]):
+                yield {"loss": ((self.w - batch[:, t]) ** 2).mean()}
+
+    sessions = [torch.ones(4, 3, 2), torch.ones(6, 3, 7)]
+    t = Trainer(Online(), sessions, None, cfg(max_epochs=2, batch_size=4, ema_decay=None))
+    t.fit()
+    assert t.step == 2 * (1 + 2) * 3  # epochs x batches x time steps
+    assert all(n == (2 if s == 0 else 7) for s, n in calls)
+    assert {s for s, _ in calls} == {0, 1}
+
+
+def test_time_budget_early_stopping_and_best_weights():
+    m = tiny_model()
+    t = Trainer(m, tiny_data(), tiny_data(1, 8), cfg(max_epochs=1000, max_seconds=0.5))
+    t.fit()
+    assert t.stop_reason == "time budget" and t.epoch < 1000
+
+    m = tiny_model()
+    t = Trainer(m, tiny_data(), tiny_data(1, 8), cfg(max_epochs=200, lr=0.3, early_stopping_patience=2,
+                                                       lr_schedule="constant"))
+    t.fit()
+    assert t.stop_reason == "early stopping"
+    v = t.history.column("valid_loss")
+    assert t.best_score == v.min()
+    # the model holds the best weights: validating again reproduces the best epoch's reconstruction
+    # (the total loss also depends on the KL weight of the epoch, which has moved on)
+    t.ema = None
+    best_row = t.history.rows[int(v.argmin())]
+    assert t.validate()["recon"] == pytest.approx(best_row["valid_recon"], rel=1e-6)
+
+
+def test_cosine_schedule_and_bad_config():
+    t = Trainer(tiny_model(), tiny_data(), None, cfg(max_epochs=2, lr=1.0, lr_min_factor=0.1))
+    total = 2 * t.steps_per_epoch()
+    assert t.lr_at(0) == pytest.approx(1.0)
+    assert t.lr_at(total // 2) == pytest.approx(0.55)
+    assert t.lr_at(total) == pytest.approx(0.1)
+    with pytest.raises(KeyError, match="lr_sched"):
+        Trainer(tiny_model(), tiny_data(), None, lr_sched="cosine")
+    with pytest.raises(ValueError, match="trials"):
+        Trainer(tiny_model(), (torch.ones(4, 3, 5), torch.ones(5, 3, 5)), None)
+    with pytest.raises(ValueError, match="2 training sessions but 1"):
+        Trainer(tiny_model(), [tiny_data(), tiny_data()], [tiny_data()])
+
+
+def test_nan_loss_stops_with_a_clear_error():
+    class Exploding(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(1))
+
+        def training_step(self, batch, weights):
+            return {"loss": self.w.sum() * float("nan")}
+
+    with pytest.raises(FloatingPointError, match="loss became nan"):
+        Trainer(Exploding(), torch.ones(4, 2), None, cfg(max_epochs=1, ema_decay=None)).fit()
