@@ -184,7 +184,7 @@ def main(argv=None):
     lf.add_argument("--max-seconds", type=float, default=None, help="wall-clock training budget")
     lf.add_argument("--seed", type=int, default=0)
     lf.add_argument("--batch-size", type=int, default=32)
-    lf.add_argument("--lr", type=float, default=5e-3)
+    lf.add_argument("--lr", type=float, default=1e-2, help="peak learning rate (cosine decay)")
     lf.add_argument("--gen-dim", type=int, default=64)
     lf.add_argument("--fac-dim", type=int, default=20)
     lf.add_argument("--co-dim", type=int, default=0, help="inferred-input dimension (0: no controller)")

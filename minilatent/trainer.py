@@ -36,10 +36,11 @@ import torch
 @dataclass
 class TrainerConfig:
     max_epochs: int = 200           # upper bound on passes over the training data
-    max_seconds: Optional[float] = None  # wall-clock budget; training stops after the epoch that crosses it... or mid-epoch
+    max_seconds: Optional[float] = None  # wall-clock budget: training stops at the first batch past it
     batch_size: int = 32            # trials per batch (small batches = more updates per second on a CPU)
-    lr: float = 5e-3                # peak learning rate
-    lr_schedule: str = "cosine"     # 'constant' or 'cosine' (decays to lr * lr_min_factor at max_epochs)
+    lr: float = 1e-2                # peak learning rate (suits LFADS-sized GRUs at batch 32 with cosine decay)
+    lr_schedule: str = "cosine"     # 'constant' or 'cosine': decays to lr * lr_min_factor at max_epochs, or at
+                                    # max_seconds if that budget is set and runs out first
     lr_min_factor: float = 0.05     # final learning rate as a fraction of lr (cosine)
     warmup_steps: int = 0           # linear learning-rate warm-up, in optimiser steps
     weight_decay: float = 0.0       # AdamW weight decay (the default optimiser)
@@ -153,14 +154,21 @@ class Trainer:
     def steps_per_epoch(self):
         return sum(math.ceil(s[0].shape[0] / self.cfg.batch_size) for s in self.train_sessions)
 
-    def lr_at(self, step):
+    def progress(self, step, elapsed=None):
+        """ fraction of training done: of max_epochs, or of max_seconds if that budget runs out first """
+        frac = step / max(1, self.cfg.max_epochs * self.steps_per_epoch())
+        if self.cfg.max_seconds and elapsed is not None:
+            frac = max(frac, elapsed / self.cfg.max_seconds)
+        return min(frac, 1.0)
+
+    def lr_at(self, step, elapsed=None):
+        """ learning rate at an optimiser step (and elapsed seconds, when training under a time budget) """
         c = self.cfg
         lr = c.lr
         if c.warmup_steps and step < c.warmup_steps:
             return lr * (step + 1) / c.warmup_steps
         if c.lr_schedule == "cosine":
-            total = max(1, c.max_epochs * self.steps_per_epoch())
-            frac = min(step / total, 1.0)
+            frac = self.progress(step, elapsed)
             return lr * (c.lr_min_factor + (1 - c.lr_min_factor) * 0.5 * (1 + math.cos(math.pi * frac)))
         if c.lr_schedule != "constant":
             raise ValueError(f"unknown lr_schedule {c.lr_schedule!r}: use 'constant' or 'cosine'")
@@ -219,7 +227,7 @@ class Trainer:
                     batch = _to(tuple(x[idx] for x in self.train_sessions[s]), c.device)
                     out = self._call(self.model.training_step, batch, weights, s)
                     for losses in ([out] if isinstance(out, dict) else out):
-                        self._optimizer_step(losses["loss"])
+                        self._optimizer_step(losses["loss"], time.perf_counter() - start)
                         for k, v in losses.items():
                             sums[k] = sums.get(k, 0.0) + float(v.detach() if torch.is_tensor(v) else v)
                         count += 1
@@ -230,7 +238,7 @@ class Trainer:
                 self.epoch += 1
                 self.elapsed = time.perf_counter() - start
                 row = {"epoch": self.epoch, "step": self.step, "seconds": self.elapsed,
-                       "lr": self.lr_at(self.step), **{f"w_{k}": v for k, v in self.weights_at(self.epoch).items()},
+                       "lr": self.lr_at(self.step, self.elapsed), **{f"w_{k}": v for k, v in self.weights_at(self.epoch).items()},
                        **{f"train_{k}": v / max(count, 1) for k, v in sums.items()}}
                 if not math.isfinite(row.get("train_loss", 0.0)):
                     raise FloatingPointError(f"training loss became {row['train_loss']} at epoch {self.epoch}: "
@@ -258,10 +266,10 @@ class Trainer:
         self.finalize()
         self._fire("on_fit_end")
 
-    def _optimizer_step(self, loss):
+    def _optimizer_step(self, loss, elapsed=None):
         c = self.cfg
         for g in self.optimizer.param_groups:
-            g["lr"] = self.lr_at(self.step) * g.get("lr_scale", 1.0)
+            g["lr"] = self.lr_at(self.step, elapsed) * g.get("lr_scale", 1.0)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if c.grad_clip is not None:

@@ -169,6 +169,10 @@ def test_baselines():
     x[:, 25, 0] = 1.0
     s = D.gaussian_smooth(x, 3.0)
     assert s[0, :, 0].sum() == pytest.approx(1.0, rel=1e-3) and s[0, 25, 0] == s[0, :, 0].max()
+    assert s[0, 25, 0] == pytest.approx(1 / (3.0 * math.sqrt(2 * math.pi)), rel=1e-3)
+    # a kernel wider than the trial keeps the shape, and a constant rate stays constant at the edges
+    wide = D.gaussian_smooth(np.full((2, 10, 3), 0.7), 40.0)
+    assert wide.shape == (2, 10, 3) and np.allclose(wide, 0.7)
     train = np.stack([np.full((5, 2), c + 1.0) for c in (0, 1, 0, 1)])
     pred = D.condition_average(train, [0, 1, 0, 1], [1, 0])
     assert (pred[0] == 2.0).all() and (pred[1] == 1.0).all()
