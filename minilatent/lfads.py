@@ -435,8 +435,9 @@ class LFADS(nn.Module):
     # -------------------------------------------------------------------------
 
     @torch.no_grad()
-    def posterior_average(self, encod, ext_input=None, n_samples=50, batch_size=128, n_steps=None):
+    def posterior_average(self, encod, ext_input=None, n_samples=50, batch_size=2048, n_steps=None):
         """ Sample the posteriors n_samples times with dropout off and average rates and latents.
+        batch_size: trial-samples per forward pass (trials x n_samples are evaluated in chunks of this size).
         Returns numpy arrays named as in lfads-torch's output file (without the split prefix):
         output_params (rates, counts per bin), factors, gen_states, gen_init, ic_mean, ic_std, and with
         a controller co_means, co_stds, gen_inputs, con_states. """

@@ -54,8 +54,9 @@ def stepper(plot_fn, n_steps, start=0, step=1, interval_ms=150, description="tim
 
 def plot_raster_rates(spikes, t=None, true_rates=None, inferred_rates=None, neurons=None, dt=None, ax=None,
                       title=None):
-    """ One trial: spikes as a raster (dots), true rates (grey) and inferred rates (colour) per neuron,
-    drawn up to bin t (all bins if t is None). spikes/rates: (T, N) counts per bin. """
+    """ One trial: spikes as a raster (ticks), true rates (grey) and inferred rates (colour) per neuron,
+    drawn up to bin t (all bins if t is None). spikes/rates: (T, N) counts per bin. Each neuron's row is
+    scaled to its own peak rate. """
     spikes = np.asarray(spikes)
     T, N = spikes.shape
     neurons = list(range(min(N, 8))) if neurons is None else list(neurons)
@@ -64,11 +65,10 @@ def plot_raster_rates(spikes, t=None, true_rates=None, inferred_rates=None, neur
         raise ValueError(f"t={t} is outside the trial's {T} bins")
     ax = ax or plt.gca()
     x = np.arange(T) * (dt or 1.0)
-    scale = max(np.max(true_rates[:, neurons]) if true_rates is not None else 0,
-                np.max(inferred_rates[:, neurons]) if inferred_rates is not None else 0,
-                1e-9)
     for row, n in enumerate(neurons):
         base = row
+        scale = max(np.max(true_rates[:, n]) if true_rates is not None else 0,     # each row on its own scale
+                    np.max(inferred_rates[:, n]) if inferred_rates is not None else 0, 1e-9)
         s = np.nonzero(spikes[: t + 1, n])[0]
         ax.plot(x[s], np.full(len(s), base + 0.05), "|", color="k", ms=5)
         if true_rates is not None:
