@@ -217,7 +217,6 @@ class Trainer:
             bar = tqdm(total=c.max_epochs, initial=self.epoch, desc="training", unit="epoch", leave=True)
         start = time.perf_counter() - self.elapsed
         spe = self.steps_per_epoch()
-        self.stop_reason = self.stop_reason if self.epoch >= c.max_epochs else None
         try:
             while self.epoch < c.max_epochs and self.stop_reason is None:
                 self.model.train()
@@ -330,19 +329,27 @@ class Trainer:
         else:
             self.bad_epochs += 1
 
-    def finalize(self):
-        """ Leave the model with the weights to use: the best validated ones, else the EMA. """
+    def final_weights(self):
+        """ The weights to use after training: the best validated ones (restore_best), else the EMA,
+        else the current ones. """
+        weights = dict(self.model.state_dict())
         if self.cfg.restore_best and self.best_state is not None:
-            self.model.load_state_dict(self.best_state, strict=False)
+            weights.update(self.best_state)
         elif self.ema is not None:
-            self.model.load_state_dict(self.ema, strict=False)
+            weights.update(self.ema)
+        return weights
+
+    def finalize(self):
+        """ Leave the model holding final_weights(), in eval mode. """
+        self.model.load_state_dict(self.final_weights())
         self.model.eval()
 
     # --- checkpoints -----------------------------------------------------------
 
     def state_dict(self):
         return {
-            "model": self.model.state_dict(),
+            "model": self.model.state_dict(),        # the weights to continue training from
+            "final_model": self.final_weights(),     # the weights to use: model.load_state_dict(ck["final_model"])
             "optimizer": self.optimizer.state_dict(),
             "ema": self.ema,
             "best_state": self.best_state,

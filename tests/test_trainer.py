@@ -70,6 +70,9 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path):
     t2.fit()
     assert t2.epoch == full.epoch == 4
     assert same_state(m_full.state_dict(), m2.state_dict())
+    # the checkpoint also holds the weights to use, which the trained model ends up with
+    final = torch.load(ck, weights_only=True)["final_model"]
+    assert same_state(final, m2.state_dict())
     assert [r["valid_loss"] for r in full.history.rows] == [r["valid_loss"] for r in t2.history.rows]
 
 
