@@ -41,8 +41,16 @@ else
   fi
 fi
 
-say "installing minilatent (editable) with JupyterLab, ipywidgets, pytest, nbval"
-$PIP install -q -e ".[dev]"
+# the package and its tools; skipped when pyproject.toml has not changed since the last successful install
+STAMP=.venv/.minilatent-installed
+WANT=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ] && "$VPY" -c 'import minilatent, nbval, jupyterlab' 2>/dev/null; then
+  say "minilatent and its tools are installed and pyproject.toml is unchanged: skipping pip"
+else
+  say "installing minilatent (editable) with JupyterLab, ipywidgets, pytest, nbval"
+  $PIP install -q -e ".[dev]"
+  echo "$WANT" > "$STAMP"
+fi
 
 if [ ! -d data ]; then
   say "seeding data/ from eg_data/"
