@@ -390,6 +390,9 @@ def bits_per_spike(rates, spikes):
 # baselines: what a latent model has to beat
 
 
+_SMOOTH_BLOCK = 1024   # output bins per weight matrix in gaussian_smooth: memory stays flat for long recordings
+
+
 def gaussian_smooth(spikes, sigma_bins, exclude_center=False):
     """ smooth each trial and neuron along time with a Gaussian kernel of std sigma_bins (same length out).
     The weights are normalised by the kernel mass that falls inside the trial, so the edges are not biased
@@ -401,16 +404,21 @@ def gaussian_smooth(spikes, sigma_bins, exclude_center=False):
     if not (np.isfinite(sigma_bins) and sigma_bins > 0):
         raise ValueError(f"gaussian_smooth: sigma_bins must be a positive number, got {sigma_bins}")
     T = x.shape[1]
-    lag = np.arange(T)[:, None] - np.arange(T)[None, :]              # (T out, T in)
-    K = np.exp(-0.5 * (lag / sigma_bins) ** 2) * (np.abs(lag) <= math.ceil(4 * sigma_bins))
-    if exclude_center:
-        np.fill_diagonal(K, 0.0)
-    mass = K.sum(1, keepdims=True)
-    if not (mass > 0).all():
-        raise ValueError(f"gaussian_smooth: with exclude_center=True the kernel (sigma_bins={sigma_bins}) gives no "
-                         f"weight to any other bin of a {T}-bin trial; use a wider kernel or longer trials")
-    K /= mass                                                         # rows sum to 1
-    return K @ x                                                      # (T, T) @ (B, T, N) -> (B, T, N)
+    half = math.ceil(4 * sigma_bins)                                  # the kernel is cut at 4 sigma
+    out = np.empty_like(x)
+    for a in range(0, T, _SMOOTH_BLOCK):                              # one block of output bins at a time
+        b = min(a + _SMOOTH_BLOCK, T)
+        lo, hi = max(0, a - half), min(T, b + half)                   # the input bins the block can see
+        lag = np.arange(a, b)[:, None] - np.arange(lo, hi)[None, :]   # (out bins, in bins)
+        K = np.exp(-0.5 * (lag / sigma_bins) ** 2) * (np.abs(lag) <= half)
+        if exclude_center:
+            K[lag == 0] = 0.0
+        mass = K.sum(1, keepdims=True)
+        if not (mass > 0).all():
+            raise ValueError(f"gaussian_smooth: with exclude_center=True the kernel (sigma_bins={sigma_bins}) gives no "
+                             f"weight to any other bin of a {T}-bin trial; use a wider kernel or longer trials")
+        out[:, a:b] = (K / mass) @ x[:, lo:hi]                        # rows sum to 1: (b-a, hi-lo) @ (B, hi-lo, N)
+    return out
 
 
 def condition_average(train_spikes, train_cond_idx, test_cond_idx, smooth_sigma_bins=None):

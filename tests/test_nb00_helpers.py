@@ -34,6 +34,16 @@ def test_gaussian_smooth_matches_loop(sigma, exclude_center):
     np.testing.assert_allclose(got, smooth_loop(x, sigma, exclude_center), rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("exclude_center", [False, True])
+def test_gaussian_smooth_in_blocks_matches_loop(monkeypatch, exclude_center):
+    """ long recordings are smoothed a block of bins at a time; the blocks must join seamlessly """
+    monkeypatch.setattr(D, "_SMOOTH_BLOCK", 7)
+    x = np.random.default_rng(6).poisson(0.5, size=(2, 45, 3)).astype(np.float32)
+    for sigma in (0.8, 2.5, 20.0):
+        np.testing.assert_allclose(D.gaussian_smooth(x, sigma, exclude_center=exclude_center),
+                                   smooth_loop(x, sigma, exclude_center), rtol=1e-10, atol=1e-12)
+
+
 def test_gaussian_smooth_constant_and_leave_out():
     x = np.full((1, 25, 1), 3.0)
     np.testing.assert_allclose(D.gaussian_smooth(x, 4.0), 3.0)           # edges not biased low
