@@ -390,7 +390,7 @@ def bits_per_spike(rates, spikes):
 # baselines: what a latent model has to beat
 
 
-_SMOOTH_BLOCK = 1024   # output bins per weight matrix in gaussian_smooth: memory stays flat for long recordings
+_SMOOTH_BLOCK = 1024   # most output bins per weight matrix in gaussian_smooth: memory stays flat for long recordings
 
 
 def gaussian_smooth(spikes, sigma_bins, exclude_center=False):
@@ -406,18 +406,23 @@ def gaussian_smooth(spikes, sigma_bins, exclude_center=False):
     T = x.shape[1]
     half = math.ceil(4 * sigma_bins)                                  # the kernel is cut at 4 sigma
     out = np.empty_like(x)
-    for a in range(0, T, _SMOOTH_BLOCK):                              # one block of output bins at a time
-        b = min(a + _SMOOTH_BLOCK, T)
+    block = min(_SMOOTH_BLOCK, max(64, 2 * half))                     # ~ the kernel's width: little work on zeros
+    weights = {}                                                      # interior blocks share one matrix
+    for a in range(0, T, block):                                      # one block of output bins at a time
+        b = min(a + block, T)
         lo, hi = max(0, a - half), min(T, b + half)                   # the input bins the block can see
-        lag = np.arange(a, b)[:, None] - np.arange(lo, hi)[None, :]   # (out bins, in bins)
-        K = np.exp(-0.5 * (lag / sigma_bins) ** 2) * (np.abs(lag) <= half)
-        if exclude_center:
-            K[lag == 0] = 0.0
-        mass = K.sum(1, keepdims=True)
-        if not (mass > 0).all():
-            raise ValueError(f"gaussian_smooth: with exclude_center=True the kernel (sigma_bins={sigma_bins}) gives no "
-                             f"weight to any other bin of a {T}-bin trial; use a wider kernel or longer trials")
-        out[:, a:b] = (K / mass) @ x[:, lo:hi]                        # rows sum to 1: (b-a, hi-lo) @ (B, hi-lo, N)
+        key = (a - lo, b - a, hi - b)
+        if key not in weights:
+            lag = np.arange(a, b)[:, None] - np.arange(lo, hi)[None, :]   # (out bins, in bins)
+            K = np.exp(-0.5 * (lag / sigma_bins) ** 2) * (np.abs(lag) <= half)
+            if exclude_center:
+                K[lag == 0] = 0.0
+            mass = K.sum(1, keepdims=True)
+            if not (mass > 0).all():
+                raise ValueError(f"gaussian_smooth: with exclude_center=True the kernel (sigma_bins={sigma_bins}) gives "
+                                 f"no weight to any other bin of a {T}-bin trial; use a wider kernel or longer trials")
+            weights[key] = K / mass                                   # rows sum to 1
+        out[:, a:b] = weights[key] @ x[:, lo:hi]                      # (b-a, hi-lo) @ (B, hi-lo, N)
     return out
 
 
