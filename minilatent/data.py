@@ -390,17 +390,40 @@ def bits_per_spike(rates, spikes):
 # baselines: what a latent model has to beat
 
 
-def gaussian_smooth(spikes, sigma_bins):
-    """ Smooth each trial and neuron along time with a Gaussian kernel of std sigma_bins. Each output bin
-    is a weighted mean of the trial's bins, the weights renormalised at the edges, so a constant rate
-    stays constant up to the first and last bin. spikes (trials, T, N) -> same shape. """
-    if sigma_bins <= 0:
-        raise ValueError(f"sigma_bins must be > 0, got {sigma_bins}")
+_SMOOTH_BLOCK = 1024   # most output bins per weight matrix in gaussian_smooth: memory stays flat for long recordings
+
+
+def gaussian_smooth(spikes, sigma_bins, exclude_center=False):
+    """ smooth each trial and neuron along time with a Gaussian kernel of std sigma_bins (same length out).
+    The weights are normalised by the kernel mass that falls inside the trial, so the edges are not biased
+    low. exclude_center=True gives the kernel no weight at the bin itself: each bin is predicted from its
+    neighbours only, which is what an honest (held-out) likelihood such as bits_per_spike needs. """
     x = np.asarray(spikes, np.float64)
-    t = np.arange(x.shape[1])
-    K = np.exp(-0.5 * ((t[:, None] - t[None, :]) / sigma_bins) ** 2)   # (T out, T in)
-    K /= K.sum(1, keepdims=True)
-    return np.einsum("st,btn->bsn", K, x)
+    if x.ndim != 3:
+        raise ValueError(f"gaussian_smooth: expected spikes of shape (trials, time, neurons), got {x.shape}")
+    if not (np.isfinite(sigma_bins) and sigma_bins > 0):
+        raise ValueError(f"gaussian_smooth: sigma_bins must be a positive number, got {sigma_bins}")
+    T = x.shape[1]
+    half = math.ceil(4 * sigma_bins)                                  # the kernel is cut at 4 sigma
+    out = np.empty_like(x)
+    block = min(_SMOOTH_BLOCK, max(64, 2 * half))                     # ~ the kernel's width: little work on zeros
+    weights = {}                                                      # interior blocks share one matrix
+    for a in range(0, T, block):                                      # one block of output bins at a time
+        b = min(a + block, T)
+        lo, hi = max(0, a - half), min(T, b + half)                   # the input bins the block can see
+        key = (a - lo, b - a, hi - b)
+        if key not in weights:
+            lag = np.arange(a, b)[:, None] - np.arange(lo, hi)[None, :]   # (out bins, in bins)
+            K = np.exp(-0.5 * (lag / sigma_bins) ** 2) * (np.abs(lag) <= half)
+            if exclude_center:
+                K[lag == 0] = 0.0
+            mass = K.sum(1, keepdims=True)
+            if not (mass > 0).all():
+                raise ValueError(f"gaussian_smooth: with exclude_center=True the kernel (sigma_bins={sigma_bins}) gives "
+                                 f"no weight to any other bin of a {T}-bin trial; use a wider kernel or longer trials")
+            weights[key] = K / mass                                   # rows sum to 1
+        out[:, a:b] = weights[key] @ x[:, lo:hi]                      # (b-a, hi-lo) @ (B, hi-lo, N)
+    return out
 
 
 def condition_average(train_spikes, train_cond_idx, test_cond_idx, smooth_sigma_bins=None):
@@ -414,3 +437,75 @@ def condition_average(train_spikes, train_cond_idx, test_cond_idx, smooth_sigma_
     psth = {c: x[train_cond_idx == c].mean(0) for c in np.unique(test_cond_idx)}
     out = np.stack([psth[c] for c in test_cond_idx])
     return gaussian_smooth(out, smooth_sigma_bins) if smooth_sigma_bins else out
+
+
+# -----------------------------------------------------------------------------
+# spikes and rates (notebook 00): binning, count statistics and the table of baselines to beat
+
+
+def rebin(spikes, factor):
+    """ sum counts over consecutive groups of `factor` time bins: (B, T, N) -> (B, T // factor, N);
+    a trailing remainder of fewer than `factor` bins is dropped. """
+    x = np.asarray(spikes)
+    if x.ndim != 3:
+        raise ValueError(f"rebin: expected spikes of shape (trials, time, neurons), got {x.shape}")
+    if int(factor) != factor or factor < 1 or factor > x.shape[1]:
+        raise ValueError(f"rebin: factor must be a whole number in [1, {x.shape[1]}] (the trial's bins), got {factor}")
+    factor = int(factor)
+    B, T, N = x.shape
+    T2 = T // factor
+    return x[:, : T2 * factor].reshape(B, T2, factor, N).sum(2)        # (B, T2, N)
+
+
+def fano_factor(counts, axis=0):
+    """ variance / mean of counts along `axis` (variance with ddof=1); NaN where the mean is 0.
+    1 for Poisson counts, < 1 for regular (e.g. refractory) spiking, > 1 when the rate itself varies. """
+    c = np.asarray(counts, np.float64)
+    if c.shape[axis] < 2:
+        raise ValueError(f"fano_factor: need at least 2 samples along axis {axis}, got shape {c.shape}")
+    m = c.mean(axis)
+    v = c.var(axis, ddof=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(m > 0, v / np.where(m > 0, m, 1.0), np.nan)
+
+
+SMOOTH_SIGMAS = (2, 4, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50)   # kernel widths (bins) tried for single trials
+PSTH_SIGMAS = (1, 2, 3, 4, 6, 8, 10, 12, 15)                       # kernel widths (bins) tried for the PSTH
+
+
+def baseline_scores(data, split="valid", smooth_sigmas=SMOOTH_SIGMAS, psth_sigmas=PSTH_SIGMAS):
+    """ The numbers a latent model has to beat on `split`: rate R^2 (mean and median over neurons; needs
+    `{split}_truth`) and bits per spike of
+      'smoothing'  single-trial Gaussian smoothing. R^2 at the width with the best mean R^2 (an oracle
+                   choice, generous to the baseline); bits/spike with the bin itself left out of the kernel
+                   (smoothing a bin's own spike into its prediction is not a prediction), best width;
+      'psth'       the smoothed condition average of the train trials (needs `*_cond_idx`), best widths;
+      'truth'      the true rates: the ceiling.
+    Returns {name: {'r2', 'r2_median', 'bps', 'sigma_r2', 'sigma_bps'}} (R^2 is NaN without truth). """
+    x = np.asarray(data[f"{split}_recon_data"], np.float64)
+    truth = true_rates(data, split) if f"{split}_truth" in data else None
+
+    def r2s(pred):
+        if truth is None:
+            return np.nan, np.nan
+        per = r2_score(pred, truth, per_column=True)
+        return float(per.mean()), float(np.median(per))
+
+    def best(make, sigmas, bps_make=None):
+        r2 = [r2s(make(s)) for s in sigmas]
+        bps = [bits_per_spike((bps_make or make)(s), x) for s in sigmas]
+        i = int(np.nanargmax([r[0] for r in r2])) if truth is not None else 0
+        j = int(np.argmax(bps))
+        return {"r2": r2[i][0], "r2_median": r2[i][1], "bps": float(bps[j]),
+                "sigma_r2": sigmas[i] if truth is not None else np.nan, "sigma_bps": sigmas[j]}
+
+    out = {"smoothing": best(lambda s: gaussian_smooth(x, s), tuple(smooth_sigmas),
+                             lambda s: gaussian_smooth(x, s, exclude_center=True))}
+    if "train_cond_idx" in data and f"{split}_cond_idx" in data:
+        tr, ci, cs = data["train_recon_data"], data["train_cond_idx"], data[f"{split}_cond_idx"]
+        out["psth"] = best(lambda s: condition_average(tr, ci, cs, s), tuple(psth_sigmas))
+    if truth is not None:
+        r2, r2m = r2s(truth)
+        out["truth"] = {"r2": r2, "r2_median": r2m, "bps": float(bits_per_spike(truth, x)),
+                        "sigma_r2": np.nan, "sigma_bps": np.nan}
+    return out

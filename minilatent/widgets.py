@@ -130,3 +130,61 @@ def plot_lfads_frame(t, spikes, true_rates, inferred_rates, factors, true_latent
         plot_trajectory(factors, t, ax=ax2, color="C1", title="factors 1-3")
     fig.tight_layout()
     return fig
+
+
+# -----------------------------------------------------------------------------
+# spikes and rates (notebook 00): raster with several rate estimates, and the latent state
+
+
+def plot_rate_estimates(spikes, t=None, true_rates=None, estimates=None, neurons=None, dt=None, ax=None,
+                        title=None):
+    """ One trial up to bin t: spikes as a raster, the true rate (thick grey) and each rate estimate of
+    `estimates` ({label: (T, N)} counts per bin, coloured) per neuron, all on one scale per neuron so that
+    the estimates are comparable. Returns the axes. """
+    spikes = np.asarray(spikes)
+    if spikes.ndim != 2:
+        raise ValueError(f"plot_rate_estimates: spikes must be one trial (T, N), got shape {spikes.shape}")
+    T, N = spikes.shape
+    estimates = dict(estimates or {})
+    curves = ({"true rate": np.asarray(true_rates)} if true_rates is not None else {})
+    for k, v in estimates.items():
+        curves[k] = np.asarray(v)
+    for k, v in curves.items():
+        if v.shape != spikes.shape:
+            raise ValueError(f"plot_rate_estimates: {k!r} has shape {v.shape}, expected the spikes' {spikes.shape}")
+    neurons = list(range(min(N, 8))) if neurons is None else list(neurons)
+    t = T - 1 if t is None else int(t)
+    if not 0 <= t < T:
+        raise ValueError(f"t={t} is outside the trial's {T} bins")
+    ax = ax or plt.gca()
+    x = np.arange(T) * (dt or 1.0)
+    for row, n in enumerate(neurons):
+        scale = max([float(np.max(v[:, n])) for v in curves.values()] + [1e-9])
+        s = np.nonzero(spikes[: t + 1, n])[0]
+        ax.plot(x[s], np.full(len(s), row + 0.05), "|", color="k", ms=5)
+        for i, (k, v) in enumerate(curves.items()):
+            style = dict(color="0.6", lw=2.5) if k == "true rate" and true_rates is not None else dict(color=f"C{i}", lw=1.3)
+            ax.plot(x[: t + 1], row + 0.85 * v[: t + 1, n] / scale, label=k if row == 0 else None, **style)
+    ax.axvline(x[t], color="C3", lw=0.8, alpha=0.6)
+    ax.set_xlim(x[0], x[-1])
+    ax.set_ylim(-0.1, len(neurons))
+    ax.set_yticks(np.arange(len(neurons)) + 0.4)
+    ax.set_yticklabels([f"n{n}" for n in neurons])
+    ax.set_xlabel("time (s)" if dt else "time bin")
+    if curves:
+        ax.legend(loc="upper right", fontsize=8)
+    ax.set_title(title or "spikes and rates (each neuron on its own scale)")
+    return ax
+
+
+def plot_spikes_latents_frame(t, spikes, true_rates, estimates=None, latents=None, neurons=None, dt=None):
+    """ The notebook-00 view at bin t: raster with true and estimated rates (left) and the true latent
+    state up to t (right, 3-D) when `latents` (T, D) is given. Returns the figure. """
+    fig = plt.figure(figsize=(11, 4))
+    ax1 = fig.add_subplot(1, 2 if latents is not None else 1, 1)
+    plot_rate_estimates(spikes, t, true_rates, estimates, neurons=neurons, dt=dt, ax=ax1)
+    if latents is not None:
+        ax2 = fig.add_subplot(1, 2, 2, projection="3d" if np.shape(latents)[1] >= 3 else None)
+        plot_trajectory(latents, t, ax=ax2, color="0.3", title="true latent state (Lorenz)")
+    fig.tight_layout()
+    return fig
