@@ -54,39 +54,12 @@ def stepper(plot_fn, n_steps, start=0, step=1, interval_ms=150, description="tim
 
 def plot_raster_rates(spikes, t=None, true_rates=None, inferred_rates=None, neurons=None, dt=None, ax=None,
                       title=None):
-    """ One trial: spikes as a raster (ticks), true rates (grey) and inferred rates (colour) per neuron,
+    """ One trial: spikes as a raster (ticks), true rates (grey) and inferred rates (orange) per neuron,
     drawn up to bin t (all bins if t is None). spikes/rates: (T, N) counts per bin. Each neuron's row is
-    scaled to its own peak rate. """
-    spikes = np.asarray(spikes)
-    T, N = spikes.shape
-    neurons = list(range(min(N, 8))) if neurons is None else list(neurons)
-    t = T - 1 if t is None else int(t)
-    if not 0 <= t < T:
-        raise ValueError(f"t={t} is outside the trial's {T} bins")
-    ax = ax or plt.gca()
-    x = np.arange(T) * (dt or 1.0)
-    for row, n in enumerate(neurons):
-        base = row
-        scale = max(np.max(true_rates[:, n]) if true_rates is not None else 0,     # each row on its own scale
-                    np.max(inferred_rates[:, n]) if inferred_rates is not None else 0, 1e-9)
-        s = np.nonzero(spikes[: t + 1, n])[0]
-        ax.plot(x[s], np.full(len(s), base + 0.05), "|", color="k", ms=5)
-        if true_rates is not None:
-            ax.plot(x[: t + 1], base + 0.85 * true_rates[: t + 1, n] / scale, color="0.6", lw=2,
-                    label="true rate" if row == 0 else None)
-        if inferred_rates is not None:
-            ax.plot(x[: t + 1], base + 0.85 * inferred_rates[: t + 1, n] / scale, color="C1", lw=1.5,
-                    label="inferred rate" if row == 0 else None)
-    ax.axvline(x[t], color="C3", lw=0.8, alpha=0.6)
-    ax.set_xlim(x[0], x[-1])
-    ax.set_ylim(-0.1, len(neurons))
-    ax.set_yticks(np.arange(len(neurons)) + 0.4)
-    ax.set_yticklabels([f"n{n}" for n in neurons])
-    ax.set_xlabel("time (s)" if dt else "time bin")
-    if true_rates is not None or inferred_rates is not None:
-        ax.legend(loc="upper right", fontsize=8)
-    ax.set_title(title or "spikes and rates")
-    return ax
+    scaled to its own peak rate. (A two-curve case of plot_rate_estimates below.) """
+    estimates = {"inferred rate": inferred_rates} if inferred_rates is not None else None
+    return plot_rate_estimates(spikes, t, true_rates, estimates, neurons=neurons, dt=dt, ax=ax,
+                               title=title or "spikes and rates")
 
 
 def plot_trajectory(traj, t=None, ax=None, color="C0", label=None, others=None, title=None):

@@ -40,6 +40,15 @@ def run_copied_model(tmp_path, filename, snippet, timeout=300):
     return r.stdout
 
 
+def write_h5(path, **arrays):
+    """ write raw arrays to an HDF5 file with h5py, bypassing the package's checks (for bad-input tests) """
+    import h5py
+    with h5py.File(path, "w") as f:
+        for k, v in arrays.items():
+            f[k] = v
+    return path
+
+
 @pytest.fixture
 def copied_model(tmp_path):
     return lambda filename, snippet, **kw: run_copied_model(tmp_path, filename, snippet, **kw)

@@ -8,6 +8,7 @@ import pytest
 
 from minilatent import data as D
 from minilatent.__main__ import main
+from conftest import write_h5
 
 
 @pytest.fixture(scope="module")
@@ -50,14 +51,6 @@ def test_train_lfads_writes_lfads_torch_output_layout(small_h5, tmp_path):
     assert "resumed from" in r.stdout and "epoch    3" in r.stdout and "epoch    1 " not in r.stdout
 
 
-def _bad_file(tmp_path, name, **arrays):
-    p = tmp_path / name
-    with h5py.File(p, "w") as f:
-        for k, v in arrays.items():
-            f[k] = v
-    return p
-
-
 GOOD = np.ones((6, 10, 4), np.float32)
 
 
@@ -71,7 +64,7 @@ GOOD = np.ones((6, 10, 4), np.float32)
     ("dtype.h5", dict(train_data=GOOD.astype(complex), valid_data=GOOD), "dtype"),
 ])
 def test_bad_input_exits_2_with_one_line_and_leaves_no_result(tmp_path, capsys, name, arrays, msg):
-    p = _bad_file(tmp_path, name, **arrays)
+    p = write_h5(tmp_path / name, **arrays)
     out = tmp_path / "out"
     code = main(["train", "lfads", str(p), "--out", str(out), "--epochs", "1"])
     err = capsys.readouterr().err

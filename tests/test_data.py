@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from minilatent import data as D
+from conftest import write_h5
 
 
 @pytest.fixture(scope="module")
@@ -79,14 +80,6 @@ def test_h5_reads_original_lfads_layout(tmp_path, lorenz):
     np.testing.assert_allclose(D.true_rates(d, "valid"), D.true_rates(lorenz, "valid"))
 
 
-def _write(tmp_path, **arrays):
-    p = tmp_path / "bad.h5"
-    with h5py.File(p, "w") as f:
-        for k, v in arrays.items():
-            f[k] = v
-    return p
-
-
 GOOD = np.ones((4, 10, 3), np.float32)
 
 
@@ -103,7 +96,7 @@ GOOD = np.ones((4, 10, 3), np.float32)
 ])
 def test_bad_files_give_clear_errors(tmp_path, arrays, exc, msg):
     with pytest.raises(exc, match=msg):
-        D.load_h5(_write(tmp_path, **arrays))
+        D.load_h5(write_h5(tmp_path / "bad.h5", **arrays))
 
 
 def test_missing_and_non_hdf5_files(tmp_path):
