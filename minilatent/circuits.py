@@ -562,7 +562,7 @@ def balance_condition(J, J0):
 
 
 def _Phi(z):
-    return 0.5 * (1 + np.vectorize(math.erf)(z / math.sqrt(2)))
+    return 0.5 * np.vectorize(math.erfc)(-z / math.sqrt(2))  # erfc: accurate far below threshold too
 
 
 def _phi(z):
@@ -576,7 +576,7 @@ def mean_field_threshold_linear(J, J0, M0, K, N, gain=1.0, theta=0.0, K_ext=None
         sigma_A^2 = gain^2 sum_B J_AB^2 (1 - K_B/N_B) q_B          (Bernoulli connectivity, quenched)
     and the rates' first two moments close the loop (Phi, phi: normal cdf and density, z = mu/sigma):
         m_A = mu Phi(z) + sigma phi(z),   q_A = (mu^2 + sigma^2) Phi(z) + mu sigma phi(z).
-    Solved by Newton's method in float64 from the large-K solution. Returns (m, q) numpy arrays. """
+    Solved by Newton's method on log(m, q) in float64 from the large-K solution. Returns (m, q) numpy arrays. """
     J, J0 = np.asarray(J, float), np.asarray(J0, float)
     P = len(J0)
     K = np.broadcast_to(np.asarray(K, float), (P,))
@@ -593,27 +593,28 @@ def mean_field_threshold_linear(J, J0, M0, K, N, gain=1.0, theta=0.0, K_ext=None
         return np.concatenate([mu * Ph + sig * ph, (mu ** 2 + sig ** 2) * Ph + mu * sig * ph])
 
     m0 = balance_solution(J, J0, M0, gain)
-    m0 = np.where((m0 is not None) & (m0 > 0), m0, 0.1) if m0 is not None else np.full(P, 0.1)
-    v = np.concatenate([m0, 2 * m0 ** 2])
+    m0 = np.where(m0 > 0, m0, 0.1) if m0 is not None else np.full(P, 0.1)
+    v = np.log(np.concatenate([m0, 2 * m0 ** 2]))  # Newton on log(m, q): positivity for free, and rates that
+    F = lambda v: np.log(np.maximum(G(np.exp(v)), 1e-300)) - v  # span decades (a silenced population) stay easy
     for _ in range(200):
-        Fv = G(v) - v
+        Fv = F(v)
         if np.max(np.abs(Fv)) < tol:
             break
         Jac = np.empty((2 * P, 2 * P))
         for j in range(2 * P):
             e = np.zeros(2 * P)
-            e[j] = 1e-7 * max(1.0, abs(v[j]))
-            Jac[:, j] = (G(v + e) - G(v - e)) / (2 * e[j])
-        dv = np.linalg.solve(Jac - np.eye(2 * P), -Fv)
-        lam = 1.0
-        while lam > 1e-4:  # backtracking keeps q > 0 and the residual decreasing
-            w = v + lam * dv
-            if np.all(w[P:] > 0) and np.max(np.abs(G(w) - w)) < np.max(np.abs(Fv)):
-                break
-            lam /= 2
-        v = w
+            e[j] = 1e-6
+            Jac[:, j] = (F(v + e) - F(v - e)) / 2e-6
+        dv = np.linalg.solve(Jac, -Fv)
+        lam = min(1.0, 1.0 / max(np.max(np.abs(dv)), 1e-300))  # at most a factor e per step
+        while lam > 1e-6 and not np.max(np.abs(F(v + lam * dv))) < np.max(np.abs(Fv)):
+            lam /= 2  # backtracking: the residual must decrease
+        if lam <= 1e-6 and np.max(np.abs(Fv)) < 1e-8:
+            break  # at the floor of float64 round-off (a nearly silent population)
+        v = v + lam * dv
     else:
         raise RuntimeError("mean_field_threshold_linear: Newton did not converge")
+    v = np.exp(v)
     return v[:P], v[P:]
 
 
@@ -766,3 +767,45 @@ def bump_shape(rates, angles=None):
             (A, c), *_ = np.linalg.lstsq(X, row[on], rcond=None)
             out[k, :2] = np.arccos(np.clip(c / A, -1, 1)), A
     return tuple(out[:, i].reshape(r.shape[:-1]) for i in range(3))
+
+
+# -----------------------------------------------------------------------------
+# theory: fixed points of a two-population all-to-all (mean-field exact) rate network
+
+
+def ei_fixed_points(J, I, transfer="sigmoid", tau=(0.01, 0.005), n_grid=20001):
+    """ Fixed points of r_A = phi(sum_B J_AB r_B + I_A) for two populations (E, I) with all-to-all couplings (every
+    neuron of a population is then identical, so these are the network's fixed points). For each r_E, r_I solves
+    its own equation by bisection (phi increasing, J_II <= 0: one root); the roots in r_E of
+    F(r_E) = phi(J_EE r_E + J_EI r_I(r_E) + I_E) - r_E are then refined by bisection. Stability from the eigenvalues
+    of the Jacobian of tau_A dr_A/dt = -r_A + phi(...): (-1 + phi'(x_A) J_AB) / tau_A.
+    Returns a list of (r_E, r_I, stable). Transfer functions with values in [0, 1] (sigmoid, erf) only. """
+    phi = TRANSFERS[transfer]
+    f = lambda x: phi(torch.as_tensor(x, dtype=torch.float64)).numpy()
+    J, I = np.asarray(J, float), np.asarray(I, float)
+
+    def r_I_of(rE):  # vectorised bisection on [0, 1]
+        lo, hi = np.zeros_like(rE), np.ones_like(rE)
+        for _ in range(60):
+            mid = 0.5 * (lo + hi)
+            up = f(J[1, 0] * rE + J[1, 1] * mid + I[1]) > mid
+            lo, hi = np.where(up, mid, lo), np.where(up, hi, mid)
+        return 0.5 * (lo + hi)
+
+    F = lambda rE: f(J[0, 0] * rE + J[0, 1] * r_I_of(rE) + I[0]) - rE
+    g = np.linspace(0, 1, n_grid)
+    pos = F(g) > 0
+    out = []
+    for i in np.nonzero(pos[:-1] != pos[1:])[0]:
+        lo, hi = np.array([g[i]]), np.array([g[i + 1]])
+        for _ in range(60):
+            mid = 0.5 * (lo + hi)
+            same = (F(mid) > 0) == (F(lo) > 0)
+            lo, hi = np.where(same, mid, lo), np.where(same, hi, mid)
+        rE = float(0.5 * (lo + hi)[0])
+        rI = float(r_I_of(np.array([rE]))[0])
+        x = torch.tensor([J[0] @ [rE, rI] + I[0], J[1] @ [rE, rI] + I[1]], dtype=torch.float64, requires_grad=True)
+        dphi = torch.autograd.grad(phi(x).sum(), x)[0].numpy()  # phi'(x_A)
+        Jac = (-np.eye(2) + dphi[:, None] * J) / np.asarray(tau)[:, None]
+        out.append((rE, rI, bool(np.all(np.linalg.eigvals(Jac).real < 0))))
+    return out
