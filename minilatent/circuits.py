@@ -780,13 +780,16 @@ def ei_fixed_points(J, I, transfer="sigmoid", tau=(0.01, 0.005), n_grid=20001):
     F(r_E) = phi(J_EE r_E + J_EI r_I(r_E) + I_E) - r_E are then refined by bisection. Stability from the eigenvalues
     of the Jacobian of tau_A dr_A/dt = -r_A + phi(...): (-1 + phi'(x_A) J_AB) / tau_A.
     Returns a list of (r_E, r_I, stable). Transfer functions with values in [0, 1] (sigmoid, erf) only. """
+    if transfer not in ("sigmoid", "erf"):
+        raise ValueError(f"ei_fixed_points: transfer must be 'sigmoid' or 'erf' (values in [0, 1]), got {transfer!r}")
     phi = TRANSFERS[transfer]
-    f = lambda x: phi(torch.as_tensor(x, dtype=torch.float64)).numpy()
+    erf = np.vectorize(math.erf)
+    f = (lambda x: 1 / (1 + np.exp(-x))) if transfer == "sigmoid" else (lambda x: 0.5 * (1 + erf(x / math.sqrt(2))))
     J, I = np.asarray(J, float), np.asarray(I, float)
 
     def r_I_of(rE):  # vectorised bisection on [0, 1]
         lo, hi = np.zeros_like(rE), np.ones_like(rE)
-        for _ in range(60):
+        for _ in range(42):
             mid = 0.5 * (lo + hi)
             up = f(J[1, 0] * rE + J[1, 1] * mid + I[1]) > mid
             lo, hi = np.where(up, mid, lo), np.where(up, hi, mid)
@@ -795,14 +798,15 @@ def ei_fixed_points(J, I, transfer="sigmoid", tau=(0.01, 0.005), n_grid=20001):
     F = lambda rE: f(J[0, 0] * rE + J[0, 1] * r_I_of(rE) + I[0]) - rE
     g = np.linspace(0, 1, n_grid)
     pos = F(g) > 0
+    i = np.nonzero(pos[:-1] != pos[1:])[0]
+    lo, hi, lo_pos = g[i], g[i + 1], pos[i]  # every bracketing interval, refined together
+    for _ in range(36):
+        mid = 0.5 * (lo + hi)
+        same = (F(mid) > 0) == lo_pos
+        lo, hi = np.where(same, mid, lo), np.where(same, hi, mid)
     out = []
-    for i in np.nonzero(pos[:-1] != pos[1:])[0]:
-        lo, hi = np.array([g[i]]), np.array([g[i + 1]])
-        for _ in range(60):
-            mid = 0.5 * (lo + hi)
-            same = (F(mid) > 0) == (F(lo) > 0)
-            lo, hi = np.where(same, mid, lo), np.where(same, hi, mid)
-        rE = float(0.5 * (lo + hi)[0])
+    for rE in 0.5 * (lo + hi):
+        rE = float(rE)
         rI = float(r_I_of(np.array([rE]))[0])
         x = torch.tensor([J[0] @ [rE, rI] + I[0], J[1] @ [rE, rI] + I[1]], dtype=torch.float64, requires_grad=True)
         dphi = torch.autograd.grad(phi(x).sum(), x)[0].numpy()  # phi'(x_A)

@@ -285,3 +285,18 @@ def test_bad_batches_and_inputs_give_clear_errors():
         net.simulate(0.01, stimulus=torch.zeros(10, 7))
     with pytest.raises(KeyError, match="unknown population"):
         ring_cue(net, "X", 0.0, 1.0)
+
+
+def test_ei_fixed_points_are_where_an_all_to_all_network_settles_from_low_and_high_starts():
+    from minilatent.circuits import ei_fixed_points
+    J = ((12.0, -4.0), (10.0, -2.0))
+    fps = ei_fixed_points(J, (-4.5, -6.0))
+    assert [s for *_, s in fps] == [True, False, True]
+    cfg = CircuitConfig(names=("E", "I"), sizes=(5, 5), tau=(0.01, 0.005), tau_syn=(0.0, 0.0), transfer="sigmoid",
+                        threshold=(0.0, 0.0), J=J, J0=(-4.5, -6.0), M0=1.0, conn="all", K=(5, 5), balanced=False)
+    r0 = torch.stack([torch.zeros(10), torch.ones(10)])
+    out = Circuit(cfg).simulate(1.0, params=Circuit(cfg).batch_params(M0=torch.ones(2)), r0=r0, record_every=100)
+    np.testing.assert_allclose(out["pop_rates"][0, -1].numpy(), fps[0][:2], atol=1e-5)
+    np.testing.assert_allclose(out["pop_rates"][1, -1].numpy(), fps[2][:2], atol=1e-5)
+    with pytest.raises(ValueError, match="transfer must be"):
+        ei_fixed_points(J, (-4.5, -6.0), transfer="relu")
