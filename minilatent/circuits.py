@@ -47,7 +47,12 @@ stp_steady_state, stp_regular_train, ring_bump, wm_fixed_points / wm_jacobian.
 Matmul precision: nothing here changes torch's global float32 matmul precision; all sums are float32.
 """
 
+import ctypes
+import hashlib
 import math
+import os
+import subprocess
+import tempfile
 from dataclasses import dataclass, field, asdict
 from typing import Optional
 
@@ -189,8 +194,14 @@ class CircuitConfig:
 class Circuit:
     """ a multi-population rate network: fixed structure, batched parameters, step() and simulate() """
 
-    def __init__(self, cfg: CircuitConfig):
+    def __init__(self, cfg: CircuitConfig, native: Optional[bool] = None):
+        # native: None uses the optional compiled gather kernel when a C++ compiler is there (see native_kernel),
+        # False always the pure-torch path, True requires the kernel (a clear error without a compiler)
         self.cfg = cfg
+        self.kernel = native_kernel() if native is not False else None
+        if native and self.kernel is None:
+            raise RuntimeError(f"Circuit(native=True): the compiled kernel is not available ({_NATIVE['error']}); "
+                               f"use native=None or False for the pure-torch path")
         self.names = list(cfg.names)
         self.P = len(self.names)
         self.sizes = [int(n) for n in cfg.sizes]
@@ -394,7 +405,12 @@ class Circuit:
                 pre = rT[self.slices[b]]  # (N_B, B)
             w = self._block_scale(p, a, b)  # (B,)
             if blk["kind"] == "sparse":
-                s = F.embedding_bag(blk["idx"], pre, blk["offsets"], mode="sum")  # (N_A, B): C @ pre, exact fp32 sums
+                if self.kernel is not None:
+                    s = torch.empty(self.sizes[a], B)  # (N_A, B)
+                    self.kernel(blk["idx"].data_ptr(), blk["offsets"].data_ptr(), self.sizes[a], blk["idx"].numel(),
+                                pre.data_ptr(), B, s.data_ptr(), torch.get_num_threads())
+                else:
+                    s = F.embedding_bag(blk["idx"], pre, blk["offsets"], mode="sum")  # (N_A, B): C @ pre, fp32 sums
             else:
                 tot = pre.sum(0)  # (B,)
                 c, sn = blk["cos_pre"] @ pre, blk["sin_pre"] @ pre  # (B,)
@@ -506,6 +522,87 @@ def _stimulus_fn(stimulus, n, B, N):
     if s.shape[-1] != N or s.shape[-2] != n or s.dim() not in (2, 3) or (s.dim() == 3 and s.shape[0] not in (1, B)):
         raise ValueError(f"simulate: stimulus must be (n_steps={n}, N={N}) or (B={B}, n_steps, N), got {tuple(s.shape)}")
     return (lambda i: s[i]) if s.dim() == 2 else (lambda i: s[:, i])
+
+
+# -----------------------------------------------------------------------------
+# optional compiled kernel: out[i, :] = sum over k in row i of table[idx[k], :] (CSR gather-sum, OpenMP over rows).
+# The same float32 sums as embedding_bag, in a different order (both are exact fp32 sums of the same terms up to
+# rounding). embedding_bag pays ~3 ns per synapse for a one-column table; this loop ~1 ns. It is compiled with the
+# system C++ compiler ($CXX, default g++) on first use and cached (MINILATENT_CACHE, default ~/.cache/minilatent);
+# without a compiler, or with MINILATENT_NATIVE=0, everything runs in pure torch.
+
+_NATIVE_SRC = r"""
+#include <cstdint>
+// columns [c, c + W) of one output row; four partial sums in the order k % 4 for every width, so a setting gets
+// bitwise the same sums whatever the batch size
+template <int W>
+static inline void tile(const int32_t* idx, int64_t s, int64_t e, const float* table, int64_t B, int64_t c,
+                        int w, float* o) {
+  const int n = W > 0 ? W : w;
+  float a[4][16] = {};
+  int64_t k = s;
+  for (; k + 4 <= e; k += 4) {
+    for (int j = 0; j < 4; ++j) {
+      const float* r = table + (int64_t)idx[k + j] * B + c;
+#pragma omp simd
+      for (int b = 0; b < (W > 0 ? W : 16); ++b) if (W > 0 || b < n) a[j][b] += r[b];
+    }
+  }
+  for (; k < e; ++k) {
+    const float* r = table + (int64_t)idx[k] * B + c;
+    for (int b = 0; b < n; ++b) a[0][b] += r[b];
+  }
+  for (int b = 0; b < n; ++b) o[c + b] = (a[0][b] + a[1][b]) + (a[2][b] + a[3][b]);
+}
+extern "C" void gather_sum(const int32_t* idx, const int32_t* offsets, int64_t n_rows, int64_t nnz,
+                           const float* table, int64_t B, float* out, int n_threads) {
+#pragma omp parallel for schedule(static) num_threads(n_threads)
+  for (int64_t i = 0; i < n_rows; ++i) {
+    const int64_t s = offsets[i], e = (i + 1 < n_rows) ? offsets[i + 1] : nnz;
+    float* o = out + i * B;
+    int64_t c = 0;
+    for (; c + 16 <= B; c += 16) tile<16>(idx, s, e, table, B, c, 16, o);
+    if (B - c == 8) tile<8>(idx, s, e, table, B, c, 8, o);
+    else if (B - c == 1) tile<1>(idx, s, e, table, B, c, 1, o);
+    else if (B - c > 0) tile<0>(idx, s, e, table, B, c, (int)(B - c), o);
+  }
+}
+"""
+_NATIVE = {"fn": None, "tried": False, "error": "not tried"}
+
+
+def native_kernel():
+    """ The compiled gather-sum as a ctypes function, or None (no compiler, MINILATENT_NATIVE=0, a failed build). """
+    if _NATIVE["tried"]:
+        return _NATIVE["fn"]
+    _NATIVE["tried"] = True
+    if os.environ.get("MINILATENT_NATIVE", "1") == "0":
+        _NATIVE["error"] = "disabled by MINILATENT_NATIVE=0"
+        return None
+    cxx = os.environ.get("CXX", "g++")
+    cache = os.environ.get("MINILATENT_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "minilatent"))
+    flags = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC"]
+    tag = hashlib.sha256((_NATIVE_SRC + cxx + " ".join(flags)).encode()).hexdigest()[:16]
+    path = os.path.join(cache, f"circuits_gather_{tag}.so")
+    try:
+        if not os.path.exists(path):
+            os.makedirs(cache, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=cache) as tmp:
+                src = os.path.join(tmp, "gather.cpp")
+                with open(src, "w") as f:
+                    f.write(_NATIVE_SRC)
+                out = os.path.join(tmp, "gather.so")
+                subprocess.run([cxx, *flags, "-o", out, src], check=True, capture_output=True, timeout=120)
+                os.replace(out, path)  # atomic: a concurrent process sees the old state or the finished file
+        lib = ctypes.CDLL(path)
+        fn = lib.gather_sum
+        fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
+                       ctypes.c_int64, ctypes.c_void_p, ctypes.c_int]
+        fn.restype = None
+        _NATIVE["fn"], _NATIVE["error"] = fn, None
+    except (OSError, subprocess.SubprocessError) as e:
+        _NATIVE["error"] = f"{type(e).__name__}: {e}"
+    return _NATIVE["fn"]
 
 
 # -----------------------------------------------------------------------------

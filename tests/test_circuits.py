@@ -108,8 +108,9 @@ def test_rates_are_linear_in_the_drive_and_E_I_inputs_cancel():
 # ---------------------------------------------------------------------------- the equations themselves
 
 
-def test_step_matches_a_numpy_loop_of_the_equations_with_stp_synaptic_currents_and_two_transfers():
-    net = Circuit(small_ei())
+@pytest.mark.parametrize("native", [False, None])  # the pure-torch path, and the compiled kernel where there is one
+def test_step_matches_a_numpy_loop_of_the_equations_with_stp_synaptic_currents_and_two_transfers(native):
+    net = Circuit(small_ei(), native=native)
     p = net.batch_params()
     stim = torch.linspace(0, 0.5, net.N)
     out = net.simulate(0.1, stimulus=lambda i: stim)
@@ -300,3 +301,35 @@ def test_ei_fixed_points_are_where_an_all_to_all_network_settles_from_low_and_hi
     np.testing.assert_allclose(out["pop_rates"][1, -1].numpy(), fps[2][:2], atol=1e-5)
     with pytest.raises(ValueError, match="transfer must be"):
         ei_fixed_points(J, (-4.5, -6.0), transfer="relu")
+
+
+# ---------------------------------------------------------------------------- the optional compiled kernel
+
+
+def test_compiled_kernel_matches_the_pure_torch_path_for_every_batch_width():
+    from minilatent import circuits
+    if circuits.native_kernel() is None:
+        pytest.skip(f"no compiled kernel here: {circuits._NATIVE['error']}")
+    cfg = small_ei(sizes=(300, 200), K=(60, 40))
+    fast, ref = Circuit(cfg, native=True), Circuit(cfg, native=False)
+    assert fast.kernel is not None and ref.kernel is None
+    for B in (1, 3, 8, 16, 21):
+        M0 = torch.linspace(0.1, 0.3, B)
+        a = fast.simulate(0.05, M0=M0, record=("rates", "stp"))
+        b = ref.simulate(0.05, M0=M0, record=("rates", "stp"))
+        torch.testing.assert_close(a["rates"], b["rates"], rtol=1e-5, atol=1e-6)
+        if B == 21:  # every setting of a batch is bitwise the setting run alone
+            one = fast.simulate(0.05, M0=M0[5:6])
+            assert torch.equal(a["rates"][5], one["rates"][0])
+
+
+def test_without_a_compiler_the_torch_path_runs_and_native_true_says_why(tmp_path, monkeypatch):
+    from minilatent import circuits
+    monkeypatch.setattr(circuits, "_NATIVE", {"fn": None, "tried": False, "error": "not tried"})
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
+    monkeypatch.setenv("MINILATENT_CACHE", str(tmp_path / "cache"))
+    assert circuits.native_kernel() is None and "FileNotFoundError" in circuits._NATIVE["error"]
+    net = Circuit(small_ei())
+    assert net.kernel is None and net.simulate(0.01)["rates"].shape == (1, 10, 250)
+    with pytest.raises(RuntimeError, match="not available"):
+        Circuit(small_ei(), native=True)
