@@ -215,6 +215,14 @@ class Circuit:
         self.kappa_lr = np.broadcast_to(np.asarray(cfg.kappa_lr, dtype=float), (self.P, self.P))
         self.phis = [TRANSFERS[t] for t in cfg.transfers()]
         self.stp_pairs = [(self.names.index(a), self.names.index(b)) for a, b in cfg.stp]
+        # per-neuron constants of the update: e^{-dt/tau}, e^{-dt/tau_syn} (0 when the time constant is 0), theta
+        per_neuron = lambda vals: torch.cat([torch.full((n,), float(v)) for n, v in zip(self.sizes, vals)])
+        self.decay = per_neuron([math.exp(-cfg.dt / t) if t > 0 else 0.0 for t in cfg.tau])  # (N,)
+        self.decay_syn = per_neuron([math.exp(-cfg.dt / t) if t > 0 else 0.0 for t in cfg.tau_syn])  # (N,)
+        self.any_syn = any(t > 0 for t in cfg.tau_syn)
+        self.theta = per_neuron(cfg.threshold)  # (N,)
+        self.noise_scale = per_neuron([math.sqrt(max(t, cfg.dt) / cfg.dt) for t in cfg.tau])  # (N,)
+        self.one_phi = len(set(cfg.transfers())) == 1 or self.P == 1
         self.blocks = {}  # (a, b) -> dict of the block's structure
         for a in range(self.P):
             for b in range(self.P):
@@ -382,7 +390,8 @@ class Circuit:
                 raise ValueError(f"init_state: r0 must be (N,) or (B, N) with N={self.N}, got {tuple(r0.shape)}")
             r = r0.expand(B, self.N).clone()
         st = {"r": r, "I": torch.zeros(B, self.N), "p": p, "ext": self.external_input(p), "t": 0,
-              "gen": torch.Generator().manual_seed(int(seed))}
+              "gen": torch.Generator().manual_seed(int(seed)),
+              "w": {ab: self._block_scale(p, *ab) for ab in self.blocks}}  # (B,) the one weight of each block
         for k, (a, b) in enumerate(self.stp_pairs):  # float64: a float32 relaxation u <- u* + (u - u*) e^{-k dt}
             # stalls up to 0.5 / (1 - e^{-k dt}) ulp short of u* (1e-6 for slow tau_f); per-neuron vectors are cheap
             st[f"u{k}"] = p["U"][:, k, None].double().expand(B, self.sizes[b]).clone()  # (B, N_B)
@@ -403,7 +412,7 @@ class Circuit:
                 pre = ((st[f"u{k}"] * st[f"x{k}"]).float() * r[:, self.slices[b]]).t().clone(memory_format=torch.contiguous_format)
             else:
                 pre = rT[self.slices[b]]  # (N_B, B)
-            w = self._block_scale(p, a, b)  # (B,)
+            w = st["w"][(a, b)] if "w" in st else self._block_scale(p, a, b)  # (B,)
             if blk["kind"] == "sparse":
                 if self.kernel is not None:
                     s = torch.empty(self.sizes[a], B)  # (N_A, B)
@@ -433,20 +442,16 @@ class Circuit:
         if per_pop:
             new["h"] = h
             h = h.sum(-1)
-        I = torch.empty_like(h)
-        drive = st["ext"].clone()  # (B, N)
-        if inputs is not None:
-            drive = drive + torch.as_tensor(inputs, dtype=torch.float32)
-        r_new = torch.empty_like(r)
-        for a, sl in enumerate(self.slices):
-            ts = cfg.tau_syn[a]
-            I[:, sl] = st["I"][:, sl] * math.exp(-dt / ts) + h[:, sl] * (1 - math.exp(-dt / ts)) if ts > 0 else h[:, sl]
-            x = I[:, sl] + drive[:, sl] - cfg.threshold[a]
-            tau = cfg.tau[a]
-            if noise:
-                x = x + noise * math.sqrt(max(tau, dt) / dt) * torch.randn(x.shape, generator=st["gen"])
-            target = self.phis[a](x)
-            r_new[:, sl] = r[:, sl] * math.exp(-dt / tau) + target * (1 - math.exp(-dt / tau)) if tau > 0 else target
+        drive = st["ext"] if inputs is None else st["ext"] + torch.as_tensor(inputs, dtype=torch.float32)  # (B, N)
+        I = st["I"] * self.decay_syn + h * (1 - self.decay_syn) if self.any_syn else h  # decay 0: I = h exactly
+        x = I + drive - self.theta  # (B, N)
+        if noise:
+            x = x + noise * self.noise_scale * torch.randn(x.shape, generator=st["gen"])
+        if self.one_phi:
+            target = self.phis[0](x)
+        else:
+            target = torch.cat([self.phis[a](x[:, sl]) for a, sl in enumerate(self.slices)], 1)
+        r_new = r * self.decay + target * (1 - self.decay)  # decay 0 (tau = 0): r = phi(...) exactly
         for k, (a, b) in enumerate(self.stp_pairs):  # exact step of the linear u, x equations at the old rate
             rb = r[:, self.slices[b]].double()  # (B, N_B)
             U, tf, td = p["U"][:, k, None].double(), p["tau_f"][:, k, None].double(), p["tau_d"][:, k, None].double()
