@@ -416,8 +416,13 @@ class Circuit:
             if blk["kind"] == "sparse":
                 if self.kernel is not None:
                     s = torch.empty(self.sizes[a], B)  # (N_A, B)
-                    self.kernel(blk["idx"].data_ptr(), blk["offsets"].data_ptr(), self.sizes[a], blk["idx"].numel(),
-                                pre.data_ptr(), B, s.data_ptr(), torch.get_num_threads())
+                    small = self.sizes[b] <= 65536  # uint16 indices: 2 bytes a synapse
+                    if small and "idx16" not in blk:
+                        blk["idx16"] = blk["idx"].to(torch.int16)  # same bits as uint16 below 2^16; read as uint16
+                    ix = blk["idx16"] if small else blk["idx"]
+                    self.kernel["u16" if small else "i32"](ix.data_ptr(), blk["offsets"].data_ptr(), self.sizes[a],
+                                                           ix.numel(), pre.data_ptr(), B, s.data_ptr(),
+                                                           torch.get_num_threads())
                 else:
                     s = F.embedding_bag(blk["idx"], pre, blk["offsets"], mode="sum")  # (N_A, B): C @ pre, fp32 sums
             else:
@@ -540,8 +545,8 @@ _NATIVE_SRC = r"""
 #include <cstdint>
 // columns [c, c + W) of one output row; four partial sums in the order k % 4 for every width, so a setting gets
 // bitwise the same sums whatever the batch size
-template <int W>
-static inline void tile(const int32_t* idx, int64_t s, int64_t e, const float* table, int64_t B, int64_t c,
+template <int W, typename Idx>
+static inline void tile(const Idx* idx, int64_t s, int64_t e, const float* table, int64_t B, int64_t c,
                         int w, float* o) {
   const int n = W > 0 ? W : w;
   float a[4][16] = {};
@@ -559,8 +564,9 @@ static inline void tile(const int32_t* idx, int64_t s, int64_t e, const float* t
   }
   for (int b = 0; b < n; ++b) o[c + b] = (a[0][b] + a[1][b]) + (a[2][b] + a[3][b]);
 }
-extern "C" void gather_sum(const int32_t* idx, const int32_t* offsets, int64_t n_rows, int64_t nnz,
-                           const float* table, int64_t B, float* out, int n_threads) {
+template <typename Idx>
+static void gather(const Idx* idx, const int32_t* offsets, int64_t n_rows, int64_t nnz,
+                   const float* table, int64_t B, float* out, int n_threads) {
 #pragma omp parallel for schedule(static) num_threads(n_threads)
   for (int64_t i = 0; i < n_rows; ++i) {
     const int64_t s = offsets[i], e = (i + 1 < n_rows) ? offsets[i + 1] : nnz;
@@ -572,12 +578,22 @@ extern "C" void gather_sum(const int32_t* idx, const int32_t* offsets, int64_t n
     else if (B - c > 0) tile<0>(idx, s, e, table, B, c, (int)(B - c), o);
   }
 }
+extern "C" void gather_sum_i32(const int32_t* idx, const int32_t* offsets, int64_t n_rows, int64_t nnz,
+                               const float* table, int64_t B, float* out, int n_threads) {
+  gather(idx, offsets, n_rows, nnz, table, B, out, n_threads);
+}
+// uint16 indices (presynaptic populations up to 65,536 neurons): half the bytes per synapse
+extern "C" void gather_sum_u16(const uint16_t* idx, const int32_t* offsets, int64_t n_rows, int64_t nnz,
+                               const float* table, int64_t B, float* out, int n_threads) {
+  gather(idx, offsets, n_rows, nnz, table, B, out, n_threads);
+}
 """
 _NATIVE = {"fn": None, "tried": False, "error": "not tried"}
 
 
 def native_kernel():
-    """ The compiled gather-sum as a ctypes function, or None (no compiler, MINILATENT_NATIVE=0, a failed build). """
+    """ The compiled gather-sums {'i32': fn, 'u16': fn} (ctypes), or None (no compiler, MINILATENT_NATIVE=0, a failed
+    build). """
     if _NATIVE["tried"]:
         return _NATIVE["fn"]
     _NATIVE["tried"] = True
@@ -600,11 +616,14 @@ def native_kernel():
                 subprocess.run([cxx, *flags, "-o", out, src], check=True, capture_output=True, timeout=120)
                 os.replace(out, path)  # atomic: a concurrent process sees the old state or the finished file
         lib = ctypes.CDLL(path)
-        fn = lib.gather_sum
-        fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
-                       ctypes.c_int64, ctypes.c_void_p, ctypes.c_int]
-        fn.restype = None
-        _NATIVE["fn"], _NATIVE["error"] = fn, None
+        fns = {}
+        for name in ("i32", "u16"):
+            fn = getattr(lib, f"gather_sum_{name}")
+            fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
+                           ctypes.c_int64, ctypes.c_void_p, ctypes.c_int]
+            fn.restype = None
+            fns[name] = fn
+        _NATIVE["fn"], _NATIVE["error"] = fns, None
     except (OSError, subprocess.SubprocessError) as e:
         _NATIVE["error"] = f"{type(e).__name__}: {e}"
     return _NATIVE["fn"]

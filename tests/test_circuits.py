@@ -333,3 +333,18 @@ def test_without_a_compiler_the_torch_path_runs_and_native_true_says_why(tmp_pat
     assert net.kernel is None and net.simulate(0.01)["rates"].shape == (1, 10, 250)
     with pytest.raises(RuntimeError, match="not available"):
         Circuit(small_ei(), native=True)
+
+
+@pytest.mark.parametrize("n_pre", [40000, 70000])  # uint16 indices above 2^15, and int32 indices above 2^16
+def test_compiled_kernel_index_widths(n_pre):
+    from minilatent import circuits
+    if circuits.native_kernel() is None:
+        pytest.skip(f"no compiled kernel here: {circuits._NATIVE['error']}")
+    cfg = CircuitConfig(names=("E", "I"), sizes=(20, n_pre), tau=(0.0, 0.0), threshold=(0.0, 0.0), J=((0.0, -1.0), (0.0, 0.0)),
+                        J0=(1.0, 1.0), conn=(("none", "sparse"), ("none", "none")), K=(1.0, 2000.0), balanced=False)
+    r0 = torch.rand(2, 20 + n_pre, generator=torch.Generator().manual_seed(0))
+    fast, ref = Circuit(cfg, native=True), Circuit(cfg, native=False)
+    h_fast = fast.recurrent_input(fast.init_state(r0=r0, M0=torch.ones(2)))
+    h_ref = ref.recurrent_input(ref.init_state(r0=r0, M0=torch.ones(2)))
+    assert fast.blocks[(0, 1)]["idx"].max() > 2 ** 15
+    torch.testing.assert_close(h_fast, h_ref, rtol=1e-5, atol=1e-4)
