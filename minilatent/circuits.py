@@ -269,6 +269,9 @@ class Circuit:
             counts.append(mask.sum(1))
             cols.append(mask.nonzero()[:, 1])
         counts = torch.cat(counts)
+        if counts.sum() >= 2 ** 31:
+            raise ValueError(f"block {self.names[a]}<-{self.names[b]}: {int(counts.sum()):,} synapses exceed the int32 CSR "
+                             f"offsets (2^31); use fewer neurons or a smaller K")
         blk["idx"] = torch.cat(cols).to(torch.int32)                           # (nnz,) presynaptic index in B
         blk["offsets"] = torch.cat([torch.zeros(1, dtype=torch.int64), counts.cumsum(0)[:-1]]).to(torch.int32)  # (N_A,)
         blk["indegree"] = counts.to(torch.int32)
@@ -606,7 +609,13 @@ def native_kernel():
     cxx = os.environ.get("CXX", "g++")
     cache = os.environ.get("MINILATENT_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "minilatent"))
     flags = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC"]
-    tag = hashlib.sha256((_NATIVE_SRC + cxx + " ".join(flags)).encode()).hexdigest()[:16]
+    try:  # -march=native: a library built on another CPU (a shared home directory) could die on an illegal instruction
+        with open("/proc/cpuinfo") as f:
+            cpu = "".join(l for l in f if l.startswith(("model name", "flags")))
+    except OSError:
+        import platform
+        cpu = platform.machine() + platform.processor()
+    tag = hashlib.sha256((_NATIVE_SRC + cxx + " ".join(flags) + cpu).encode()).hexdigest()[:16]
     path = os.path.join(cache, f"circuits_gather_{tag}.so")
     try:
         if not os.path.exists(path):
