@@ -357,6 +357,13 @@ class Circuit:
         B = Bs.pop() if Bs else 1
         for k in out:
             out[k] = out[k].expand((B,) + tuple(out[k].shape[1:])).contiguous()
+        if "J" in overrides:
+            for a in range(P):
+                for b in range(P):
+                    if (a, b) not in self.blocks and (out["J"][:, a, b] != 0).any():
+                        raise ValueError(f"batch_params: J[{a}][{b}] ({self.names[a]}<-{self.names[b]}) is nonzero in the batch "
+                                         f"but the network has no such block (conn 'none' or J = 0 in the config): "
+                                         f"give it a nonzero J in the config to build its structure")
         if "kappa" in overrides:
             for (a, b), blk in self.blocks.items():
                 if blk["kind"] == "sparse" and not torch.all(out["kappa"][:, a, b] == float(self.kappa[a, b])):

@@ -280,6 +280,8 @@ def test_bad_batches_and_inputs_give_clear_errors():
         net.batch_params(tau=torch.ones(3))
     with pytest.raises(ValueError, match="J must have shape"):
         net.batch_params(J=torch.ones(3, 3))
+    with pytest.raises(ValueError, match="has no such block"):
+        Circuit(small_ei(conn=(("sparse", "none"), ("sparse", "sparse")))).batch_params(J=torch.ones(2, 2, 2))
     with pytest.raises(ValueError, match="cannot vary across the batch"):
         net.batch_params(kappa=torch.ones(2, 2, 2))
     with pytest.raises(ValueError, match="stimulus must be"):
