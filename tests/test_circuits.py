@@ -328,6 +328,7 @@ def test_compiled_kernel_matches_the_pure_torch_path_for_every_batch_width():
 def test_without_a_compiler_the_torch_path_runs_and_native_true_says_why(tmp_path, monkeypatch):
     from minilatent import circuits
     monkeypatch.setattr(circuits, "_NATIVE", {"fn": None, "tried": False, "error": "not tried"})
+    monkeypatch.delenv("MINILATENT_NATIVE", raising=False)
     monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
     monkeypatch.setenv("MINILATENT_CACHE", str(tmp_path / "cache"))
     assert circuits.native_kernel() is None and "FileNotFoundError" in circuits._NATIVE["error"]
