@@ -161,3 +161,105 @@ def plot_spikes_latents_frame(t, spikes, true_rates, estimates=None, latents=Non
         plot_trajectory(latents, t, ax=ax2, color="0.3", title="true latent state (Lorenz)")
     fig.tight_layout()
     return fig
+
+
+# -----------------------------------------------------------------------------
+# Circuit views (notebooks 04-06): plain functions of the time index t, for stepper() and for normal cells
+
+
+def _upto(t, T):
+    t = T - 1 if t is None else int(t)
+    if not 0 <= t < T:
+        raise ValueError(f"t={t} is outside the simulation's {T} recorded steps")
+    return t
+
+
+def plot_balance_frame(t, times, exc, inh, ext, rates, pop_names=("E", "I"), theory=None, title=None):
+    """ Left: the excitatory (recurrent E + external), inhibitory and net input of one neuron up to step t.
+    Right: population rates up to t, with dashed theory lines if given. times (T,); exc, inh, ext: (T,) or
+    scalars; rates (T, P); theory: (P,) rates. """
+    times = np.asarray(times)
+    T = len(times)
+    t = _upto(t, T)
+    exc, inh = np.broadcast_to(np.asarray(exc, float), (T,)), np.broadcast_to(np.asarray(inh, float), (T,))
+    ext = np.broadcast_to(np.asarray(ext, float), (T,))
+    fig, ax = plt.subplots(1, 2, figsize=(11, 3.2))
+    s = slice(0, t + 1)
+    ax[0].plot(times[s], exc[s] + ext[s], "C3", label="excitation (E + external)")
+    ax[0].plot(times[s], inh[s], "C0", label="inhibition")
+    ax[0].plot(times[s], (exc + inh + ext)[s], "k", label="net input")
+    ax[0].axhline(0, color="grey", lw=0.5)
+    lim = 1.1 * max(np.abs(exc + ext).max(), np.abs(inh).max(), 1e-9)
+    ax[0].set_xlim(times[0], times[-1]); ax[0].set_ylim(-lim, lim)
+    ax[0].set_xlabel("time (s)"); ax[0].set_title(title or "inputs to one E neuron"); ax[0].legend(fontsize=8, loc="lower left")
+    rates = np.asarray(rates)
+    for p, name in enumerate(pop_names):
+        ax[1].plot(times[s], rates[s, p], f"C{3 if p == 0 else 0}", label=f"r_{name}")
+        if theory is not None:
+            ax[1].axhline(theory[p], color=f"C{3 if p == 0 else 0}", ls="--", lw=1)
+    ax[1].set_xlim(times[0], times[-1]); ax[1].set_ylim(0, 1.2 * max(rates.max(), 1e-9))
+    ax[1].set_xlabel("time (s)"); ax[1].set_title("population rates (dashed: mean field)"); ax[1].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_stp_synapse(spike_times, u, x, t=None, title=None, ax=None):
+    """ A Tsodyks-Markram synapse under a spike train: u (after each spike), x (before it) and the released
+    fraction u x (the relative PSC amplitude) at each spike up to spike index t. """
+    spike_times, u, x = np.asarray(spike_times), np.asarray(u), np.asarray(x)
+    t = _upto(t, len(spike_times))
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 3))
+    s = slice(0, t + 1)
+    ax.plot(spike_times[s], u[s], "o-", ms=3, color="C1", label="u (facilitation)")
+    ax.plot(spike_times[s], x[s], "o-", ms=3, color="C0", label="x (resources)")
+    ax.vlines(spike_times[s], 0, (u * x)[s], color="k", lw=2, label="u x (PSC)")
+    ax.set_xlim(spike_times[0] - 0.02, spike_times[-1] + 0.02); ax.set_ylim(0, 1.05)
+    ax.set_xlabel("time (s)"); ax.set_title(title or "one synapse"); ax.legend(fontsize=8, loc="upper right")
+    return ax
+
+
+def plot_wm_frame(t, times, r, u, x, fixed_points=(), cue=None):
+    """ Working memory through facilitation: rate r (left) and u, x (right) up to step t; fixed points dashed;
+    cue = (start, stop) seconds shaded. times, r, u, x: (T,) or (T, S) for S settings. """
+    times = np.asarray(times)
+    t = _upto(t, len(times))
+    s = slice(0, t + 1)
+    fig, ax = plt.subplots(1, 2, figsize=(11, 3))
+    ax[0].plot(times[s], np.asarray(r)[s])
+    for fp in fixed_points:
+        ax[0].axhline(fp, color="grey", ls="--", lw=0.8)
+    ax[1].plot(times[s], np.asarray(u)[s], color="C1")
+    ax[1].plot(times[s], np.asarray(x)[s], color="C0")
+    ax[1].plot([], [], color="C1", label="u"); ax[1].plot([], [], color="C0", label="x"); ax[1].legend(fontsize=8)
+    for a in ax:
+        a.set_xlim(times[0], times[-1]); a.set_xlabel("time (s)")
+        if cue is not None:
+            a.axvspan(*cue, color="y", alpha=0.2)
+    ax[0].set_ylim(-1, 1.15 * max(np.max(r), 1)); ax[1].set_ylim(0, 1.05)
+    ax[0].set_title("rate (Hz); dashed: fixed points"); ax[1].set_title("STP variables")
+    fig.tight_layout()
+    return fig
+
+
+def plot_ring_frame(t, times, rates, theory=None):
+    """ Ring attractor: the rates over the ring at step t (left; `theory`, an (N,) profile, dashed) and the
+    time x angle activity map up to t (right). rates (T, N). """
+    rates = np.asarray(rates)
+    times = np.asarray(times)
+    T, N = rates.shape
+    t = _upto(t, T)
+    deg = np.arange(N) * 360.0 / N
+    fig, ax = plt.subplots(1, 2, figsize=(11, 3))
+    ax[0].plot(deg, rates[t], "C3")
+    if theory is not None:
+        ax[0].plot(deg, theory, "k--", lw=1, label="theory")
+        ax[0].legend(fontsize=8)
+    ax[0].set_ylim(0, 1.1 * max(rates.max(), 1e-9)); ax[0].set_xlabel("angle (deg)"); ax[0].set_title(f"t = {times[t]:.2f} s")
+    shown = np.full_like(rates, np.nan)
+    shown[: t + 1] = rates[: t + 1]
+    ax[1].imshow(shown.T, aspect="auto", origin="lower", extent=(times[0], times[-1], 0, 360), cmap="magma",
+                 vmin=0, vmax=max(rates.max(), 1e-9))
+    ax[1].set_xlabel("time (s)"); ax[1].set_ylabel("angle (deg)"); ax[1].set_title("activity on the ring")
+    fig.tight_layout()
+    return fig

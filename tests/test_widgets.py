@@ -36,3 +36,27 @@ def test_plain_viewers_draw_up_to_t_and_reject_bad_t():
     plt.close("all")
     with pytest.raises(ValueError, match="at least 2 dims"):
         widgets.plot_trajectory(np.zeros((5, 1)))
+
+
+# ----------------------------------------------------------------------------- circuit views (notebooks 04-06)
+
+
+def test_circuit_views_draw_up_to_t_and_reject_bad_t():
+    T = 30
+    times = np.arange(T) * 0.01
+    fig = widgets.plot_balance_frame(10, times, np.linspace(1, 2, T), -np.linspace(1, 2, T), 0.5, np.ones((T, 2)),
+                                     theory=(1.0, 1.0))
+    assert all(len(l.get_xdata()) == 11 for l in fig.axes[0].lines if len(l.get_xdata()) > 2)
+    plt.close("all")
+    ax = widgets.plot_stp_synapse(np.arange(5) * 0.1, np.full(5, 0.3), np.full(5, 0.8), t=2)
+    assert len(ax.lines[0].get_xdata()) == 3
+    plt.close("all")
+    fig = widgets.plot_wm_frame(5, times, np.ones((T, 2)), np.ones((T, 2)) * 0.5, np.ones((T, 2)), fixed_points=(0, 1))
+    assert len(fig.axes[0].lines[0].get_xdata()) == 6
+    plt.close("all")
+    fig = widgets.plot_ring_frame(4, times, np.random.default_rng(0).random((T, 50)), theory=np.ones(50))
+    img = np.ma.filled(fig.axes[1].images[0].get_array().astype(float), np.nan)  # (N, T): angle x time
+    assert np.isnan(img[:, 5:]).all() and not np.isnan(img[:, :5]).any()  # nothing drawn after t
+    plt.close("all")
+    with pytest.raises(ValueError, match="outside"):
+        widgets.plot_ring_frame(T, times, np.ones((T, 50)))
