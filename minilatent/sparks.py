@@ -144,27 +144,25 @@ class _HebbianScan(torch.autograd.Function):
     """ the attention recurrence and its value read-out, with a chunked reverse-scan backward """
 
     @staticmethod
-    def forward(ctx, u, m, dP, cP, dQ, cQ, W, P0, Q0, A0, chunk, lo, hi):
-        # u, m (T, B, N); dP, cP, dQ, cQ (H, N, N); W (H, Dh, N); P0, Q0, A0 (B, H, N, N)
+    def forward(ctx, u, m, dP, cP, dQ, cQ, W, bias, P0, Q0, A0, chunk, lo, hi):
+        # u, m (T, B, N); dP, cP, dQ, cQ (H, N, N); W (H, Dh, N); bias (H, Dh); P0, Q0, A0 (B, H, N, N)
         T, B, N = u.shape
         H, Dh = W.shape[0], W.shape[1]
         P, Q, A = P0.clone(), Q0.clone(), A0.clone()
         K = min(chunk, T)
-        Abuf = u.new_empty((K,) + A.shape)                 # attention of the current chunk
+        A2 = torch.empty_like(A)                           # A_t and A_{t-1} alternate between A and A2
         X, S = torch.empty_like(A), torch.empty_like(A)
         out = u.new_empty((T, B, N, H, Dh))                # heads side by side: a view gives (T, B, N, H*Dh)
         ckpts, keep = [], any(ctx.needs_input_grad)
-        for c0 in range(0, T, K):
-            if keep:
+        for t in range(T):
+            if keep and t % K == 0:
                 ckpts.append((P.clone(), Q.clone(), A.clone()))
-            k = min(K, T - c0)
-            for s in range(k):
-                _step(P, Q, A, u[c0 + s], m[c0 + s], dP, cP, dQ, cQ, P, Q, Abuf[s], S, X, lo, hi)
-                A = Abuf[s]
-            _readout(Abuf[:k], W, out[c0:c0 + k])          # out_t = A_t V^T, one matrix product per chunk
-            A = A.clone()
+            _step(P, Q, A, u[t], m[t], dP, cP, dQ, cQ, P, Q, A2, S, X, lo, hi)
+            A, A2 = A2, A
+            _readout(A, W, bias, out[t])                   # out_t = A_t V^T + b while A_t is in cache
         ctx.save_for_backward(u, m, dP, cP, dQ, cQ, W, *[x for c in ckpts for x in c])
         ctx.chunk, ctx.lo, ctx.hi, ctx.n_ckpt = K, lo, hi, len(ckpts)
+        A = A.clone()                                      # not the buffer A2 that alternates with it
         ctx.mark_non_differentiable(P, Q, A)
         return out, P, Q, A
 
@@ -180,14 +178,14 @@ class _HebbianScan(torch.autograd.Function):
         shape = ckpts[0][0].shape                            # (B, H, N, N)
         Pb, Qb, Ab = (u.new_empty((K + 1,) + shape) for _ in range(3))   # states before/after each bin
         Sb = u.new_empty((K,) + shape)                       # S_t = X + Y of each bin (A_t = (1 - S_t) A_{t-1} + X)
-        gA = u.new_empty((K,) + shape)                       # adjoint of A_t from the read-out
-        X = u.new_empty(shape)
+        X, g = u.new_empty(shape), u.new_empty(shape)
         carry = torch.zeros(shape, dtype=u.dtype, device=u.device)  # adjoint reaching A_t from bin t+1
         lamP, lamQ = torch.zeros_like(carry), torch.zeros_like(carry)
         accs = [torch.zeros_like(carry) for _ in range(4)]  # sums over bins of the dP, cP, dQ, cQ gradients
         R, G = torch.empty_like(carry), torch.empty_like(carry)
         gW = torch.zeros_like(W)
         g_out = g_out.contiguous()                           # (T, B, N, H, Dh)
+        gb = g_out.sum((0, 1, 2))                            # (H, Dh): the bias gradient
         for ci in reversed(range(ctx.n_ckpt)):
             c0 = ci * K
             k = min(K, T - c0)
@@ -195,22 +193,13 @@ class _HebbianScan(torch.autograd.Function):
             for s in range(k):                               # recompute the chunk, keeping every state
                 _step(Pb[s], Qb[s], Ab[s], u[c0 + s], m[c0 + s], dP, cP, dQ, cQ,
                       Pb[s + 1], Qb[s + 1], Ab[s + 1], Sb[s], X, lo, hi)
-            go, At = g_out[c0:c0 + k], Ab[1:k + 1]
-            for h in range(H):                               # the read-out's gradients, one product each
-                Ah = At[:, :, h].reshape(-1, N)              # (k B N, N): a view when H == 1
-                gh = go[:, :, :, h].reshape(-1, Dh)          # (k B N, Dh)
-                gW[h] += gh.t() @ Ah
-                if H == 1:
-                    torch.mm(gh, W[h], out=gA[:k].view(-1, N))
-                else:
-                    gA[:k, :, h] = (gh @ W[h]).view(k, B, N, N)
-            lo_, hi_ = torch.aminmax(At)
+            lo_, hi_ = torch.aminmax(Ab[1:k + 1])
             any_clip = bool(lo_ <= lo) or bool(hi_ >= hi)    # the clip is a rare backstop: test once per chunk
             for s in reversed(range(k)):
                 t = c0 + s
-                g = gA[s].add_(carry)                        # total adjoint of A_t
+                _readout_backward(g_out[t], W, Ab[s + 1], carry, g, gW)   # g = adjoint of A_t: read-out + carry
                 if any_clip:                                 # where the clip was active no gradient passes
-                    g.masked_fill_((At[s] <= lo) | (At[s] >= hi), 0.0)
+                    g.masked_fill_((Ab[s + 1] <= lo) | (Ab[s + 1] >= hi), 0.0)
                 uj, ui = u[t].view(B, 1, 1, N), u[t].view(B, 1, N, 1)
                 mj, mi = m[t].view(B, 1, 1, N), m[t].view(B, 1, N, 1)
                 torch.mul(g, Ab[s], out=R)                   # g A_{t-1}
@@ -227,17 +216,32 @@ class _HebbianScan(torch.autograd.Function):
         grads = [acc.sum(0) for acc in accs]
         return (None, None, grads[0] if need_P else None, grads[1] if need_P else None,
                 grads[2] if need_Q else None, grads[3] if need_Q else None,
-                gW, None, None, None, None, None, None)
+                gW, gb, None, None, None, None, None, None)
 
 
-def _readout(A, W, out):
-    """ out[..., n, h, :] = A[..., h, n, :] @ W[h]^T for a chunk: A (k, B, H, N, N), W (H, Dh, N), out (k, B, N, H, Dh) """
-    H, Dh, N = W.shape
+def _readout(A, W, bias, out):
+    """ out[:, n, h] = A[:, h, n, :] @ W[h]^T + bias[h] for one bin: A (B, H, N, N), W (H, Dh, N), out (B, N, H, Dh) """
+    B, H, N, _ = A.shape
+    Dh = W.shape[1]
     if H == 1:
-        torch.mm(A.reshape(-1, N), W[0].t(), out=out.view(-1, Dh))
+        torch.addmm(bias[0], A.view(B * N, N), W[0].t(), out=out.view(B * N, Dh))
     else:
         for h in range(H):
-            out[:, :, :, h] = (A[:, :, h].reshape(-1, N) @ W[h].t()).view(out.shape[:3] + (Dh,))
+            out[:, :, h] = torch.addmm(bias[h], A[:, h].reshape(B * N, N), W[h].t()).view(B, N, Dh)
+
+
+def _readout_backward(go, W, A, carry, g, gW):
+    """ For one bin: g = go V + carry (the adjoint of A_t), and gW += go^T A_t. go (B, N, H, Dh). """
+    B, H, N, _ = A.shape
+    Dh = W.shape[1]
+    for h in range(H):
+        gh = go[:, :, h].reshape(B * N, Dh)                 # (B N, Dh)
+        Ah = A[:, h].reshape(B * N, N)
+        gW[h].addmm_(gh.t(), Ah)
+        if H == 1:
+            torch.addmm(carry.view(B * N, N), gh, W[0], out=g.view(B * N, N))
+        else:
+            g[:, h] = torch.addmm(carry[:, h].reshape(B * N, N), gh, W[h]).view(B, N, N)
 
 
 @torch.no_grad()
@@ -296,9 +300,9 @@ class HebbianAttention(nn.Module):
         if state is None:
             state = self.init_state(B, u)
         m = (u != 0).to(u.dtype)
-        out, P, Q, A = _HebbianScan.apply(u, m, *self.coefficients(), self.value, *(s.detach() for s in state),
-                                          self.chunk, self.clip[0], self.clip[1])   # out (T, B, N, H, Dh)
-        out = out.add_(self.value_bias).view(T, B, N, self.n_heads * self.head_dim)  # heads side by side
+        out, P, Q, A = _HebbianScan.apply(u, m, *self.coefficients(), self.value, self.value_bias,
+                                          *(s.detach() for s in state), self.chunk, self.clip[0], self.clip[1])
+        out = out.view(T, B, N, self.n_heads * self.head_dim)   # (T, B, N, H, Dh) -> heads side by side
         return out, (P, Q, A)
 
 

@@ -108,7 +108,7 @@ def test_gradients_match_autograd_through_the_plain_recurrence(w_start, chunk):
     W = layer.value.detach().clone().requires_grad_(True)
     z = torch.zeros(3, 2, 5, 5, dtype=torch.float64)
     m = (u != 0).double()
-    out = _HebbianScan.apply(u, m, *coeffs, W, z, z, z, chunk, -0.5, 1.5)[0]
+    out = _HebbianScan.apply(u, m, *coeffs, W, torch.zeros(2, 3, dtype=torch.float64), z, z, z, chunk, -0.5, 1.5)[0]
     weight = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     g1 = torch.autograd.grad((out * weight).sum(), coeffs + [W])
     coeffs2 = [c.detach().requires_grad_(True) for c in coeffs]
