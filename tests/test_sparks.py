@@ -252,3 +252,61 @@ def test_bad_targets_name_the_problem():
         small(n_heads=3)
     with pytest.raises(KeyError, match="unknown SPARKSConfig field"):
         SPARKS.from_config_dict({"n_neurons": 3, "embed": 4})
+
+
+# -----------------------------------------------------------------------------
+# the command line: python -m minilatent train sparks
+
+
+@pytest.fixture(scope="module")
+def rotation_h5(tmp_path_factory):
+    from minilatent import data as D
+    p = tmp_path_factory.mktemp("data") / "rot.h5"
+    D.save_h5(p, D.make_rotation(n_trials=14, n_valid=4, n_neurons=8, n_bins=20, seed=0))
+    return p
+
+
+def test_cli_train_sparks_writes_outputs(rotation_h5, tmp_path):
+    import h5py
+    from minilatent.__main__ import main
+    out = tmp_path / "run"
+    assert main(["train", "sparks", str(rotation_h5), "--out", str(out), "--epochs", "2", "--embed-dim", "4"]) == 0
+    for f in ("sparks_output.h5", "metrics.csv", "loss.png", "decoding.png", "checkpoint.pt"):
+        assert (out / f).exists(), f
+    with h5py.File(out / "sparks_output.h5") as f:
+        assert f["valid_mu"].shape == (4, 20, 8) and f["valid_prediction"].shape == (4, 20, 1, 2)
+    assert len((out / "metrics.csv").read_text().splitlines()) == 3
+
+
+def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys):
+    from conftest import write_h5
+    from minilatent.__main__ import main
+    counts = np.full((4, 6, 3), 2.0, np.float32)
+    for name, arrays, msg in [
+        ("counts.h5", dict(train_data=counts, valid_data=counts), "needs binary spikes"),
+        ("target.h5", dict(train_data=counts * 0, valid_data=counts * 0, train_latents=np.zeros((4, 5, 2))),
+         "train_latents: expected shape"),
+        ("missing.h5", dict(train_encod_data=counts), "missing key 'valid_encod_data'"),
+    ]:
+        p = write_h5(tmp_path / name, **arrays)
+        out = tmp_path / ("out_" + name)
+        code = main(["train", "sparks", str(p), "--out", str(out), "--epochs", "1"])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and err.startswith("error: ") and msg in err, err
+        assert not out.exists()
+    code = main(["train", "sparks", "--out", str(tmp_path / "o"), "--epochs", "0"])
+    assert code == 2 and "--epochs must be >= 1" in capsys.readouterr().err
+
+
+def test_rotation_examples_regenerate_bit_for_bit(tmp_path):
+    import hashlib
+    from minilatent import data as D
+    names = ["rotation", "rotation_session0", "rotation_session1"]
+    for p in D.make_eg_data(tmp_path, names):
+        shipped = D.eg_path(p.split("/")[-1])
+        assert hashlib.sha256(open(p, "rb").read()).digest() == hashlib.sha256(open(shipped, "rb").read()).digest(), p
+    d = D.load_h5(D.eg_path("rotation"))
+    truth = D.rotation_truth(d, "valid")                          # rebuilt from phases and tuning
+    assert truth.shape == d["valid_encod_data"].shape and 0 < truth.min() and truth.max() < 1
+    # the spikes follow the truth: mean firing matches the mean probability
+    assert abs(d["train_encod_data"].mean() - D.rotation_truth(d, "train").mean()) < 0.005
