@@ -72,6 +72,8 @@ class SPARKSConfig:
     tau_p: int = 5                  # the decoder sees the last tau_p latents (past window)
     tau_f: int = 1                  # ... and predicts the next tau_f bins of the target (from t inclusive)
     dec_hidden: int = 64            # hidden units of the default MLP decoder
+    joint_decoder: bool = False     # True: one decoder output layer for all sessions (same n_outputs): the
+                                    # sessions must then share one latent space
     loss: str = "auto"              # 'mse' (supervised), 'bernoulli' or 'poisson' (spikes); 'auto': mse with a
                                     # target, bernoulli without
     beta: float = 1e-3              # weight of the KL term
@@ -330,16 +332,23 @@ class MLPDecoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.hidden = nn.Linear(cfg.tau_p * cfg.latent_dim, cfg.dec_hidden)
-        self.out = nn.ModuleList([nn.Linear(cfg.dec_hidden, cfg.tau_f * cfg.outputs(s))
-                                  for s in range(len(cfg.n_neurons))])
+        if cfg.joint_decoder and len(set(cfg.outputs(s) for s in range(len(cfg.n_neurons)))) > 1:
+            raise ValueError("SPARKSConfig.joint_decoder needs the same n_outputs for every session")
+        n_layers = 1 if cfg.joint_decoder else len(cfg.n_neurons)
+        self.out = nn.ModuleList([nn.Linear(cfg.dec_hidden, cfg.tau_f * cfg.outputs(s)) for s in range(n_layers)])
 
     def add_session(self, n_out):
+        if self.cfg.joint_decoder:
+            if n_out != self.cfg.outputs(0):
+                raise ValueError(f"joint decoder: the new session must have {self.cfg.outputs(0)} outputs, not {n_out}")
+            return
         self.out.append(nn.Linear(self.cfg.dec_hidden, self.cfg.tau_f * n_out))
 
     def forward(self, window, session):  # window (B, T, tau_p, L) -> (B, T, tau_f, n_out)
         B, T = window.shape[:2]
         h = F.relu(self.hidden(window.reshape(B, T, -1)))
-        return self.out[session](h).view(B, T, self.cfg.tau_f, -1)
+        out = self.out[0 if self.cfg.joint_decoder else session]
+        return out(h).view(B, T, self.cfg.tau_f, -1)
 
 
 # -----------------------------------------------------------------------------
@@ -596,3 +605,20 @@ class SPARKS(nn.Module):
         res = {k: np.concatenate(v) for k, v in pieces.items()}
         res["now"] = res["prediction"][:, :, 0]
         return res
+
+
+# -----------------------------------------------------------------------------
+
+
+def saved_tensor_bytes(fn):
+    """ Run fn() (e.g. a forward pass and loss) and return (its result, the bytes autograd keeps for the
+    backward pass): the memory that full backpropagation through time needs and that grows with T. """
+    seen = {}
+
+    def pack(t):
+        st = t.untyped_storage()
+        seen[st.data_ptr()] = max(seen.get(st.data_ptr(), 0), st.nbytes())
+        return t
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return out, sum(seen.values())
