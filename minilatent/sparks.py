@@ -401,6 +401,18 @@ class SPARKS(nn.Module):
         self.decoder.to(dev)
         return self.n_sessions - 1
 
+    def init_output_bias(self, x, session=0):
+        """ Unsupervised spikes: start the decoder's output at each neuron's mean firing (logit for
+        Bernoulli, log for Poisson), so training begins at the mean-rate baseline. x: (B, T, N) spikes. """
+        kind = self.loss_kind()
+        if kind == "mse" or not isinstance(self.decoder, MLPDecoder):
+            return
+        p = x.reshape(-1, x.shape[-1]).float().mean(0).clamp(1e-3, 1 - 1e-3)      # (N,)
+        b = torch.log(p / (1 - p)) if kind == "bernoulli" else torch.log(p)
+        layer = self.decoder.out[0 if self.cfg.joint_decoder else session]
+        with torch.no_grad():
+            layer.bias.copy_(b.repeat(self.cfg.tau_f).to(layer.bias))
+
     # -------------------------------------------------------------------------
     # checks at the public boundary
 
