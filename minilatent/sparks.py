@@ -83,6 +83,7 @@ class SPARKSConfig:
     alpha: float = 1.0              # initial post/pre increment ratio
     clip: tuple = (-0.5, 1.5)       # backstop bounds of the attention coefficients
     bptt_chunk: int = 16            # bins per recomputation chunk in backward: memory ~ T/chunk + chunk states
+    checkpoint_head: bool = True    # recompute the feed-forward layers per chunk in backward (less memory, ~5% time)
     online: bool = False            # True: an optimiser step every online_chunk bins, state detached
     online_chunk: int = 1           # bins per online step (1 = upstream's per-bin online learning)
     burn_in: int = 0                # bins run at the start of each trial without loss or gradient
@@ -246,6 +247,26 @@ def _readout_backward(go, W, A, carry, g, gW):
             g[:, h] = torch.addmm(carry[:, h].reshape(B * N, N), gh, W[h]).view(B, N, N)
 
 
+class _Recompute(torch.autograd.Function):
+    """ y = fn(x) keeping only x for backward, where fn runs again (torch.utils.checkpoint in 15 lines,
+    without the ~80 MB of modules that its non-reentrant version imports) """
+
+    @staticmethod
+    def forward(ctx, fn, x, *params):
+        ctx.fn = fn
+        ctx.save_for_backward(x, *params)
+        return fn(x)                                          # autograd is off inside forward
+
+    @staticmethod
+    def backward(ctx, g):
+        x, *params = ctx.saved_tensors
+        with torch.enable_grad():
+            xd = x.detach().requires_grad_(True)
+            y = ctx.fn(xd)
+        grads = torch.autograd.grad(y, [xd] + params, g, allow_unused=True)
+        return (None,) + tuple(grads)
+
+
 @torch.no_grad()
 def hebbian_states(u, dP, cP, dQ, cQ, state=None, clip=(-0.5, 1.5)):
     """ Run the recurrence without gradients and return every state: P, Q, A each (T, B, H, N, N).
@@ -319,10 +340,13 @@ class HebbianBlock(nn.Module):
         self.proj = nn.Linear(D, D) if cfg.n_heads > 1 else nn.Identity()
         self.ff = nn.Sequential(nn.Linear(D, cfg.ff_mult * D), nn.ReLU(), nn.Linear(cfg.ff_mult * D, D))
 
+    def mix(self, h):                             # (..., N, D) -> (..., N, D): what follows the attention
+        h = self.proj(h)
+        return self.ff(h) + h
+
     def forward(self, u, state=None):
         h, state = self.attn(u, state)            # (T, B, N, D)
-        h = self.proj(h)
-        return self.ff(h) + h, state          # in place: one (T, B, N, D) activation less to keep
+        return self.mix(h), state
 
 
 class MLPDecoder(nn.Module):
@@ -466,16 +490,32 @@ class SPARKS(nn.Module):
         heb = self.blocks[session].attn.init_state(B, like)
         return {"hebbian": heb, "latents": like.new_zeros(B, self.cfg.tau_p - 1, self.cfg.latent_dim)}
 
+    def _head(self, h, session):
+        """ everything between the attention and the latent, for a block of bins: (t, B, N, D) -> (t, B, 2 L) """
+        t, B, N, _ = h.shape
+        h = self.blocks[session].mix(h)
+        if self.layers:                                         # the neurons of a bin are the tokens
+            hs = h.reshape(t * B, N, -1)
+            for layer in self.layers:
+                hs = layer(hs)
+            h = hs.view(t, B, N, -1)
+        return self.to_latent[session](h.reshape(t, B, -1))
+
     def encode(self, x, session=0, state=None):
         """ x (B, T, N) -> mu, logvar (B, T, latent_dim) and the final Hebbian state. """
         B, T, N = x.shape
-        h, heb = self.blocks[session](x.transpose(0, 1).contiguous(), None if state is None else state["hebbian"])
-        if self.layers:                                         # (T, B, N, D): the neurons of a bin are the tokens
-            hs = h.reshape(T * B, N, -1)
-            for layer in self.layers:
-                hs = layer(hs)
-            h = hs.view(T, B, N, -1)
-        stats = self.to_latent[session](h.reshape(T, B, -1))    # (T, B, 2 L): all bins in one product
+        h, heb = self.blocks[session].attn(x.transpose(0, 1).contiguous(), None if state is None else state["hebbian"])
+        if torch.is_grad_enabled() and self.cfg.checkpoint_head and T > self.cfg.bptt_chunk:
+            # per block of bins, keep only the attention output for backward and recompute the rest then:
+            # the (T, B, N, D) activations of the feed-forward layers never all exist at once
+            fn = lambda hc: self._head(hc, session)
+            params = [p for m in (self.blocks[session].proj, self.blocks[session].ff, self.layers, self.to_latent[session])
+                      for p in m.parameters() if p.requires_grad]
+            stats = torch.cat([_Recompute.apply(fn, hc, *params) for hc in h.split(self.cfg.bptt_chunk, dim=0)])
+        elif not torch.is_grad_enabled():                       # evaluation: one block of bins at a time
+            stats = torch.cat([self._head(hc, session) for hc in h.split(self.cfg.bptt_chunk, dim=0)])
+        else:
+            stats = self._head(h, session)                      # (T, B, 2 L): all bins in one product
         mu, logvar = stats.transpose(0, 1).chunk(2, dim=-1)     # (B, T, L) each
         return mu, logvar, heb
 
