@@ -310,3 +310,15 @@ def test_rotation_examples_regenerate_bit_for_bit(tmp_path):
     assert truth.shape == d["valid_encod_data"].shape and 0 < truth.min() and truth.max() < 1
     # the spikes follow the truth: mean firing matches the mean probability
     assert abs(d["train_encod_data"].mean() - D.rotation_truth(d, "train").mean()) < 0.005
+
+
+def test_init_output_bias_starts_at_the_mean_rate():
+    torch.manual_seed(0)
+    x = spikes(B=6, T=30, N=6, p=0.2).float()
+    for loss in ("bernoulli", "poisson"):
+        m = SPARKS(small(loss=loss, tau_f=2)).eval()
+        with torch.no_grad():
+            m.decoder.out[0].weight.zero_()
+        m.init_output_bias(x)
+        p = m.predict(x)["prediction"]                                   # probabilities / rates
+        np.testing.assert_allclose(p[0, 0, 0], x.reshape(-1, 6).mean(0).clamp(1e-3, 1 - 1e-3).numpy(), rtol=1e-5)
