@@ -298,13 +298,10 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys):
     assert code == 2 and "--epochs must be >= 1" in capsys.readouterr().err
 
 
-def test_rotation_examples_regenerate_bit_for_bit(tmp_path):
-    import hashlib
+def test_rotation_examples_carry_their_truth():
+    # (that they regenerate bit for bit is tests/test_data.py::test_eg_data_regenerates_bit_for_bit)
     from minilatent import data as D
-    names = ["rotation", "rotation_session0", "rotation_session1"]
-    for p in D.make_eg_data(tmp_path, names):
-        shipped = D.eg_path(p.split("/")[-1])
-        assert hashlib.sha256(open(p, "rb").read()).digest() == hashlib.sha256(open(shipped, "rb").read()).digest(), p
+    assert {"rotation", "rotation_session0", "rotation_session1"} <= set(D.EXAMPLES)
     d = D.load_h5(D.eg_path("rotation"))
     truth = D.rotation_truth(d, "valid")                          # rebuilt from phases and tuning
     assert truth.shape == d["valid_encod_data"].shape and 0 < truth.min() and truth.max() < 1
