@@ -31,13 +31,15 @@ with the KL summed over latent dimensions (the per-step ELBO's KL), and the targ
 themselves (unsupervised: Bernoulli or Poisson) or any per-bin quantity to decode (supervised, MSE).
 
 How it is computed (and why it is fast). Only the trace/attention recurrence is sequential. It is a
-chain of affine maps per pair: traces P <- d P + c s, and A <- clip(a_t A + b_t) with a_t = 1 - X - Y,
-b_t = X, X = xpre [s_i], Y = xpost [s_j]. `_HebbianScan` runs it with in-place tensor ops (no autograd
-graph per step), keeps the states only at the start of every `bptt_chunk` steps, and in backward
-recomputes one chunk at a time and runs the reverse (adjoint) scan: memory O(B N^2 (T / chunk + chunk))
-instead of O(B N^2 T x the dozens of intermediates autograd would keep). Everything that depends on
-one bin only (the value read-out A_t V^T, the projection to the latents, the decoder) runs once over
-all B*T bins as large matrix products.
+chain of affine maps per pair: traces P <- d P + c s, and A <- clip((1 - S_t) A + X_t) with X = xpre [s_i],
+S = X + xpost [s_j]. `_HebbianScan` runs it with in-place tensor ops (no autograd graph per step, 9 ops
+per bin), applies the value read-out A_t V^T + b as one small fused matrix product per bin while A_t is
+still in cache, keeps the states only at the start of every `bptt_chunk` bins, and in backward recomputes
+one chunk at a time and runs the reverse (adjoint) scan, whose per-bin work is again a fused product
+(dL/dA_t = dL/dout_t V + carry) and a dozen in-place ops: memory O(B N^2 (T / chunk + chunk)) instead of
+O(B N^2 T x the dozens of intermediates autograd would keep). What depends on one bin only (feed-forward
+layers, the projection to the latents, the decoder) runs over many bins at once; in training the
+feed-forward part is recomputed per chunk in backward, so its (T, B, N, D) activations never coexist.
 
 Training is full backpropagation through time (one optimiser step per batch) or *online*: an optimiser
 step every `online_chunk` bins with the state carried over detached, so memory does not grow with T.
