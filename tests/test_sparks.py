@@ -319,3 +319,23 @@ def test_init_output_bias_starts_at_the_mean_rate():
         m.init_output_bias(x)
         p = m.predict(x)["prediction"]                                   # probabilities / rates
         np.testing.assert_allclose(p[0, 0, 0], x.reshape(-1, 6).mean(0).clamp(1e-3, 1 - 1e-3).numpy(), rtol=1e-5)
+
+
+def test_hebbian_widgets_draw_and_reject_bad_input():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from minilatent import widgets
+    T, N = 30, 4
+    s = (np.random.default_rng(0).random((T, N)) < 0.3).astype(float)
+    A = np.random.default_rng(1).random((T, N, N))
+    fig = widgets.plot_hebbian_frame(10, s[:, 1], s[:, 0], A[:, 1, 0], A[:, 0, 1], A[:, 1, 0], A_all=A, spikes=s)
+    assert len(fig.axes) >= 4
+    plt.close("all")
+    with pytest.raises(ValueError, match="outside the 30 bins"):
+        widgets.plot_hebbian_pair(30, s[:, 1], s[:, 0], A[:, 1, 0], A[:, 0, 1], A[:, 1, 0])
+    with pytest.raises(ValueError, match="xpre has shape"):
+        widgets.plot_hebbian_pair(3, s[:, 1], s[:, 0], A[:5, 1, 0], A[:, 0, 1], A[:, 1, 0])
+    with pytest.raises(ValueError, match="outside the 30 bins"):
+        widgets.plot_attention_matrix(-1, A)
+    plt.close("all")
