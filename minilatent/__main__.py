@@ -2,6 +2,7 @@
 Command line: the headless main job.
 
     python -m minilatent train lfads [DATA.h5] --out DIR [--epochs N] [--max-seconds S] [--seed K]
+    python -m minilatent train sparks [DATA.h5] --out DIR [--epochs N] [--max-seconds S] [--seed K]
     python -m minilatent make-eg-data [--out FOLDER]
 
 `train lfads` reads DATA (lfads-torch keys or original LFADS keys; default: the shipped Lorenz example),
@@ -191,6 +192,7 @@ def main(argv=None):
     lf.add_argument("--samples", type=int, default=50, help="posterior samples to average for the outputs")
     lf.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt")
     lf.set_defaults(fn=train_lfads)
+    _add_sparks_parser(trs)
     eg = sub.add_parser("make-eg-data", help="regenerate the example datasets in eg_data/ bit for bit")
     eg.add_argument("--out", default=None, help="folder (default: the package's eg_data/)")
     eg.set_defaults(fn=make_eg_data)
@@ -203,6 +205,156 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+
+# -----------------------------------------------------------------------------
+# SPARKS: python -m minilatent train sparks [DATA.h5] --out DIR [--epochs N] [--max-seconds S] [--seed K]
+#
+# DATA defaults to the shipped rotation example. Spikes are `train_encod_data` / `valid_encod_data` (binary,
+# (trials, time, neurons)); with a target key (--target, default `*_latents` when present) the model learns to
+# decode it (supervised, MSE), else to reconstruct the spikes (unsupervised, Bernoulli). Writes into DIR:
+#     checkpoint.pt, metrics.csv, loss.png, decoding.png (target vs decoded on a validation trial, or
+#     spike probabilities), sparks_output.h5 ({split}_mu, _logvar, _prediction: posterior means).
+# Prints the validation R^2 of the decoded target (supervised) or bits/spike (unsupervised).
+
+
+def _add_sparks_parser(trs):
+    sp = trs.add_parser("sparks", help="SPARKS (Hebbian attention VAE) on binary spikes, e.g. the rotation example")
+    sp.add_argument("data", nargs="?", help="HDF5 file (default: the shipped rotation example)")
+    sp.add_argument("--out", required=True, help="output directory")
+    sp.add_argument("--epochs", type=int, default=None, help="maximum epochs (default 30)")
+    sp.add_argument("--max-seconds", type=float, default=None, help="wall-clock training budget")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--target", default=None, help="key suffix of the target to decode ('latents' -> "
+                    "train_latents); default: latents when present; 'none' for unsupervised")
+    sp.add_argument("--batch-size", type=int, default=10)
+    sp.add_argument("--lr", type=float, default=3e-3, help="learning rate (constant)")
+    sp.add_argument("--embed-dim", type=int, default=32)
+    sp.add_argument("--latent-dim", type=int, default=8)
+    sp.add_argument("--tau-p", type=int, default=5)
+    sp.add_argument("--online", action="store_true", help="online learning: an optimiser step per bin")
+    sp.set_defaults(fn=train_sparks)
+
+
+def train_sparks(args):
+    import numpy as np
+    import torch
+    from .data import load_h5, save_h5, eg_path, r2_score, bits_per_spike
+    from .sparks import SPARKS, SPARKSConfig
+    from .trainer import Trainer, TrainerConfig
+
+    # --- everything that can be wrong with the input is checked before DIR is touched
+    path = args.data or eg_path("rotation")
+    try:
+        data = load_h5(path)
+    except (KeyError, ValueError, FileNotFoundError) as e:
+        raise UsageError(e.args[0] if e.args else str(e)) from None
+    if args.epochs is not None and args.epochs < 1:
+        raise UsageError(f"--epochs must be >= 1, got {args.epochs}")
+    if args.max_seconds is not None and args.max_seconds <= 0:
+        raise UsageError(f"--max-seconds must be > 0, got {args.max_seconds}")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise UsageError(f"--out {args.out} exists and is not a directory")
+    for split in ("train", "valid"):
+        x = data[f"{split}_encod_data"]
+        if x.max() > 1:
+            raise UsageError(f"{split}_encod_data: SPARKS (ephys) needs binary spikes (0/1 per bin), found counts up "
+                             f"to {x.max():g}; use finer bins or clip the counts")
+    target = args.target if args.target is not None else ("latents" if "train_latents" in data else "none")
+    supervised = target != "none"
+    if supervised:
+        for split in ("train", "valid"):
+            k = f"{split}_{target}"
+            if k not in data:
+                raise UsageError(f"--target {target}: missing key {k!r}; keys present: {sorted(data)}")
+            y, x = np.asarray(data[k]), data[f"{split}_encod_data"]
+            if y.ndim < 2 or y.shape[:2] != x.shape[:2]:
+                raise UsageError(f"{k}: expected shape (trials, time, ...) = {x.shape[:2]} + (...), got {y.shape}")
+            if not np.isfinite(y).all():
+                raise UsageError(f"{k}: contains NaN or infinite values")
+
+    def tensors(split):
+        x = torch.as_tensor(np.asarray(data[f"{split}_encod_data"], np.float32))
+        if not supervised:
+            return (x,)
+        y = np.asarray(data[f"{split}_{target}"], np.float32)
+        return x, torch.as_tensor(y.reshape(y.shape[0], y.shape[1], -1))
+
+    train, valid = tensors("train"), tensors("valid")
+    dt = float(np.asarray(data.get("dt", 0.01)))
+    cfg = SPARKSConfig(n_neurons=train[0].shape[2], n_outputs=train[1].shape[2] if supervised else None,
+                       embed_dim=args.embed_dim, latent_dim=args.latent_dim, tau_p=args.tau_p, dt=dt,
+                       online=args.online)
+    torch.manual_seed(args.seed)
+    model = SPARKS(cfg)
+    ckpt = os.path.join(args.out, "checkpoint.pt")
+    tcfg = TrainerConfig(max_epochs=args.epochs or 30, max_seconds=args.max_seconds, seed=args.seed,
+                         batch_size=args.batch_size, lr=args.lr, lr_schedule="constant", ema_decay=None,
+                         grad_clip=None, checkpoint_path=ckpt, progress=False)
+    trainer = Trainer(model, train, valid, tcfg)
+    os.makedirs(args.out, exist_ok=True)
+    print(f"data: {path}\n  train {tuple(train[0].shape)}, valid {tuple(valid[0].shape)} (trials, bins, neurons); "
+          + (f"decoding '{target}' ({train[1].shape[2]} outputs)" if supervised else "unsupervised (reconstruct spikes)"))
+    print(f"model: SPARKS with {model.n_params:,} parameters; budget: {tcfg.max_epochs} epochs"
+          + (f" or {args.max_seconds:g} s" if args.max_seconds else ""))
+
+    def report(tr):
+        r = tr.history.rows[-1]
+        print(f"epoch {r['epoch']:4d}  {r['seconds']:7.1f} s  train {r['train_recon']:.5f}  "
+              f"valid {r.get('valid_recon', float('nan')):.5f}  kl {r['train_kl']:.2f}", flush=True)
+    trainer.add_callback("on_epoch_end", report)
+    t0 = time.perf_counter()
+    history = trainer.fit()
+    print(f"stopped after {trainer.epoch} epochs ({trainer.stop_reason}) in {time.perf_counter() - t0:.1f} s")
+
+    out = dict(data)
+    res = {}
+    for split, t in (("train", train), ("valid", valid)):
+        res[split] = model.predict(t[0])
+        for k in ("mu", "logvar", "prediction"):
+            out[f"{split}_{k}"] = res[split][k].astype(np.float32)
+    write_metrics_csv(os.path.join(args.out, "metrics.csv"), history.rows)
+    _sparks_figures(args.out, history, res["valid"]["now"], valid, supervised, dt)
+    save_h5(os.path.join(args.out, "sparks_output.h5"), out)
+    if supervised:
+        line = f"valid decoding R2 {r2_score(res['valid']['now'], valid[1].numpy()):.4f}"
+    else:
+        line = f"valid bits/spike {bits_per_spike(res['valid']['now'], valid[0].numpy()):.4f}"
+    print(f"wrote {args.out}/sparks_output.h5, metrics.csv, loss.png, decoding.png, checkpoint.pt")
+    print(line)
+    return 0
+
+
+def _sparks_figures(out_dir, history, pred_valid, valid, supervised, dt):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ep = history.column("epoch")
+    for k in ("train_recon", "valid_recon"):
+        y = history.column(k)
+        ax.plot(ep[~np.isnan(y)], y[~np.isnan(y)], label=k)
+    ax.set_xlabel("epoch"); ax.set_ylabel("loss per bin"); ax.legend()
+    fig.tight_layout()
+    _save_fig(fig, os.path.join(out_dir, "loss.png"))
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    tt = np.arange(pred_valid.shape[1]) * dt
+    if supervised:
+        y = valid[1][0].numpy()
+        for d in range(min(y.shape[1], 4)):
+            ax.plot(tt, y[:, d], color=f"C{d}", lw=2, alpha=0.4, label=f"target {d}")
+            ax.plot(tt, pred_valid[0, :, d], color=f"C{d}", lw=1, label=f"decoded {d}")
+        ax.set_title("validation trial 0: target (thick) and decoded (thin)")
+    else:
+        ax.imshow(pred_valid[0].T, aspect="auto", origin="lower", extent=(0, tt[-1] + dt, 0, pred_valid.shape[2]))
+        ax.set_title("validation trial 0: predicted spike probabilities"); ax.set_ylabel("neuron")
+    ax.set_xlabel("time (s)"); ax.legend(fontsize=7, ncol=4) if supervised else None
+    fig.tight_layout()
+    _save_fig(fig, os.path.join(out_dir, "decoding.png"))
+    plt.close(fig)
 
 
 if __name__ == "__main__":

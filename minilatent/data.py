@@ -509,3 +509,87 @@ def baseline_scores(data, split="valid", smooth_sigmas=SMOOTH_SIGMAS, psth_sigma
         out["truth"] = {"r2": r2, "r2_median": r2m, "bps": float(bits_per_spike(truth, x)),
                         "sigma_r2": np.nan, "sigma_bps": np.nan}
     return out
+
+
+# -----------------------------------------------------------------------------
+# SPARKS (notebook 03): neurons tuned to the phase of a 2-D rotation, the latent to decode
+
+
+def make_rotation(n_trials=100, n_valid=20, n_neurons=100, n_bins=150, dt=0.01, freq_range=(0.5, 1.5),
+                  p_base=0.02, p_max=0.4, kappa=2.0, seed=0, tuning_seed=None):
+    """ Bernoulli neurons tuned to the phase of a 2-D rotation (references.md, SPARKS). Each trial rotates at
+    f ~ U(freq_range) Hz from a random phase: theta_t = phi0 + 2 pi f t dt; the latent is (cos, sin) theta.
+    Neuron n fires in a bin with probability p = p_base + p_max exp(kappa (cos(theta - pref_n) - 1)) (a von
+    Mises bump around its preferred phase; gain ~ U(0.5, 1) scales p_max). The first n_trials - n_valid
+    trials are 'train', the rest 'valid'. tuning_seed (default: seed) draws the neurons, so two sessions with
+    different tuning_seed record different neurons of the same kind of rotation.
+    Keys: {split}_encod_data / _recon_data (binary spikes), _latents (cos, sin), _phase, _freq, _truth
+    (firing probability / dt, in Hz; counts per bin = truth / conversion_factor), tuning_pref, tuning_gain. """
+    if not 0 < n_valid < n_trials:
+        raise ValueError(f"make_rotation: need 0 < n_valid < n_trials, got n_valid={n_valid}, n_trials={n_trials}")
+    rng_t = np.random.default_rng(seed if tuning_seed is None else tuning_seed)
+    pref = rng_t.uniform(0, 2 * np.pi, n_neurons)
+    gain = rng_t.uniform(0.5, 1.0, n_neurons)
+    rng = np.random.default_rng([seed, 7])
+    freq = rng.uniform(*freq_range, n_trials)
+    phi0 = rng.uniform(0, 2 * np.pi, n_trials)
+    theta = phi0[:, None] + 2 * np.pi * freq[:, None] * np.arange(n_bins)[None, :] * dt      # (trials, T)
+    p = rotation_probabilities(theta, pref, gain, p_base, p_max, kappa)                      # (trials, T, N)
+    spikes = (rng.random(p.shape) < p).astype(np.float32)
+    latents = np.stack([np.cos(theta), np.sin(theta)], -1).astype(np.float32)
+    data = {}
+    for split, sl in (("train", slice(0, n_trials - n_valid)), ("valid", slice(n_trials - n_valid, n_trials))):
+        data[f"{split}_encod_data"] = spikes[sl]
+        data[f"{split}_recon_data"] = spikes[sl]
+        data[f"{split}_latents"] = latents[sl]
+        data[f"{split}_phase"] = np.mod(theta[sl], 2 * np.pi).astype(np.float32)
+        data[f"{split}_freq"] = freq[sl].astype(np.float32)
+        data[f"{split}_truth"] = (p[sl] / dt).astype(np.float32)
+    data.update(tuning_pref=pref.astype(np.float32), tuning_gain=gain.astype(np.float32),
+                tuning=np.array([p_base, p_max, kappa], np.float64),
+                conversion_factor=np.float64(1.0 / dt), dt=np.float64(dt))
+    return data
+
+
+def rotation_probabilities(theta, pref, gain, p_base=0.02, p_max=0.4, kappa=2.0):
+    """ firing probability per bin of neurons (pref, gain) at phases theta (..., T) -> (..., T, N) """
+    d = np.asarray(theta, np.float64)[..., None] - np.asarray(pref, np.float64)
+    return p_base + p_max * np.asarray(gain, np.float64) * np.exp(kappa * (np.cos(d) - 1.0))
+
+
+def rotation_truth(data, split):
+    """ the true firing probabilities (trials, T, N) of a rotation dataset, from its phases and tuning (works
+    for the shipped files too, which leave the _truth arrays out to stay small) """
+    if f"{split}_truth" in data:
+        return true_rates(data, split)
+    p_base, p_max, kappa = (float(v) for v in np.asarray(data["tuning"]))
+    return rotation_probabilities(data[f"{split}_phase"], data["tuning_pref"], data["tuning_gain"],
+                                  p_base, p_max, kappa).astype(np.float32)
+
+
+def make_rotation_sessions(n_sessions=2, n_neurons=(60, 40), n_trials=100, n_valid=20, seed=0, **kw):
+    """ Several recordings of the same kind of rotation with different neurons (and different trials):
+    a list of make_rotation datasets, session k drawn with seed (seed, k) and its own tuning. """
+    if len(n_neurons) != n_sessions:
+        raise ValueError(f"make_rotation_sessions: n_neurons has {len(n_neurons)} entries for {n_sessions} sessions")
+    return [make_rotation(n_trials=n_trials, n_valid=n_valid, n_neurons=n, seed=seed * 1000 + 101 * (k + 1),
+                          tuning_seed=seed * 1000 + 202 * (k + 1), **kw) for k, n in enumerate(n_neurons)]
+
+
+def _small(d):
+    """ a rotation dataset without the _truth arrays (rotation_truth rebuilds them): files stay ~0.3 MB """
+    return {k: v for k, v in d.items() if not k.endswith("_truth")}
+
+
+def sparks_tensors(data, split, device="cpu", target="latents"):
+    """ (spikes, target) float32 tensors of a split for SPARKS: target 'latents' (supervised decoding) or
+    None (unsupervised: spikes only, returned as a 1-tuple) """
+    x = torch.as_tensor(np.asarray(data[f"{split}_encod_data"], dtype=np.float32), device=device)
+    if target is None:
+        return (x,)
+    return x, torch.as_tensor(np.asarray(data[f"{split}_{target}"], dtype=np.float32), device=device)
+
+
+EXAMPLES["rotation"] = lambda: _small(make_rotation(seed=0))
+EXAMPLES["rotation_session0"] = lambda: _small(make_rotation_sessions(seed=0)[0])
+EXAMPLES["rotation_session1"] = lambda: _small(make_rotation_sessions(seed=0)[1])

@@ -261,5 +261,78 @@ def plot_ring_frame(t, times, rates, theory=None):
     ax[1].imshow(shown.T, aspect="auto", origin="lower", extent=(times[0], times[-1], 0, 360), cmap="magma",
                  vmin=0, vmax=max(rates.max(), 1e-9))
     ax[1].set_xlabel("time (s)"); ax[1].set_ylabel("angle (deg)"); ax[1].set_title("activity on the ring")
+
+
+# SPARKS (notebook 03): the Hebbian attention rule, pair by pair and as a matrix
+
+
+def plot_hebbian_pair(t, s_post, s_pre, xpre, xpost, A, dt=None, axes=None, title=None):
+    """ The Hebbian rule for one pair (i = post, j = pre) up to bin t: the two spike trains, the pre trace
+    xpre_ij (driven by j, read when i fires), the post trace xpost_ij (driven by i, read when j fires) and the
+    attention coefficient A_ij. All arguments are (T,) arrays. Returns the axes. """
+    s_post, s_pre, xpre, xpost, A = (np.asarray(v, float) for v in (s_post, s_pre, xpre, xpost, A))
+    T = len(A)
+    t = T - 1 if t is None else int(t)
+    if not 0 <= t < T:
+        raise ValueError(f"t={t} is outside the {T} bins")
+    for name, v in (("s_post", s_post), ("s_pre", s_pre), ("xpre", xpre), ("xpost", xpost)):
+        if v.shape != (T,):
+            raise ValueError(f"plot_hebbian_pair: {name} has shape {v.shape}, expected ({T},) like A")
+    if axes is None:
+        fig, axes = plt.subplots(3, 1, figsize=(9, 5), sharex=True, gridspec_kw=dict(height_ratios=[1, 1.4, 1.4]))
+    x = np.arange(T) * (dt or 1.0)
+    ax = axes[0]
+    for row, (s, lab, c) in enumerate(((s_pre, "pre  j", "C0"), (s_post, "post i", "C3"))):
+        k = np.nonzero(s[: t + 1])[0]
+        ax.vlines(x[k], row + 0.1, row + 0.9, color=c, lw=2)
+    ax.set_yticks([0.5, 1.5]); ax.set_yticklabels(["pre  j", "post i"]); ax.set_ylim(0, 2)
+    ax.set_title(title or "one pair: spikes, traces and the attention coefficient")
+    ax = axes[1]
+    ax.plot(x[: t + 1], xpre[: t + 1], color="C0", label="xpre$_{ij}$ (potentiates when i fires)")
+    ax.plot(x[: t + 1], xpost[: t + 1], color="C3", label="xpost$_{ij}$ (depresses when j fires)")
+    ax.set_ylim(0, max(1e-6, xpre.max(), xpost.max()) * 1.1); ax.legend(fontsize=8, loc="upper right")
+    ax = axes[2]
+    ax.plot(x[: t + 1], A[: t + 1], color="k", label="A$_{ij}$")
+    ax.axhline(0, color="0.8", lw=0.8); ax.axhline(1, color="0.8", lw=0.8)
+    ax.set_ylim(min(-0.05, A.min() - 0.05), max(1.05, A.max() + 0.05)); ax.legend(fontsize=8, loc="upper right")
+    ax.set_xlabel("time (s)" if dt else "time bin")
+    for a in axes:
+        a.axvline(x[t], color="C2", lw=0.8, alpha=0.6)
+        a.set_xlim(x[0], x[-1])
+    return axes
+
+
+def plot_attention_matrix(t, A, spikes=None, order=None, ax=None, vmin=-0.2, vmax=1.0, title=None):
+    """ The attention matrix A_t (N post x N pre) at bin t, neurons optionally reordered (e.g. by preferred
+    phase); the neurons that fire at t are marked on both axes. A: (T, N, N); spikes: (T, N). """
+    A = np.asarray(A)
+    T, N, _ = A.shape
+    t = int(t)
+    if not 0 <= t < T:
+        raise ValueError(f"t={t} is outside the {T} bins")
+    order = np.arange(N) if order is None else np.asarray(order)
+    ax = ax or plt.gca()
+    im = ax.imshow(A[t][np.ix_(order, order)], vmin=vmin, vmax=vmax, cmap="viridis", origin="lower")
+    if spikes is not None:
+        fire = np.nonzero(np.asarray(spikes)[t][order])[0]
+        ax.plot(fire, np.full(len(fire), -1.5), "^", color="C3", ms=4, clip_on=False)
+        ax.plot(np.full(len(fire), -1.5), fire, ">", color="C3", ms=4, clip_on=False)
+    ax.set_xlabel("pre neuron j"); ax.set_ylabel("post neuron i")
+    ax.set_title(title or f"attention A at bin {t}")
+    plt.colorbar(im, ax=ax, fraction=0.046)
+    return ax
+
+
+def plot_hebbian_frame(t, s_post, s_pre, xpre, xpost, A_pair, A_all=None, spikes=None, order=None, dt=None):
+    """ The notebook-03 view at bin t: one pair's spikes, traces and coefficient (left) and the whole
+    attention matrix (right, when A_all (T, N, N) is given). Returns the figure. """
+    fig = plt.figure(figsize=(13, 4.8) if A_all is not None else (9, 4.8))
+    gs = fig.add_gridspec(3, 2 if A_all is not None else 1, width_ratios=[1.6, 1] if A_all is not None else None,
+                          height_ratios=[1, 1.4, 1.4])
+    axes = [fig.add_subplot(gs[0, 0])]
+    axes += [fig.add_subplot(gs[k, 0], sharex=axes[0]) for k in (1, 2)]
+    plot_hebbian_pair(t, s_post, s_pre, xpre, xpost, A_pair, dt=dt, axes=axes)
+    if A_all is not None:
+        plot_attention_matrix(t, A_all, spikes, order, ax=fig.add_subplot(gs[:, 1]))
     fig.tight_layout()
     return fig

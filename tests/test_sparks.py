@@ -1,0 +1,341 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from minilatent.sparks import SPARKS, SPARKSConfig, HebbianAttention, hebbian_states, _HebbianScan
+
+
+def spikes(B=3, T=20, N=5, p=0.3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(B, T, N, generator=g) < p).double()
+
+
+def numpy_hebbian(s, wpre, wpost, taupre, taupost, dt, V, b, clip=(-0.5, 1.5), data_type="ephys"):
+    """ the equations of references.md §2, one bin and one pair at a time (increments w, not dt*w) """
+    B, T, N = s.shape
+    H, Dh, _ = V.shape
+    out = np.zeros((B, T, N, H, Dh))
+    A_all = np.zeros((B, T, H, N, N))
+    for b_ in range(B):
+        for h in range(H):
+            xpre = np.zeros((N, N)); xpost = np.zeros((N, N)); A = np.zeros((N, N))
+            for t in range(T):
+                st = s[b_, t]
+                for i in range(N):
+                    for j in range(N):
+                        if data_type == "ephys":
+                            xpre[i, j] = xpre[i, j] * math.exp(-dt / taupre[h, i, j]) + wpre[h, i, j] * st[j]
+                            xpost[i, j] = xpost[i, j] * math.exp(-dt / taupost[h, i, j]) + wpost[h, i, j] * st[i]
+                        else:
+                            xpre[i, j], xpost[i, j] = st[j], st[i]
+                new = np.empty((N, N))
+                for i in range(N):
+                    for j in range(N):
+                        a = A[i, j] + (1 - A[i, j]) * xpre[i, j] * (st[i] != 0) - A[i, j] * xpost[i, j] * (st[j] != 0)
+                        new[i, j] = min(max(a, clip[0]), clip[1])
+                A = new
+                A_all[b_, t, h] = A
+                for i in range(N):
+                    out[b_, t, i, h] = A[i] @ V[h].T + b[h]
+    return out, A_all
+
+
+def make_layer(N=5, H=2, D=6, data_type="ephys", w_start=0.3, seed=0, **kw):
+    torch.manual_seed(seed)
+    cfg = SPARKSConfig(n_neurons=N, embed_dim=D, n_heads=H, data_type=data_type, w_start=w_start, tau_s=0.05,
+                       **kw)
+    layer = HebbianAttention(N, cfg).double()
+    if data_type == "ephys":
+        with torch.no_grad():   # spread the time constants and increments so that every pair differs
+            layer.log_taupre.add_(0.5 * torch.randn_like(layer.log_taupre))
+            layer.log_taupost.add_(0.5 * torch.randn_like(layer.log_taupost))
+            layer.log_wpre.add_(0.3 * torch.randn_like(layer.log_wpre))
+            layer.log_wpost.add_(0.3 * torch.randn_like(layer.log_wpost))
+    with torch.no_grad():
+        layer.value_bias.normal_()
+    return layer, cfg
+
+
+@pytest.mark.parametrize("data_type,w_start,chunk", [("ephys", 0.3, 4), ("ephys", 0.9, 7), ("ephys", 0.3, 64),
+                                                     ("calcium", 0.3, 5)])
+def test_layer_matches_a_numpy_loop_of_the_equations(data_type, w_start, chunk):
+    # w_start 0.9: traces exceed 1, so the soft bounds overshoot and the clip at [-0.5, 1.5] is exercised
+    layer, cfg = make_layer(data_type=data_type, w_start=w_start, bptt_chunk=chunk)
+    s = spikes(T=23)
+    if data_type == "calcium":
+        s = s * torch.rand(s.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    out, (P, Q, A) = layer(s.transpose(0, 1).contiguous())
+    p = {k: v.detach().numpy() for k, v in layer.named_parameters()}
+    ex = {k: np.exp(p[k]) for k in ("log_wpre", "log_wpost", "log_taupre", "log_taupost")} if data_type == "ephys" \
+        else {k: np.ones((2, 5, 5)) for k in ("log_wpre", "log_wpost", "log_taupre", "log_taupost")}
+    ref, A_ref = numpy_hebbian(s.numpy(), ex["log_wpre"], ex["log_wpost"], ex["log_taupre"], ex["log_taupost"],
+                               cfg.dt, p["value"], p["value_bias"], data_type=data_type)
+    got = out.detach().numpy().reshape(23, 3, 5, 2, 3).transpose(1, 0, 2, 3, 4)
+    np.testing.assert_allclose(got, ref, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(A.numpy(), A_ref[:, -1], atol=1e-6, rtol=0)
+    if w_start == 0.9:
+        assert (A_ref == 1.5).any() or (A_ref == -0.5).any(), "the clip case was not exercised"
+    # the teaching helper gives the same states
+    _, _, A_all = hebbian_states(s.transpose(0, 1), *layer.coefficients())
+    np.testing.assert_allclose(A_all.numpy().transpose(1, 0, 2, 3, 4), A_ref, atol=1e-6, rtol=0)
+
+
+class _AutogradScan(torch.nn.Module):
+    """ the same recurrence written with plain differentiable torch ops: the gradient reference """
+
+    @staticmethod
+    def run(u, dP, cP, dQ, cQ, W, lo=-0.5, hi=1.5):
+        T, B, N = u.shape
+        H = dP.shape[0]
+        P = Q = A = u.new_zeros(B, H, N, N)
+        outs = []
+        for t in range(T):
+            uj, ui = u[t].view(B, 1, 1, N), u[t].view(B, 1, N, 1)
+            P = P * dP + cP * uj
+            Q = Q * dQ + cQ * ui
+            A = torch.clamp(A + (1 - A) * P * (ui != 0) - A * Q * (uj != 0), lo, hi)
+            outs.append(torch.einsum("bhij,hdj->bihd", A, W))
+        return torch.stack(outs)
+
+
+@pytest.mark.parametrize("w_start,chunk", [(0.3, 4), (0.9, 5), (0.3, 100)])
+def test_gradients_match_autograd_through_the_plain_recurrence(w_start, chunk):
+    layer, cfg = make_layer(w_start=w_start, bptt_chunk=chunk)
+    u = spikes(T=17).transpose(0, 1).contiguous()
+    coeffs = [c.detach().requires_grad_(True) for c in layer.coefficients()]
+    W = layer.value.detach().clone().requires_grad_(True)
+    z = torch.zeros(3, 2, 5, 5, dtype=torch.float64)
+    m = (u != 0).double()
+    out = _HebbianScan.apply(u, m, *coeffs, W, torch.zeros(2, 3, dtype=torch.float64), z, z, z, chunk, -0.5, 1.5)[0]
+    weight = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    g1 = torch.autograd.grad((out * weight).sum(), coeffs + [W])
+    coeffs2 = [c.detach().requires_grad_(True) for c in coeffs]
+    W2 = W.detach().clone().requires_grad_(True)
+    ref = _AutogradScan.run(u, *coeffs2, W2)
+    np.testing.assert_allclose(out.detach().numpy(), ref.detach().numpy(), atol=1e-10)
+    g2 = torch.autograd.grad((ref * weight).sum(), coeffs2 + [W2])
+    for name, a, b in zip(("dP", "cP", "dQ", "cQ", "W"), g1, g2):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-9, rtol=1e-7, err_msg=name)
+
+
+def small(**kw):
+    base = dict(n_neurons=6, embed_dim=8, latent_dim=3, tau_p=3, dec_hidden=10, bptt_chunk=4, dt=0.01)
+    base.update(kw)
+    return SPARKSConfig(**base)
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(n_heads=2, n_layers=1), dict(data_type="calcium", loss="mse"),
+                                dict(n_outputs=2, tau_f=3)])
+def test_every_parameter_gets_gradient(kw):
+    torch.manual_seed(0)
+    m = SPARKS(small(**kw))
+    x = spikes(B=4, T=15, N=6).float()
+    if kw.get("data_type") == "calcium":
+        x = x * torch.rand_like(x)
+    batch = (x, torch.randn(4, 15, 2)) if "n_outputs" in kw else x
+    m.compute_losses(batch)["loss"].backward()
+    for name, p in m.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, f"no gradient reaches {name}"
+
+
+@pytest.mark.parametrize("chunk_len", [1, 4, 7])
+def test_online_chunks_reproduce_the_offline_forward(chunk_len):
+    torch.manual_seed(0)
+    m = SPARKS(small(n_outputs=2, tau_p=4)).eval()
+    x = spikes(B=3, T=19, N=6).float()
+    full = m(x)
+    state, preds, mus = None, [], []
+    for t0 in range(0, 19, chunk_len):
+        out = m(x[:, t0:t0 + chunk_len], state=state)
+        state = out["state"]
+        preds.append(out["prediction"]); mus.append(out["mu"])
+    torch.testing.assert_close(torch.cat(mus, 1), full["mu"], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(torch.cat(preds, 1), full["prediction"], atol=1e-5, rtol=1e-5)
+
+
+def test_online_training_yields_one_loss_per_chunk_and_bounded_graphs():
+    torch.manual_seed(0)
+    m = SPARKS(small(n_outputs=2, online=True, online_chunk=5)).train()
+    x, y = spikes(B=3, T=19, N=6).float(), torch.randn(3, 19, 2)
+    losses = list(m.training_step((x, y)))
+    assert len(losses) == 4                                       # ceil(19 / 5)
+    for l in losses:                                              # each backpropagates on its own
+        l["loss"].backward()
+
+
+def test_evaluation_is_deterministic_and_sampling_is_not():
+    torch.manual_seed(0)
+    m = SPARKS(small(n_outputs=2))
+    x = spikes(B=3, T=12, N=6).float()
+    a, b = m.predict(x), m.predict(x)
+    np.testing.assert_array_equal(a["prediction"], b["prediction"])
+    assert a["now"].shape == (3, 12, 2) and a["mu"].shape == (3, 12, 3)
+    c = m.predict(x, n_samples=2)
+    assert not np.allclose(c["prediction"], a["prediction"])
+    assert m.training                                              # predict leaves the mode as it was
+
+
+def test_sessions_route_to_their_own_blocks_and_share_the_decoder():
+    torch.manual_seed(0)
+    m = SPARKS(small(n_neurons=[6, 4], n_outputs=[2, 2]))
+    x0, x1 = spikes(B=2, T=10, N=6).float(), spikes(B=2, T=10, N=4, seed=1).float()
+    y = torch.randn(2, 10, 2)
+    m.compute_losses((x1, y), session=1)["loss"].backward()
+    assert m.blocks[0].attn.value.grad is None and m.to_latent[0].weight.grad is None   # session 0 untouched
+    assert m.blocks[1].attn.value.grad is not None and m.decoder.hidden.weight.grad is not None
+    with pytest.raises(ValueError, match="session 0 has 6 neurons, got 4"):
+        m(x1, session=0)
+    with pytest.raises(KeyError, match="unknown session id 2"):
+        m(x0, session=2)
+    # adding a session keeps what was learned and gives the newcomer its own block
+    before = m.predict(x0)["prediction"]
+    sid = m.add_session(5, n_outputs=2)
+    assert sid == 2 and m.cfg.n_neurons == [6, 4, 5]
+    np.testing.assert_array_equal(m.predict(x0)["prediction"], before)
+    x2 = spikes(B=2, T=10, N=5, seed=2).float()
+    m.compute_losses((x2, y), session=2)["loss"].backward()
+    assert m.predict(x2, session=2)["now"].shape == (2, 10, 2)
+    m2 = SPARKS.from_config_dict(dict(vars(m.cfg)))               # the config rebuilds the grown model
+    m2.load_state_dict(m.state_dict())
+
+
+def test_burn_in_bins_carry_no_loss():
+    torch.manual_seed(0)
+    m = SPARKS(small(n_outputs=1, burn_in=5)).eval()
+    x = spikes(B=2, T=12, N=6).float()
+    y = torch.zeros(2, 12, 1)
+    y2 = y.clone(); y2[:, :5] = 100.0                              # garbage during burn-in is ignored
+    assert m.compute_losses((x, y))["loss"].item() == pytest.approx(m.compute_losses((x, y2))["loss"].item())
+
+
+def test_kl_is_the_analytic_gaussian_kl_summed_over_dims():
+    torch.manual_seed(0)
+    m = SPARKS(small(n_outputs=1, beta=0.0)).train()
+    x = spikes(B=2, T=8, N=6).float()
+    out = m(x)
+    mu, lv = out["mu"].double(), out["logvar"].double()
+    q = torch.distributions.Normal(mu, torch.exp(0.5 * lv))
+    ref = torch.distributions.kl_divergence(q, torch.distributions.Normal(0.0, 1.0)).sum(-1).mean()
+    got = m._losses(out, torch.zeros(2, 8, 1))["kl"]
+    assert got.item() == pytest.approx(ref.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("make,msg", [
+    (lambda: torch.ones(2, 5), "expected 3 dims"),
+    (lambda: torch.ones(2, 5, 4), "session 0 has 6 neurons, got 4"),
+    (lambda: torch.full((2, 5, 6), 2.0), "needs binary spikes"),
+    (lambda: torch.full((2, 5, 6), float("nan")), "NaN"),
+    (lambda: torch.ones(2, 5, 6, dtype=torch.long), "floating-point"),
+])
+def test_bad_inputs_name_the_problem(make, msg):
+    m = SPARKS(small())
+    with pytest.raises(ValueError, match=msg):
+        m(make())
+
+
+def test_bad_targets_name_the_problem():
+    x = spikes(B=2, T=5, N=6).float()
+    with pytest.raises(ValueError, match="without n_outputs"):
+        SPARKS(small()).compute_losses((x, torch.ones(2, 5, 2)))
+    with pytest.raises(ValueError, match="predicts 2 outputs per bin"):
+        SPARKS(small(n_outputs=2)).compute_losses((x, torch.ones(2, 5, 3)))
+    with pytest.raises(ValueError, match="does not match the input"):
+        SPARKS(small(n_outputs=2)).compute_losses((x, torch.ones(2, 4, 2)))
+    with pytest.raises(ValueError, match="no target was given"):
+        SPARKS(small(n_outputs=2)).compute_losses(x)
+    # a target of any shape per bin: (B, T, 2, 3) is 6 outputs
+    SPARKS(small(n_outputs=6)).compute_losses((x, torch.ones(2, 5, 2, 3)))
+    with pytest.raises(ValueError, match="embed_dim 8 is not divisible by n_heads 3"):
+        small(n_heads=3)
+    with pytest.raises(KeyError, match="unknown SPARKSConfig field"):
+        SPARKS.from_config_dict({"n_neurons": 3, "embed": 4})
+
+
+# -----------------------------------------------------------------------------
+# the command line: python -m minilatent train sparks
+
+
+@pytest.fixture(scope="module")
+def rotation_h5(tmp_path_factory):
+    from minilatent import data as D
+    p = tmp_path_factory.mktemp("data") / "rot.h5"
+    D.save_h5(p, D.make_rotation(n_trials=14, n_valid=4, n_neurons=8, n_bins=20, seed=0))
+    return p
+
+
+def test_cli_train_sparks_writes_outputs(rotation_h5, tmp_path):
+    import h5py
+    from minilatent.__main__ import main
+    out = tmp_path / "run"
+    assert main(["train", "sparks", str(rotation_h5), "--out", str(out), "--epochs", "2", "--embed-dim", "4"]) == 0
+    for f in ("sparks_output.h5", "metrics.csv", "loss.png", "decoding.png", "checkpoint.pt"):
+        assert (out / f).exists(), f
+    with h5py.File(out / "sparks_output.h5") as f:
+        assert f["valid_mu"].shape == (4, 20, 8) and f["valid_prediction"].shape == (4, 20, 1, 2)
+    assert len((out / "metrics.csv").read_text().splitlines()) == 3
+
+
+def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys):
+    from conftest import write_h5
+    from minilatent.__main__ import main
+    counts = np.full((4, 6, 3), 2.0, np.float32)
+    for name, arrays, msg in [
+        ("counts.h5", dict(train_data=counts, valid_data=counts), "needs binary spikes"),
+        ("target.h5", dict(train_data=counts * 0, valid_data=counts * 0, train_latents=np.zeros((4, 5, 2))),
+         "train_latents: expected shape"),
+        ("missing.h5", dict(train_encod_data=counts), "missing key 'valid_encod_data'"),
+    ]:
+        p = write_h5(tmp_path / name, **arrays)
+        out = tmp_path / ("out_" + name)
+        code = main(["train", "sparks", str(p), "--out", str(out), "--epochs", "1"])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and err.startswith("error: ") and msg in err, err
+        assert not out.exists()
+    code = main(["train", "sparks", "--out", str(tmp_path / "o"), "--epochs", "0"])
+    assert code == 2 and "--epochs must be >= 1" in capsys.readouterr().err
+
+
+def test_rotation_examples_carry_their_truth():
+    # (that they regenerate bit for bit is tests/test_data.py::test_eg_data_regenerates_bit_for_bit)
+    from minilatent import data as D
+    assert {"rotation", "rotation_session0", "rotation_session1"} <= set(D.EXAMPLES)
+    d = D.load_h5(D.eg_path("rotation"))
+    truth = D.rotation_truth(d, "valid")                          # rebuilt from phases and tuning
+    assert truth.shape == d["valid_encod_data"].shape and 0 < truth.min() and truth.max() < 1
+    # the spikes follow the truth: mean firing matches the mean probability
+    assert abs(d["train_encod_data"].mean() - D.rotation_truth(d, "train").mean()) < 0.005
+
+
+def test_init_output_bias_starts_at_the_mean_rate():
+    torch.manual_seed(0)
+    x = spikes(B=6, T=30, N=6, p=0.2).float()
+    for loss in ("bernoulli", "poisson"):
+        m = SPARKS(small(loss=loss, tau_f=2)).eval()
+        with torch.no_grad():
+            m.decoder.out[0].weight.zero_()
+        m.init_output_bias(x)
+        p = m.predict(x)["prediction"]                                   # probabilities / rates
+        np.testing.assert_allclose(p[0, 0, 0], x.reshape(-1, 6).mean(0).clamp(1e-3, 1 - 1e-3).numpy(), rtol=1e-5)
+
+
+def test_hebbian_widgets_draw_and_reject_bad_input():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from minilatent import widgets
+    T, N = 30, 4
+    s = (np.random.default_rng(0).random((T, N)) < 0.3).astype(float)
+    A = np.random.default_rng(1).random((T, N, N))
+    fig = widgets.plot_hebbian_frame(10, s[:, 1], s[:, 0], A[:, 1, 0], A[:, 0, 1], A[:, 1, 0], A_all=A, spikes=s)
+    assert len(fig.axes) >= 4
+    plt.close("all")
+    with pytest.raises(ValueError, match="outside the 30 bins"):
+        widgets.plot_hebbian_pair(30, s[:, 1], s[:, 0], A[:, 1, 0], A[:, 0, 1], A[:, 1, 0])
+    with pytest.raises(ValueError, match="xpre has shape"):
+        widgets.plot_hebbian_pair(3, s[:, 1], s[:, 0], A[:5, 1, 0], A[:, 0, 1], A[:, 1, 0])
+    with pytest.raises(ValueError, match="outside the 30 bins"):
+        widgets.plot_attention_matrix(-1, A)
+    plt.close("all")
