@@ -7,7 +7,10 @@ numpy and the standard library: copy one into your project and it works.
 __version__ = "0.1.0"
 
 from .lfads import LFADS, LFADSConfig
+from .sparks import SPARKS, SPARKSConfig
+from .circuits import Circuit, CircuitConfig, STPConfig
 from .trainer import Trainer, TrainerConfig, History
-from . import data
+from . import data, circuits
 
-__all__ = ["LFADS", "LFADSConfig", "Trainer", "TrainerConfig", "History", "data"]
+__all__ = ["LFADS", "LFADSConfig", "SPARKS", "SPARKSConfig", "Circuit", "CircuitConfig", "STPConfig",
+           "Trainer", "TrainerConfig", "History", "data", "circuits"]
