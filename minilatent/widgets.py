@@ -261,8 +261,11 @@ def plot_ring_frame(t, times, rates, theory=None):
     ax[1].imshow(shown.T, aspect="auto", origin="lower", extent=(times[0], times[-1], 0, 360), cmap="magma",
                  vmin=0, vmax=max(rates.max(), 1e-9))
     ax[1].set_xlabel("time (s)"); ax[1].set_ylabel("angle (deg)"); ax[1].set_title("activity on the ring")
+    fig.tight_layout()
+    return fig
 
 
+# -----------------------------------------------------------------------------
 # SPARKS (notebook 03): the Hebbian attention rule, pair by pair and as a matrix
 
 
