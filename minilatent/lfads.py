@@ -665,14 +665,15 @@ class LFADS(nn.Module):
     # several sessions: principal-component regression (PCR) initialisation of the read-in and read-out
 
     @torch.no_grad()
-    def init_pcr(self, session_data, ridge=1e-6):
+    def init_pcr(self, session_data):
         """ Initialise every session's read-in and read-out so that all sessions start in one shared space,
         as lfads-torch's multi-session recipe does. session_data: one (C, T, N_s) array per session whose
         rows correspond across sessions: typically condition-averaged rates (PSTHs) of the same C conditions.
 
           1. centre each session (X_s - m_s), concatenate all sessions' channels: X (C*T, sum N_s)
           2. the top read_in_dim principal components of X give shared coordinates Z (C*T, D)
-          3. per session, least squares (ridge) W_s = argmin ||(X_s - m_s) W - Z||:  read-in(x) = (x - m_s) W_s
+          3. per session, least squares W_s = argmin ||(X_s - m_s) W - Z|| (minimum-norm solution, via the
+             pseudo-inverse, so redundant channels are fine):  read-in(x) = (x - m_s) W_s
           4. read-out: bias = the likelihood's start at each channel's marginal (init_bias); when
              fac_dim == read_in_dim, the mean part maps Z back, pinv(W_s) (Gaussian; for Poisson
              linearised around the mean rate: d log r = dr / m). Other likelihoods keep their weights. """
@@ -700,9 +701,7 @@ class LFADS(nn.Module):
         _, _, Vh = torch.linalg.svd(X, full_matrices=False)
         Z = X @ Vh[:D].T                                                   # (C*T, D) shared coordinates
         for s, (x, m) in enumerate(zip(flat, means)):
-            xc = x - m
-            A = xc.T @ xc + ridge * torch.eye(xc.shape[1], dtype=xc.dtype) * xc.pow(2).sum() / xc.shape[1]
-            W = torch.linalg.solve(A, xc.T @ Z)                            # (N_s, D)
+            W = torch.linalg.pinv(x - m) @ Z                               # (N_s, D)
             self.read_in[s].weight.copy_(W.T)
             self.read_in[s].bias.copy_(-(m @ W))
             readout = self.readouts[s]
