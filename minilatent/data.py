@@ -590,3 +590,15 @@ def pulse_timing_accuracy(inferred_inputs, true_inputs, window=3, n_shuffles=20,
     rng = np.random.default_rng(seed)
     chance = float(np.mean([np.mean(np.abs(peak - rng.permutation(true_t)) <= window) for _ in range(n_shuffles)]))
     return acc, chance
+
+
+def noise_leak(inferred_rates, spikes, true_rates):
+    """ How much of the Poisson noise an estimate copies: the regression coefficient of the estimate's error
+    on the spike noise, sum((r_hat - r)(x - r)) / sum((x - r)^2), on the spikes the model was given.
+    0: the estimate ignores the noise (what a rate estimate should do); 1: it copies the spikes
+    (identity overfitting, which coordinated dropout prevents). """
+    r_hat, x, r = (np.asarray(a, np.float64) for a in (inferred_rates, spikes, true_rates))
+    if not r_hat.shape == x.shape == r.shape:
+        raise ValueError(f"noise_leak: shapes differ: {r_hat.shape}, {x.shape}, {r.shape}")
+    noise = x - r
+    return float(((r_hat - r) * noise).sum() / max((noise ** 2).sum(), 1e-12))
