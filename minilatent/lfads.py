@@ -671,7 +671,8 @@ class LFADS(nn.Module):
         rows correspond across sessions: typically condition-averaged rates (PSTHs) of the same C conditions.
 
           1. centre each session (X_s - m_s), concatenate all sessions' channels: X (C*T, sum N_s)
-          2. the top read_in_dim principal components of X give shared coordinates Z (C*T, D)
+          2. the top read_in_dim principal components of X give shared coordinates Z (C*T, D), each scaled to
+             unit variance (the scale of an input to the encoders and of the unit-norm factors)
           3. per session, least squares W_s = argmin ||(X_s - m_s) W - Z|| (minimum-norm solution, via the
              pseudo-inverse, so redundant channels are fine):  read-in(x) = (x - m_s) W_s
           4. read-out: bias = the likelihood's start at each channel's marginal (init_bias); when
@@ -700,6 +701,7 @@ class LFADS(nn.Module):
             raise ValueError(f"init_pcr: read_in_dim={D} exceeds the rank available ({min(X.shape)})")
         _, _, Vh = torch.linalg.svd(X, full_matrices=False)
         Z = X @ Vh[:D].T                                                   # (C*T, D) shared coordinates
+        Z = Z / Z.std(0).clamp_min(1e-12)                                  # unit variance: the scale of the factors
         for s, (x, m) in enumerate(zip(flat, means)):
             W = torch.linalg.pinv(x - m) @ Z                               # (N_s, D)
             self.read_in[s].weight.copy_(W.T)
