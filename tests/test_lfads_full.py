@@ -186,19 +186,20 @@ def test_controller_loop_matches_the_step_by_step_equations(ext_dim, lag):
 
 
 def test_inferred_inputs_peak_at_the_true_pulse_times():
-    """ A small chaotic RNN with one strong pulse per trial: after a short training the posterior-mean
-    inferred input peaks within +-3 bins of the true pulse on most held-out trials (chance ~0.1). """
-    data = D.make_chaotic_rnn(n_conditions=20, trials_per_condition=10, n_neurons=30, n_bins=50,
+    """ A small rate network with one strong pulse per trial at a random bin (notebook 02's data): after a
+    short training the posterior-mean inferred input peaks within +-3 bins of the true pulse on most
+    held-out trials, far above chance (the score against shuffled pulse times). """
+    data = D.make_chaotic_rnn(n_conditions=20, trials_per_condition=10, n_neurons=30, n_bins=50, g=1.5,
                               input_magnitude=40.0, max_rate=100.0, with_inputs=True, seed=3)
     train, valid = D.lfads_tensors(data, "train"), D.lfads_tensors(data, "valid")
     torch.manual_seed(0)
-    m = LFADS(LFADSConfig(n_neurons=30, ic_enc_dim=32, ic_dim=16, gen_dim=32, fac_dim=10, co_dim=1,
-                          ci_enc_dim=16, con_dim=16, kl_co_scale=1e-4, kl_ramp_epochs=5, l2_ramp_epochs=5))
+    m = LFADS(LFADSConfig(n_neurons=30, ic_enc_dim=32, ic_dim=16, gen_dim=32, fac_dim=10, co_dim=1, ci_enc_dim=16,
+                          con_dim=16, co_prior_tau=2.0, kl_co_scale=1e-4, kl_ramp_epochs=5, l2_ramp_epochs=5))
     m.init_readout_bias(train[1])
-    Trainer(m, train, valid, TrainerConfig(max_epochs=25, batch_size=32, lr=1e-2, progress=False)).fit()
+    Trainer(m, train, valid, TrainerConfig(max_epochs=20, batch_size=16, lr=0.03, progress=False)).fit()
     u = m.posterior_average(valid[0], n_samples=0)["co_means"]
     acc, chance = D.pulse_timing_accuracy(u, data["valid_inputs"], window=3)
-    assert acc > 0.6 and acc > chance + 0.4, (acc, chance)
+    assert acc > 0.7 and acc > chance + 0.4, (acc, chance)
 
 
 # -----------------------------------------------------------------------------
@@ -348,3 +349,19 @@ def test_gaussian_lorenz_is_signed_continuous_and_loads_back(tmp_path):
         D.load_h5(p)
     back = D.load_h5(p, counts=False, nonnegative=False)
     np.testing.assert_array_equal(back["train_encod_data"], x)
+
+
+def test_copied_lfads_trains_two_sessions_with_a_controller_and_zig(copied_model):
+    copied_model("lfads.py", """
+        import numpy as np, torch
+        import lfads
+        torch.manual_seed(0)
+        cfg = lfads.LFADSConfig(session_neurons=(4, 7), read_in_dim=3, fac_dim=3, gen_dim=8, ic_enc_dim=8, ic_dim=4,
+                                co_dim=1, ci_enc_dim=4, con_dim=4, recon="zig", zig_loc=0.1)
+        m = lfads.LFADS(cfg)
+        m.init_pcr([np.random.rand(5, 10, 4), np.random.rand(5, 10, 7)])
+        xs = [torch.where(torch.rand(6, 10, n) < 0.5, torch.zeros(6, 10, n), torch.rand(6, 10, n) + 0.2) for n in (4, 7)]
+        loss = sum(m.compute_losses((x, x), session=s)["loss"] for s, x in enumerate(xs))
+        loss.backward()
+        assert torch.isfinite(loss)
+        """)
