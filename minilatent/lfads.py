@@ -55,7 +55,23 @@ expressiveness; trained models
 are not interchangeable between the two. Like lfads-torch we freeze the hidden-hidden bias at 0 and
 start the update/reset gate biases at 1. The state stays bounded without an explicit clip after the
 first step: h_t = (1 - z) n + z h_{t-1} is a convex combination of h_{t-1} and n in (-1, 1), so
-|h_t| <= max(|h_0|, 1); we clamp h_0 (and the loop-path states) to +-cell_clip.
+|h_t| <= max(|h_0|, 1); we clamp h_0 to +-cell_clip (the controller loop needs no per-step clamp either).
+
+With a controller the generator cannot run as one fused call (u_t depends on f_{t-1}), so it runs as a Python
+loop of torch.gru_cell steps. Everything that does not depend on the loop state is computed for all steps
+before the loop: the controller's input-side matmul of ci_t, the generator's of ext_t, the sampling noise.
+
+Other likelihoods (recon=...; the read-out gives n_params numbers per channel, laid out as lfads-torch does):
+    'poisson'   log-rate                        spike counts
+    'gaussian'  [mean, log variance]            continuous data (fluorescence, LFP features)
+    'gamma'     [log alpha, log beta]           positive data; mean alpha / beta
+    'zig'       [log alpha, log beta, logit q]  zero-inflated Gamma (EMG, calcium): 0 w.p. 1 - q, else
+                                                x - zig_loc ~ Gamma(alpha, beta); mean q (alpha / beta + zig_loc)
+
+Several sessions (session_neurons=(N_1, N_2, ...), read_in_dim=D): recordings of different neurons share the
+encoders, controller, generator and factors; each session s has its own read-in Linear(N_s -> D) in front of
+the encoders and its own read-out Linear(fac_dim -> N_s * n_params). init_pcr starts them all in one space:
+the top principal components of the sessions' condition averages side by side, regressed on each session.
 """
 
 import math
@@ -394,6 +410,9 @@ class LFADS(nn.Module):
         readout = self._readout(self._session(session))
         x = counts.reshape(-1, counts.shape[-1]).float()                 # (B*T, N)
         bias = self.likelihood.init_bias(x)                              # (n_params * N,)
+        if bias.numel() != readout.bias.numel():
+            raise ValueError(f"init_readout_bias: the data have {x.shape[1]} channels, the read-out reconstructs "
+                             f"{readout.bias.numel() // self.likelihood.n_params} (pass recon_data)")
         with torch.no_grad():
             readout.bias.copy_(bias)
 
