@@ -365,3 +365,22 @@ def test_copied_lfads_trains_two_sessions_with_a_controller_and_zig(copied_model
         loss.backward()
         assert torch.isfinite(loss)
         """)
+
+
+def test_plot_inferred_input_frame_draws_and_rejects_bad_bins():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from minilatent import widgets
+    rng = np.random.default_rng(0)
+    u, pulse = rng.normal(size=(20, 1)), np.zeros((20, 1))
+    pulse[7] = 1.0
+    fig = widgets.plot_inferred_input_frame(10, u, pulse, rng.normal(size=(20, 8)), rates=rng.random((20, 5)),
+                                            true_rates=rng.random((20, 5)), spikes=rng.poisson(1.0, (20, 5)),
+                                            co_stds=np.full((20, 1), 0.1))
+    assert len(fig.axes) == 3
+    line = fig.axes[0].lines[0]
+    np.testing.assert_array_equal(line.get_ydata(), u[:11, 0])        # drawn up to bin t only
+    plt.close(fig)
+    with pytest.raises(ValueError, match="outside the trial's 20 bins"):
+        widgets.plot_inferred_input_frame(20, u)
