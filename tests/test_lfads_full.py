@@ -4,11 +4,10 @@ import math
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from minilatent import data as D
 from minilatent.lfads import (LFADS, LFADSConfig, GaussianLikelihood, GammaLikelihood, ZeroInflatedGammaLikelihood,
-                              PoissonLikelihood, check_sessions)
+                              check_sessions)
 from minilatent.trainer import Trainer, TrainerConfig
 
 
