@@ -1,7 +1,8 @@
 """
 Command line: the headless main job.
 
-    python -m minilatent train lfads [DATA.h5] --out DIR [--epochs N] [--max-seconds S] [--seed K]
+    python -m minilatent train lfads [DATA.h5 ...] --out DIR [--epochs N] [--max-seconds S] [--seed K]
+        [--co-dim K --kl-co-scale W] [--recon poisson|gaussian|gamma|zig] [--cd-rate R] [--read-in-dim D]
     python -m minilatent train sparks [DATA.h5] --out DIR [--epochs N] [--max-seconds S] [--seed K]
     python -m minilatent make-eg-data [--out FOLDER]
 
@@ -12,7 +13,8 @@ trains LFADS with the package defaults, and writes into DIR:
     loss.png, rates.png  loss curves; inferred vs true rates of a validation trial
     lfads_output.h5      lfads-torch's output layout: a copy of the input plus {train,valid}_output_params
                          (posterior-mean rates, counts per bin), _factors, _ic_mean, _ic_std, _gen_states,
-                         _gen_init (and _co_means, _co_stds, _gen_inputs, _con_states with a controller)
+                         _gen_init (and _co_means, _co_stds, _gen_inputs, _con_states with a controller).
+                         Several DATA files are several sessions: one lfads_output_<name>.h5 per session.
 Bad input ends with exit code 2 and one line on stderr, before anything is written to DIR.
 """
 
@@ -92,77 +94,141 @@ def _save_fig(fig, path):
 def train_lfads(args):
     import numpy as np
     import torch
-    from .data import load_h5, save_h5, eg_path, lfads_tensors, true_rates, rate_r2, bits_per_spike
-    from .lfads import LFADS, LFADSConfig
+    from .data import (load_h5, save_h5, eg_path, lfads_tensors, true_rates, rate_r2, bits_per_spike, psths,
+                       pulse_timing_accuracy)
+    from .lfads import LFADS, LFADSConfig, LIKELIHOODS, check_sessions
     from .trainer import Trainer, TrainerConfig
 
     # --- everything that can be wrong with the input is checked before DIR is touched
-    path = args.data or eg_path("lorenz")
-    try:
-        data = load_h5(path)
-    except (KeyError, ValueError, FileNotFoundError) as e:
-        raise UsageError(e.args[0] if e.args else str(e)) from None
-    if args.epochs is not None and args.epochs < 1:
-        raise UsageError(f"--epochs must be >= 1, got {args.epochs}")
+    paths = args.data or [eg_path("lorenz")]
+    counts = args.recon == "poisson"               # other likelihoods take continuous data
+    datasets = []
+    for path in paths:
+        try:
+            datasets.append(load_h5(path, counts=counts, nonnegative=args.recon != "gaussian"))
+        except (KeyError, ValueError, FileNotFoundError) as e:
+            msg = e.args[0] if e.args else str(e)
+            raise UsageError(msg if len(paths) == 1 else f"{path}: {msg}") from None
+    for name, lo in (("epochs", 1), ("read_in_dim", 1), ("co_dim", 0), ("samples", 0)):
+        v = getattr(args, name)
+        if v is not None and v < lo:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= {lo}, got {v}")
     if args.max_seconds is not None and args.max_seconds <= 0:
         raise UsageError(f"--max-seconds must be > 0, got {args.max_seconds}")
+    if not 0 <= args.cd_rate < 1:
+        raise UsageError(f"--cd-rate must be in [0, 1), got {args.cd_rate}")
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise UsageError(f"--out {args.out} exists and is not a directory")
     ckpt = os.path.join(args.out, "checkpoint.pt")
     if args.resume and not os.path.exists(ckpt):
         raise UsageError(f"--resume: no checkpoint at {ckpt}")
 
-    train, valid = lfads_tensors(data, "train"), lfads_tensors(data, "valid")
-    n_neurons, n_recon = train[0].shape[2], train[1].shape[2]
-    ext_dim = train[2].shape[2] if len(train) == 3 else 0
-    cfg = LFADSConfig(n_neurons=n_neurons, n_recon=n_recon if n_recon != n_neurons else 0,
-                      ext_input_dim=ext_dim, gen_dim=args.gen_dim, fac_dim=args.fac_dim, co_dim=args.co_dim)
+    multi = len(datasets) > 1
+    names = [os.path.splitext(os.path.basename(p))[0] for p in paths]
+    if len(set(names)) < len(names):
+        names = [f"{n}_{i}" for i, n in enumerate(names)]
+    train = [lfads_tensors(d, "train") for d in datasets]
+    valid = [lfads_tensors(d, "valid") for d in datasets]
+    ext_dims = {t[2].shape[2] if len(t) == 3 else 0 for t in train}
+    if len(ext_dims) > 1:
+        raise UsageError(f"all sessions must have the same external inputs; ext_input dims: {sorted(ext_dims)}")
+    ext_dim = ext_dims.pop()
+    model_kw = dict(ext_input_dim=ext_dim, gen_dim=args.gen_dim, fac_dim=args.fac_dim, co_dim=args.co_dim,
+                    ci_enc_dim=args.ci_enc_dim, con_dim=args.con_dim, ci_lag=args.ci_lag, kl_co_scale=args.kl_co_scale,
+                    cd_rate=args.cd_rate, dropout=args.dropout, recon=args.recon, zig_loc=args.zig_loc)
+    try:
+        if multi:
+            neurons = check_sessions(train, names)
+            for name, d, t in zip(names, datasets, train):
+                if t[1].shape[2] != t[0].shape[2]:
+                    raise ValueError(f"{name}: held-out channels (recon_data wider than encod_data) need a single session")
+            cfg = LFADSConfig(n_neurons=neurons[0], session_neurons=neurons,
+                              read_in_dim=args.read_in_dim or args.fac_dim, **model_kw)
+        else:
+            n_neurons, n_recon = train[0][0].shape[2], train[0][1].shape[2]
+            cfg = LFADSConfig(n_neurons=n_neurons, n_recon=n_recon if n_recon != n_neurons else 0, **model_kw)
+        lik = LIKELIHOODS[cfg.recon](cfg)
+        for name, d in zip(names, datasets):
+            for split in ("train", "valid"):
+                lik.check(torch.as_tensor(d[f"{split}_recon_data"]), f"{name}: {split}_recon_data" if multi else f"{split}_recon_data")
+    except ValueError as e:
+        raise UsageError(e.args[0]) from None
+
     torch.manual_seed(args.seed)
     model = LFADS(cfg)
-    model.init_readout_bias(train[1])
+    init_note = ""
+    if multi:
+        conds = [set(np.unique(d["train_cond_idx"]).tolist()) if "train_cond_idx" in d else None for d in datasets]
+        if all(c is not None and c == conds[0] for c in conds):
+            model.init_pcr([psths(d, "train") for d in datasets])
+            init_note = "read-in/out initialised by PCR on the condition averages"
+        else:
+            init_note = "no shared condition labels (train_cond_idx): read-in/out start at random"
+        for s, t in enumerate(train):
+            model.init_readout_bias(t[1], session=s)
+    else:
+        model.init_readout_bias(train[0][1])
     tcfg = TrainerConfig(max_epochs=args.epochs or 200, max_seconds=args.max_seconds, seed=args.seed,
                          batch_size=args.batch_size, lr=args.lr, checkpoint_path=ckpt, progress=False)
-    trainer = Trainer(model, train, valid, tcfg)
+    trainer = Trainer(model, train if multi else train[0], valid if multi else valid[0], tcfg)
     os.makedirs(args.out, exist_ok=True)
     if args.resume:
         trainer.load_checkpoint(ckpt)
         print(f"resumed from {ckpt} at epoch {trainer.epoch}")
 
-    print(f"data: {path}\n  train {tuple(train[0].shape)}, valid {tuple(valid[0].shape)} (trials, bins, neurons)")
-    print(f"model: LFADS with {model.n_params:,} parameters; budget: "
+    for p, name, t, v in zip(paths, names, train, valid):
+        print(f"data: {p}\n  train {tuple(t[0].shape)}, valid {tuple(v[0].shape)} (trials, bins, neurons)")
+    parts = [f"{cfg.recon} likelihood"] + ([f"controller with {cfg.co_dim} inferred inputs"] if cfg.co_dim else []) \
+        + ([f"{len(names)} sessions, read-in dim {cfg.read_in_dim}"] if multi else [])
+    print(f"model: LFADS with {model.n_params:,} parameters ({', '.join(parts)}); budget: "
           f"{tcfg.max_epochs} epochs" + (f" or {args.max_seconds:g} s" if args.max_seconds else ""))
+    if init_note:
+        print(init_note)
 
     def report(tr):
         r = tr.history.rows[-1]
+        co = f"  kl_co {r['train_kl_co']:.2f}" if "train_kl_co" in r else ""
         print(f"epoch {r['epoch']:4d}  {r['seconds']:7.1f} s  train {r['train_recon']:.5f}  "
-              f"valid {r.get('valid_recon', float('nan')):.5f}  kl_ic {r['train_kl_ic']:.2f}", flush=True)
+              f"valid {r.get('valid_recon', float('nan')):.5f}  kl_ic {r['train_kl_ic']:.2f}{co}", flush=True)
     trainer.add_callback("on_epoch_end", report)
     t0 = time.perf_counter()
     history = trainer.fit()
     print(f"stopped after {trainer.epoch} epochs ({trainer.stop_reason}) in {time.perf_counter() - t0:.1f} s")
 
-    # --- outputs: posterior sample-and-average, lfads-torch's output layout
+    # --- outputs: posterior sample-and-average, lfads-torch's output layout (one file per session)
     torch.set_num_threads(1)
-    out = dict(data)
-    results = {}
-    for split, tensors in (("train", train), ("valid", valid)):
-        ext = tensors[2] if len(tensors) == 3 else None
-        res = model.posterior_average(tensors[0], ext_input=ext, n_samples=args.samples,
-                                      n_steps=tensors[1].shape[1])
-        results[split] = res
-        for k, v in res.items():
-            out[f"{split}_{k}"] = v.astype(np.float32)
     write_metrics_csv(os.path.join(args.out, "metrics.csv"), history.rows)
-    save_figures(args.out, history, results["valid"]["output_params"], data)
-    save_h5(os.path.join(args.out, "lfads_output.h5"), out)
-
-    rates = results["valid"]["output_params"]
-    bps = bits_per_spike(rates, data["valid_recon_data"])
-    line = f"valid bits/spike {bps:.4f}"
-    if "valid_truth" in data:
-        line += f"  valid rate R2 {rate_r2(rates, true_rates(data, 'valid')):.4f}"
-    print(f"wrote {args.out}/lfads_output.h5, metrics.csv, loss.png, rates.png, checkpoint.pt")
-    print(line)
+    written, lines, first_rates = [], [], None
+    for s, (name, data) in enumerate(zip(names, datasets)):
+        out = dict(data)
+        results = {}
+        for split, tensors in (("train", train[s]), ("valid", valid[s])):
+            ext = tensors[2] if len(tensors) == 3 else None
+            res = model.posterior_average(tensors[0], ext_input=ext, n_samples=args.samples,
+                                          n_steps=tensors[1].shape[1], session=s if multi else None)
+            results[split] = res
+            for k, v in res.items():
+                out[f"{split}_{k}"] = v.astype(np.float32)
+        fname = f"lfads_output_{name}.h5" if multi else "lfads_output.h5"
+        save_h5(os.path.join(args.out, fname), out)
+        written.append(fname)
+        rates = results["valid"]["output_params"]
+        first_rates = rates if first_rates is None else first_rates
+        line = (f"{name}: " if multi else "")
+        if cfg.recon == "poisson":
+            line += f"valid bits/spike {bits_per_spike(rates, data['valid_recon_data']):.4f}"
+        else:
+            line += f"valid {cfg.recon} NLL per entry {history.rows[-1].get('valid_recon', float('nan')):.5f}"
+        if "valid_truth" in data:
+            line += f"  valid rate R2 {rate_r2(rates, true_rates(data, 'valid')):.4f}"
+        if cfg.co_dim and "valid_inputs" in data:
+            acc, chance = pulse_timing_accuracy(results["valid"]["co_means"], data["valid_inputs"])
+            line += f"  pulse timing accuracy {acc:.3f} (chance {chance:.3f})"
+        lines.append(line)
+    save_figures(args.out, history, first_rates, datasets[0])
+    print(f"wrote {args.out}/{', '.join(written)}, metrics.csv, loss.png, rates.png, checkpoint.pt")
+    for line in lines:
+        print(line)
     return 0
 
 
@@ -179,7 +245,8 @@ def main(argv=None):
     tr = sub.add_parser("train", help="train a model on an HDF5 dataset")
     trs = tr.add_subparsers(dest="model", required=True)
     lf = trs.add_parser("lfads", help="LFADS (lfads-torch or original LFADS HDF5 keys)")
-    lf.add_argument("data", nargs="?", help="HDF5 file (default: the shipped Lorenz example)")
+    lf.add_argument("data", nargs="*", help="HDF5 file (default: the shipped Lorenz example); several files = several "
+                    "sessions sharing the dynamics, each with its own read-in/out (outputs lfads_output_<name>.h5)")
     lf.add_argument("--out", required=True, help="output directory")
     lf.add_argument("--epochs", type=int, default=None, help="maximum epochs (default 200)")
     lf.add_argument("--max-seconds", type=float, default=None, help="wall-clock training budget")
@@ -189,6 +256,16 @@ def main(argv=None):
     lf.add_argument("--gen-dim", type=int, default=64)
     lf.add_argument("--fac-dim", type=int, default=20)
     lf.add_argument("--co-dim", type=int, default=0, help="inferred-input dimension (0: no controller)")
+    lf.add_argument("--ci-enc-dim", type=int, default=64, help="controller-input encoder size per direction")
+    lf.add_argument("--con-dim", type=int, default=64, help="controller GRU size")
+    lf.add_argument("--ci-lag", type=int, default=1, help="bins the controller's forward encoding is delayed by")
+    lf.add_argument("--kl-co-scale", type=float, default=1e-5, help="weight of the inferred-input KL (AR(1) prior)")
+    lf.add_argument("--recon", default="poisson", choices=["poisson", "gaussian", "gamma", "zig"],
+                    help="reconstruction likelihood (gaussian/gamma/zig take continuous data)")
+    lf.add_argument("--zig-loc", type=float, default=0.0, help="zero-inflated Gamma: smallest nonzero value")
+    lf.add_argument("--cd-rate", type=float, default=0.3, help="coordinated dropout rate (0: off)")
+    lf.add_argument("--dropout", type=float, default=0.1)
+    lf.add_argument("--read-in-dim", type=int, default=None, help="several sessions: read-in size (default: --fac-dim)")
     lf.add_argument("--samples", type=int, default=50, help="posterior samples to average for the outputs")
     lf.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt")
     lf.set_defaults(fn=train_lfads)

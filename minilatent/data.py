@@ -132,7 +132,7 @@ def make_chaotic_rnn(n_conditions=400, trials_per_condition=10, n_valid_per_cond
 # HDF5 files: lfads-torch layout (read and write) and original LFADS layout (read)
 
 
-def check_spikes(x, name, integer=True):
+def check_spikes(x, name, integer=True, nonnegative=True):
     """ Raise a ValueError naming `name` unless x is a (trials, time, neurons) array of counts. """
     x = np.asarray(x)
     if x.dtype.kind not in "biuf":
@@ -146,7 +146,7 @@ def check_spikes(x, name, integer=True):
         if bad.any():
             i = np.argwhere(bad)[0]
             raise ValueError(f"{name}: contains NaN or infinite values (first at trial {i[0]}, bin {i[1]}, neuron {i[2]})")
-    if (x < 0).any():
+    if nonnegative and (x < 0).any():
         i = np.argwhere(x < 0)[0]
         raise ValueError(f"{name}: spike counts must be >= 0, found {x[tuple(i)]} at trial {i[0]}, bin {i[1]}, neuron {i[2]}")
     if integer and x.dtype.kind == "f" and (x != np.round(x)).any():
@@ -155,7 +155,7 @@ def check_spikes(x, name, integer=True):
     return x
 
 
-def validate(data, counts=True):
+def validate(data, counts=True, nonnegative=True):
     """ Check a dataset dict (see the module docstring); raises KeyError/ValueError that name the problem. """
     for k in ("train_encod_data", "valid_encod_data"):
         if k not in data:
@@ -163,7 +163,7 @@ def validate(data, counts=True):
     for split in ("train", "valid"):
         for kind in ("encod", "recon"):
             k = f"{split}_{kind}_data"
-            check_spikes(data[k], k, integer=counts)
+            check_spikes(data[k], k, integer=counts, nonnegative=nonnegative)
         e, r = data[f"{split}_encod_data"], data[f"{split}_recon_data"]
         if e.shape[0] != r.shape[0]:
             raise ValueError(f"{split}_encod_data has {e.shape[0]} trials but {split}_recon_data has {r.shape[0]}")
@@ -191,9 +191,10 @@ def validate(data, counts=True):
     return data
 
 
-def load_h5(path, counts=True):
+def load_h5(path, counts=True, nonnegative=True):
     """ Read a dataset from an HDF5 file in lfads-torch's layout or the original LFADS layout
-    (train_data / valid_data), check it, and return the dict described in the module docstring. """
+    (train_data / valid_data), check it, and return the dict described in the module docstring.
+    counts=False accepts fractional values; nonnegative=False also negative ones (continuous data). """
     import h5py
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -222,7 +223,7 @@ def load_h5(path, counts=True):
         if f"{split}_encod_data" not in data:
             raise KeyError(f"{path}: missing key '{split}_encod_data' (or '{split}_data'); keys present: {sorted(raw)}")
         data.setdefault(f"{split}_recon_data", data[f"{split}_encod_data"])
-    validate(data, counts=counts)
+    validate(data, counts=counts, nonnegative=nonnegative)
     for k, v in list(data.items()):
         if isinstance(v, np.ndarray) and v.dtype.kind in "biuf" and v.ndim == 3:
             data[k] = v.astype(np.float32)
@@ -593,3 +594,95 @@ def sparks_tensors(data, split, device="cpu", target="latents"):
 EXAMPLES["rotation"] = lambda: _small(make_rotation(seed=0))
 EXAMPLES["rotation_session0"] = lambda: _small(make_rotation_sessions(seed=0)[0])
 EXAMPLES["rotation_session1"] = lambda: _small(make_rotation_sessions(seed=0)[1])
+
+
+# -----------------------------------------------------------------------------
+# LFADS, the full model (notebook 02): several sessions, continuous data, and the inferred-input metric
+
+
+def make_lorenz_sessions(neurons=(30, 40), n_conditions=65, trials_per_condition=20, n_valid_per_condition=4,
+                         n_bins=100, dt=0.01, base_rate=5.0, integration_dt=0.006, seed=0):
+    """ The same Lorenz latents recorded in several sessions, each by its own set of neurons (one session per
+    entry of `neurons`): every session sees the same conditions (same x0, hence the same latent trajectories),
+    through its own read-out W_s ~ U(-1, 1) and with its own Poisson spikes. Returns a list of dataset dicts
+    (the layout of make_lorenz, with the true latents and `readout_weights`). """
+    rng = np.random.default_rng(seed)
+    x0 = rng.normal(size=(n_conditions, 3)) + np.array([0.0, 0.0, 25.0])
+    z = lorenz_trajectories(x0, n_bins, dt=integration_dt)           # (C, T, 3), shared by every session
+    z = (z - z.mean(axis=(0, 1))) / z.std(axis=(0, 1))
+    b = math.log(base_rate * dt)
+    cond, train, valid = _split_by_condition(n_conditions, trials_per_condition, n_valid_per_condition)
+    sessions = []
+    for n in neurons:
+        W = rng.uniform(-1.0, 1.0, size=(3, n))
+        rates = np.exp(z @ W + b)[cond]                                 # (trials, T, N_s) counts per bin
+        counts = rng.poisson(rates).astype(np.float32)
+        d = _assemble(counts, (rates / dt).astype(np.float32), z[cond].astype(np.float32), None,
+                      cond, train, valid, dt)
+        d["readout_weights"] = W.astype(np.float32)
+        sessions.append(d)
+    return sessions
+
+
+def make_lorenz_gaussian(n_channels=30, noise_std=0.5, n_conditions=65, trials_per_condition=20,
+                         n_valid_per_condition=4, n_bins=100, dt=0.01, integration_dt=0.006, seed=0):
+    """ A continuous (Gaussian) variant of the Lorenz data, like binned fluorescence or LFP features:
+    y = W z + noise_std * N(0, 1) with W ~ U(-1, 1) per channel; the data are signed and fractional.
+    `{split}_truth` holds the noise-free mean W z (conversion_factor 1). Load it back with
+    load_h5(path, counts=False, nonnegative=False). """
+    rng = np.random.default_rng(seed)
+    x0 = rng.normal(size=(n_conditions, 3)) + np.array([0.0, 0.0, 25.0])
+    z = lorenz_trajectories(x0, n_bins, dt=integration_dt)
+    z = (z - z.mean(axis=(0, 1))) / z.std(axis=(0, 1))
+    W = rng.uniform(-1.0, 1.0, size=(3, n_channels))
+    cond, train, valid = _split_by_condition(n_conditions, trials_per_condition, n_valid_per_condition)
+    mean = (z @ W)[cond]                                              # (trials, T, N)
+    y = (mean + noise_std * rng.normal(size=mean.shape)).astype(np.float32)
+    d = _assemble(y, mean.astype(np.float32), z[cond].astype(np.float32), None, cond, train, valid, dt)
+    d["conversion_factor"] = np.float64(1.0)
+    d["readout_weights"] = W.astype(np.float32)
+    return d
+
+
+def psths(data, split="train"):
+    """ condition-averaged responses (C, T, N) of a split, conditions in sorted order of `{split}_cond_idx`
+    (what LFADS.init_pcr aligns across sessions). """
+    x = np.asarray(data[f"{split}_recon_data"], np.float64)
+    cond = np.asarray(data[f"{split}_cond_idx"])
+    return np.stack([x[cond == c].mean(0) for c in np.unique(cond)])
+
+
+def pulse_timing_accuracy(inferred_inputs, true_inputs, window=3, n_shuffles=20, seed=0):
+    """ How well inferred inputs find the times of true input pulses (one pulse per trial at most).
+    For each trial with a pulse, the peak of the inferred input is argmax_t ||u_t - mean over trials of u_t||
+    (removing the across-trial mean at each bin discards any time-locked component common to all trials,
+    which carries no trial-specific timing); the trial counts as a hit if the peak lies within +-window bins
+    of the true pulse. Returns (accuracy, chance): chance is the accuracy against the true pulse times
+    shuffled across trials (mean over n_shuffles permutations): what a peak unrelated to the pulse scores.
+    inferred_inputs (trials, T, co); true_inputs (trials, T, I). """
+    u = np.asarray(inferred_inputs, np.float64)
+    p = np.abs(np.asarray(true_inputs, np.float64)).sum(-1)           # (trials, T)
+    if u.ndim != 3 or p.shape != u.shape[:2]:
+        raise ValueError(f"pulse_timing_accuracy: inferred {u.shape} and true {np.shape(true_inputs)} inputs must be "
+                         "(trials, T, dims) with the same trials and bins")
+    has = p.max(1) > 0
+    if not has.any():
+        raise ValueError("pulse_timing_accuracy: no trial has a true pulse")
+    peak = np.linalg.norm(u - u.mean(0, keepdims=True), axis=-1).argmax(1)[has]
+    true_t = p.argmax(1)[has]
+    acc = float(np.mean(np.abs(peak - true_t) <= window))
+    rng = np.random.default_rng(seed)
+    chance = float(np.mean([np.mean(np.abs(peak - rng.permutation(true_t)) <= window) for _ in range(n_shuffles)]))
+    return acc, chance
+
+
+def noise_leak(inferred_rates, spikes, true_rates):
+    """ How much of the Poisson noise an estimate copies: the regression coefficient of the estimate's error
+    on the spike noise, sum((r_hat - r)(x - r)) / sum((x - r)^2), on the spikes the model was given.
+    0: the estimate ignores the noise (what a rate estimate should do); 1: it copies the spikes
+    (identity overfitting, which coordinated dropout prevents). """
+    r_hat, x, r = (np.asarray(a, np.float64) for a in (inferred_rates, spikes, true_rates))
+    if not r_hat.shape == x.shape == r.shape:
+        raise ValueError(f"noise_leak: shapes differ: {r_hat.shape}, {x.shape}, {r.shape}")
+    noise = x - r
+    return float(((r_hat - r) * noise).sum() / max((noise ** 2).sum(), 1e-12))

@@ -55,7 +55,23 @@ expressiveness; trained models
 are not interchangeable between the two. Like lfads-torch we freeze the hidden-hidden bias at 0 and
 start the update/reset gate biases at 1. The state stays bounded without an explicit clip after the
 first step: h_t = (1 - z) n + z h_{t-1} is a convex combination of h_{t-1} and n in (-1, 1), so
-|h_t| <= max(|h_0|, 1); we clamp h_0 (and the loop-path states) to +-cell_clip.
+|h_t| <= max(|h_0|, 1); we clamp h_0 to +-cell_clip (the controller loop needs no per-step clamp either).
+
+With a controller the generator cannot run as one fused call (u_t depends on f_{t-1}), so it runs as a Python
+loop of torch.gru_cell steps. Everything that does not depend on the loop state is computed for all steps
+before the loop: the controller's input-side matmul of ci_t, the generator's of ext_t, the sampling noise.
+
+Other likelihoods (recon=...; the read-out gives n_params numbers per channel, laid out as lfads-torch does):
+    'poisson'   log-rate                        spike counts
+    'gaussian'  [mean, log variance]            continuous data (fluorescence, LFP features)
+    'gamma'     [log alpha, log beta]           positive data; mean alpha / beta
+    'zig'       [log alpha, log beta, logit q]  zero-inflated Gamma (EMG, calcium): 0 w.p. 1 - q, else
+                                                x - zig_loc ~ Gamma(alpha, beta); mean q (alpha / beta + zig_loc)
+
+Several sessions (session_neurons=(N_1, N_2, ...), read_in_dim=D): recordings of different neurons share the
+encoders, controller, generator and factors; each session s has its own read-in Linear(N_s -> D) in front of
+the encoders and its own read-out Linear(fac_dim -> N_s * n_params). init_pcr starts them all in one space:
+the top principal components of the sessions' condition averages side by side, regressed on each session.
 """
 
 import math
@@ -103,7 +119,12 @@ class LFADSConfig:
     kl_ramp_epochs: int = 20       # epochs over which it rises to 1 (0: no ramp)
     l2_ramp_start: int = 0         # likewise for the L2 weight
     l2_ramp_epochs: int = 20
-    recon: str = "poisson"         # reconstruction likelihood; see LIKELIHOODS
+    recon: str = "poisson"         # reconstruction likelihood: 'poisson' (spikes), 'gaussian', 'gamma', 'zig'; see LIKELIHOODS
+    zig_loc: float = 0.0           # zero-inflated Gamma: nonzero data are > zig_loc and x - zig_loc ~ Gamma (lfads-torch's gamma_loc)
+    # several sessions: recordings of different neurons that share the dynamics (encoders, generator, factors)
+    session_neurons: tuple = ()    # neurons per session, e.g. (30, 45); () = one session of n_neurons without a read-in
+    read_in_dim: int = 0           # with sessions: each is read in by Linear(N_s -> read_in_dim) before the encoders,
+                                   # and read out by its own Linear(fac_dim -> N_s); init_pcr sets both from the data
 
     def __post_init__(self):
         for name in ("n_neurons", "ic_enc_dim", "ic_dim", "gen_dim", "fac_dim"):
@@ -115,6 +136,13 @@ class LFADSConfig:
         for name in ("dropout", "cd_rate"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"LFADSConfig.{name} must be in [0, 1), got {getattr(self, name)}")
+        self.session_neurons = tuple(int(n) for n in self.session_neurons)
+        if self.session_neurons:
+            if min(self.session_neurons) < 1 or self.read_in_dim < 1:
+                raise ValueError(f"LFADSConfig: several sessions need read_in_dim >= 1 and neuron counts >= 1, got "
+                                 f"read_in_dim={self.read_in_dim}, session_neurons={self.session_neurons}")
+            if self.n_recon:
+                raise ValueError("LFADSConfig: held-out channels (n_recon) are supported for one session only")
         if self.recon not in LIKELIHOODS:
             raise ValueError(f"LFADSConfig.recon: unknown likelihood {self.recon!r}; choose from {sorted(LIKELIHOODS)}")
 
@@ -122,12 +150,31 @@ class LFADSConfig:
     def n_out(self) -> int:
         return self.n_recon or self.n_neurons
 
+    @property
+    def n_sessions(self) -> int:
+        return len(self.session_neurons)
+
 
 # -----------------------------------------------------------------------------
-# reconstruction likelihoods: the read-out produces n_params numbers per channel
+# reconstruction likelihoods: the read-out produces n_params numbers per channel, laid out as
+# [param 1 of every channel, param 2 of every channel, ...] (lfads-torch's layout). Each likelihood
+# gives the NLL per entry, the mean (what the output file calls output_params), a read-out bias that
+# starts the model at each channel's marginal distribution, and a check of the data it accepts.
 
 
-class PoissonLikelihood:
+class Likelihood:
+    """ base class: a likelihood is built from the config (most ignore it) """
+    n_params = 1
+
+    def __init__(self, cfg=None):
+        pass
+
+    @staticmethod
+    def check(x, name):  # any finite data (check_counts already looked for NaN)
+        pass
+
+
+class PoissonLikelihood(Likelihood):
     """ spike counts: x ~ Poisson(exp(log_rate)), one parameter per channel """
     n_params = 1
 
@@ -139,8 +186,108 @@ class PoissonLikelihood:
     def mean(params):  # the rate, counts per bin
         return torch.exp(params)
 
+    @staticmethod
+    def init_bias(x):  # x (samples, N) -> (N,): each neuron's mean log-rate
+        return x.mean(0).clamp_min(1e-3).log()
 
-LIKELIHOODS = {"poisson": PoissonLikelihood}
+    @staticmethod
+    def check(x, name):
+        if (x < 0).any():
+            raise ValueError(f"{name}: spike counts must be >= 0, found a minimum of {x.min().item():g}")
+
+
+class GaussianLikelihood(Likelihood):
+    """ continuous data: x ~ N(mean, exp(logvar)); parameters [means, logvars] (lfads-torch's Gaussian) """
+    n_params = 2
+
+    @staticmethod
+    def nll(params, x):  # params (B, T, 2N) -> (B, T, N); the full NLL, 0.5 log(2 pi) included
+        mean, logvar = params.chunk(2, dim=-1)
+        logvar = logvar.clamp_min(-13.8)                     # var >= 1e-6, as torch's gaussian_nll_loss
+        return 0.5 * (math.log(2 * math.pi) + logvar + (x - mean) ** 2 * torch.exp(-logvar))
+
+    @staticmethod
+    def mean(params):
+        return params.chunk(2, dim=-1)[0]
+
+    @staticmethod
+    def init_bias(x):
+        return torch.cat([x.mean(0), x.var(0).clamp_min(1e-6).log()])
+
+
+def _gamma_nll(log_alpha, log_beta, x):  # -log Gamma(x; shape alpha, rate beta), x > 0
+    alpha = torch.exp(log_alpha)
+    return -(alpha * log_beta + (alpha - 1) * torch.log(x) - torch.exp(log_beta) * x - torch.lgamma(alpha))
+
+
+def _gamma_moments(x):  # method of moments on (samples, N) positive data -> log alpha, log beta (N,)
+    m, v = x.mean(0).clamp_min(1e-6), x.var(0).clamp_min(1e-6)
+    return (m * m / v).log(), (m / v).log()
+
+
+class GammaLikelihood(Likelihood):
+    """ positive data: x ~ Gamma(alpha, beta) (shape, rate); parameters [log alpha, log beta] (lfads-torch's Gamma) """
+    n_params = 2
+
+    @staticmethod
+    def nll(params, x):
+        log_alpha, log_beta = params.chunk(2, dim=-1)
+        return _gamma_nll(log_alpha, log_beta, x)
+
+    @staticmethod
+    def mean(params):
+        log_alpha, log_beta = params.chunk(2, dim=-1)
+        return torch.exp(log_alpha - log_beta)
+
+    @staticmethod
+    def init_bias(x):
+        return torch.cat(_gamma_moments(x.clamp_min(1e-6)))
+
+    @staticmethod
+    def check(x, name):
+        if (x <= 0).any():
+            raise ValueError(f"{name}: the Gamma likelihood needs data > 0, found a minimum of {x.min().item():g}"
+                             + (" (use recon='zig' for data with exact zeros)" if (x >= 0).all() else ""))
+
+
+class ZeroInflatedGammaLikelihood(Likelihood):
+    """ zero-inflated Gamma (EMG, calcium): x = 0 with probability 1 - q, else x - loc ~ Gamma(alpha, beta).
+    Parameters [log alpha, log beta, logit q]. lfads-torch's ZIG uses the same density, shift (gamma_loc)
+    and mean q (alpha/beta + loc); it maps alpha, beta through a sigmoid times a learned per-channel scale,
+    where we use exp as in its Gamma likelihood (no extra parameters or penalty). """
+    n_params = 3
+
+    def __init__(self, cfg=None):
+        self.loc = cfg.zig_loc if cfg is not None else 0.0
+
+    def nll(self, params, x):
+        log_alpha, log_beta, logit_q = params.chunk(3, dim=-1)
+        zero = x == 0
+        shifted = torch.where(zero, torch.ones_like(x), x - self.loc)   # any positive value where x = 0
+        nonzero = F.softplus(-logit_q) + _gamma_nll(log_alpha, log_beta, shifted)  # -log q - log Gamma
+        return torch.where(zero, F.softplus(logit_q), nonzero)            # -log(1 - q) at zeros
+
+    def mean(self, params):
+        log_alpha, log_beta, logit_q = params.chunk(3, dim=-1)
+        return torch.sigmoid(logit_q) * (torch.exp(log_alpha - log_beta) + self.loc)
+
+    def init_bias(self, x):
+        nz = (x > 0).float()
+        q = nz.mean(0).clamp(1e-3, 1 - 1e-3)
+        shifted = torch.where(x > 0, x - self.loc, torch.full_like(x, float("nan")))
+        m = torch.nanmean(shifted, 0).nan_to_num(1.0).clamp_min(1e-6)
+        v = torch.nanmean((shifted - m) ** 2, 0).nan_to_num(1.0).clamp_min(1e-6)
+        return torch.cat([(m * m / v).log(), (m / v).log(), torch.log(q / (1 - q))])
+
+    def check(self, x, name):
+        bad = (x < 0) | ((x != 0) & (x <= self.loc))
+        if bad.any():
+            raise ValueError(f"{name}: the zero-inflated Gamma likelihood needs data that are 0 or > zig_loc={self.loc:g}, "
+                             f"found {x[bad][0].item():g}")
+
+
+LIKELIHOODS = {"poisson": PoissonLikelihood, "gaussian": GaussianLikelihood, "gamma": GammaLikelihood,
+               "zig": ZeroInflatedGammaLikelihood}
 
 
 def check_counts(x, name: str, n_channels: Optional[int] = None, spikes: bool = True):
@@ -201,16 +348,17 @@ class LFADS(nn.Module):
     def __init__(self, cfg: LFADSConfig):
         super().__init__()
         self.cfg = cfg
-        self.likelihood = LIKELIHOODS[cfg.recon]
+        self.likelihood = LIKELIHOODS[cfg.recon](cfg)
         self.drop = nn.Dropout(cfg.dropout)
+        enc_in = cfg.read_in_dim if cfg.n_sessions else cfg.n_neurons   # what the encoders read
         # IC path
-        self.ic_enc = BiGRUEncoder(cfg.n_neurons, cfg.ic_enc_dim, cfg.cell_clip)
+        self.ic_enc = BiGRUEncoder(enc_in, cfg.ic_enc_dim, cfg.cell_clip)
         self.ic_post = nn.Linear(2 * cfg.ic_enc_dim, 2 * cfg.ic_dim)  # -> mean, logvar
         self.ic_prior_mean = nn.Parameter(torch.zeros(cfg.ic_dim))
         self.ic_to_g0 = nn.Linear(cfg.ic_dim, cfg.gen_dim)
         # controller path
         if cfg.co_dim > 0:
-            self.ci_enc = BiGRUEncoder(cfg.n_neurons, cfg.ci_enc_dim, cfg.cell_clip)
+            self.ci_enc = BiGRUEncoder(enc_in, cfg.ci_enc_dim, cfg.cell_clip)
             self.con = nn.GRUCell(2 * cfg.ci_enc_dim + cfg.fac_dim, cfg.con_dim)
             _init_gru(self.con)
             self.con_h0 = nn.Parameter(torch.zeros(1, cfg.con_dim))
@@ -228,9 +376,20 @@ class LFADS(nn.Module):
         # factors (kernel-normalised, no bias) and read-out
         self.fac = nn.Linear(cfg.gen_dim, cfg.fac_dim, bias=False)
         nn.init.normal_(self.fac.weight, std=1.0 / math.sqrt(cfg.gen_dim))
-        self.readout = nn.Linear(cfg.fac_dim, cfg.n_out * self.likelihood.n_params)
-        nn.init.normal_(self.readout.weight, std=1.0 / math.sqrt(cfg.fac_dim))
-        nn.init.zeros_(self.readout.bias)
+        if not cfg.n_sessions:
+            self.readout = self._make_readout(cfg.n_out)
+        else:  # several sessions: their own read-in and read-out around the shared model
+            self.read_in = nn.ModuleList([nn.Linear(n, cfg.read_in_dim) for n in cfg.session_neurons])
+            for lin in self.read_in:
+                nn.init.normal_(lin.weight, std=1.0 / math.sqrt(lin.in_features))
+                nn.init.zeros_(lin.bias)
+            self.readouts = nn.ModuleList([self._make_readout(n) for n in cfg.session_neurons])
+
+    def _make_readout(self, n_channels):
+        lin = nn.Linear(self.cfg.fac_dim, n_channels * self.likelihood.n_params)
+        nn.init.normal_(lin.weight, std=1.0 / math.sqrt(self.cfg.fac_dim))
+        nn.init.zeros_(lin.bias)
+        return lin
 
     @classmethod
     def from_config_dict(cls, d: dict) -> "LFADS":
@@ -244,14 +403,45 @@ class LFADS(nn.Module):
     def n_params(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
-    def init_readout_bias(self, counts):
-        """ Start the read-out at each neuron's mean log-rate: training then begins from the PSTH-free
-        baseline instead of spending epochs learning the firing rates. counts: (B, T, N) tensor. """
-        if self.likelihood is not PoissonLikelihood:
-            return
-        mean = counts.reshape(-1, counts.shape[-1]).float().mean(0).clamp_min(1e-3)  # (N,)
+    def init_readout_bias(self, counts, session=None):
+        """ Start the read-out at each channel's marginal distribution (Poisson: its mean log-rate; other
+        likelihoods: their moments): training then begins from the PSTH-free baseline instead of spending
+        epochs learning the firing rates. counts: (B, T, N) tensor (recon_data of the session). """
+        readout = self._readout(self._session(session))
+        x = counts.reshape(-1, counts.shape[-1]).float()                 # (B*T, N)
+        bias = self.likelihood.init_bias(x)                              # (n_params * N,)
+        if bias.numel() != readout.bias.numel():
+            raise ValueError(f"init_readout_bias: the data have {x.shape[1]} channels, the read-out reconstructs "
+                             f"{readout.bias.numel() // self.likelihood.n_params} (pass recon_data)")
         with torch.no_grad():
-            self.readout.bias[: mean.numel()] = mean.log()
+            readout.bias.copy_(bias)
+
+    def _session(self, session):
+        """ the session index to use (None for a one-session model), with a clear error for a bad one """
+        S = self.cfg.n_sessions
+        if S == 0:
+            if session not in (None, 0):
+                raise KeyError(f"unknown session {session!r}: this model was built for one session (no session_neurons)")
+            return None
+        if session is None:
+            raise ValueError(f"this model has {S} sessions {self.cfg.session_neurons} (neurons each): pass session=k")
+        if isinstance(session, bool) or not isinstance(session, (int, np.integer)) or not 0 <= session < S:
+            raise KeyError(f"unknown session {session!r}: this model has sessions 0..{S - 1} "
+                           f"with {self.cfg.session_neurons} neurons")
+        return int(session)
+
+    def _readout(self, s):
+        return self.readout if s is None else self.readouts[s]
+
+    def n_inputs(self, session=None):
+        """ neurons/channels the model reads for a session """
+        s = self._session(session)
+        return self.cfg.n_neurons if s is None else self.cfg.session_neurons[s]
+
+    def n_outputs(self, session=None):
+        """ neurons/channels the model reconstructs for a session """
+        s = self._session(session)
+        return self.cfg.n_out if s is None else self.cfg.session_neurons[s]
 
     # -------------------------------------------------------------------------
 
@@ -259,12 +449,15 @@ class LFADS(nn.Module):
         w = self.fac.weight / self.fac.weight.norm(dim=1, keepdim=True)
         return F.linear(self.drop(g), w)
 
-    def forward(self, x, ext_input=None, n_steps=None, sample=None):
+    def forward(self, x, ext_input=None, n_steps=None, sample=None, session=None):
         """ x: (B, T, N) counts (or the coordinated-dropout-masked version of them).
         ext_input: (B, T', E) known inputs, T' >= n_steps. n_steps: generator steps (default T; more
-        for forward prediction). sample: draw from the posteriors (default: when training). """
+        for forward prediction). sample: draw from the posteriors (default: when training).
+        session: which session x comes from (models with several sessions only). """
         cfg = self.cfg
-        check_counts(x, "LFADS input", cfg.n_neurons, spikes=False)
+        s = self._session(session)
+        check_counts(x, "LFADS input" if s is None else f"LFADS input (session {s})",
+                     cfg.n_neurons if s is None else cfg.session_neurons[s], spikes=False)
         B, T, _ = x.shape
         n_steps = T if n_steps is None else n_steps
         sample = self.training if sample is None else sample
@@ -278,6 +471,8 @@ class LFADS(nn.Module):
         elif ext_input is not None:
             raise ValueError("ext_input was given but the model has ext_input_dim=0")
 
+        if s is not None:
+            x = self.read_in[s](x)                              # (B, T, read_in_dim)
         x = self.drop(x)
         # --- initial condition
         _, h_last = self.ic_enc(x)                              # (2, B, H_ic)
@@ -299,7 +494,7 @@ class LFADS(nn.Module):
             out["factors"] = self.factors(g)                     # (B, n_steps, F)
         else:
             out.update(self._controlled_generator(x, g0, ext_input, n_steps, sample))
-        out["params"] = self.readout(out["factors"])             # (B, n_steps, N_out * n_params)
+        out["params"] = self._readout(s)(out["factors"])         # (B, n_steps, N_out * n_params)
         return out
 
     def _controlled_generator(self, x, g0, ext_input, n_steps, sample):
@@ -316,24 +511,38 @@ class LFADS(nn.Module):
         if n_steps > T:  # forward prediction: no encoder information past the data
             ci = F.pad(ci, (0, 0, 0, n_steps - T))
         ci = self.drop(ci)                                       # (B, n_steps, 2*H_ci)
-        w_ih, w_hh, b_ih, b_hh = self.gen.weight_ih_l0, self.gen.weight_hh_l0, self.gen.bias_ih_l0, self.gen.bias_hh_l0
+        # Everything that does not depend on the loop state is computed for all steps at once: the
+        # controller's input-side matmul of ci (+ bias), the generator's of ext_input (+ bias), and the
+        # noise of the samples. The loop then only does what the recurrence needs: two GRU cells, the
+        # controller output and the factors. No clamps in the loop: a GRU state stays within
+        # max(|h_0|, 1) (see the note at the top), and h_0 is clamped.
+        H2, co, E = 2 * cfg.ci_enc_dim, cfg.co_dim, cfg.ext_input_dim
+        wc_ci, wc_f = self.con.weight_ih.split([H2, cfg.fac_dim], dim=1)
+        pre_c = F.linear(ci, wc_ci, self.con.bias_ih)            # (B, n_steps, 3*C)
+        wc_hh, bc_hh = self.con.weight_hh, self.con.bias_hh
+        wg_u, wg_e = self.gen.weight_ih_l0.split([co, E], dim=1)
+        bg_ih, wg_hh, bg_hh = self.gen.bias_ih_l0, self.gen.weight_hh_l0, self.gen.bias_hh_l0
+        pre_g = F.linear(ext_input, wg_e, bg_ih) if E else None  # (B, n_steps, 3*G)
+        w_co, b_co = self.co_post.weight, self.co_post.bias
+        eps = torch.randn(B, n_steps, co, dtype=x.dtype, device=x.device) if sample else None
         w_fac = self.fac.weight / self.fac.weight.norm(dim=1, keepdim=True)
         g = g0
         f = F.linear(self.drop(g), w_fac)
-        c = self.con_h0.expand(B, -1)
-        gs, fs, cs, means, stds, us = [], [], [], [], [], []
+        c = self.con_h0.expand(B, -1).clamp(-cfg.cell_clip, cfg.cell_clip)
+        gs, fs, cs, cos, us = [], [], [], [], []
         for t in range(n_steps):
-            c = self.con(torch.cat([ci[:, t], self.drop(f)], dim=-1), c).clamp(-cfg.cell_clip, cfg.cell_clip)
-            co_mean, co_logvar = self.co_post(c).chunk(2, dim=-1)   # (B, co) each
-            co_std = torch.exp(0.5 * co_logvar)
-            u = co_mean + co_std * torch.randn_like(co_std) if sample else co_mean
-            gen_in = torch.cat([u, ext_input[:, t]], dim=-1) if cfg.ext_input_dim else u
-            g = torch.gru_cell(gen_in, g, w_ih, w_hh, b_ih, b_hh).clamp(-cfg.cell_clip, cfg.cell_clip)
-            f = F.linear(self.drop(g), w_fac)
-            gs.append(g); fs.append(f); cs.append(c); means.append(co_mean); stds.append(co_std); us.append(u)
+            c = torch.gru_cell(self.drop(f), c, wc_f, wc_hh, pre_c[:, t], bc_hh)          # (B, C)
+            co_t = F.linear(c, w_co, b_co)                                                # (B, 2*co)
+            u = co_t[:, :co]                                                              # posterior mean
+            if sample:
+                u = u + torch.exp(0.5 * co_t[:, co:]) * eps[:, t]
+            g = torch.gru_cell(u, g, wg_u, wg_hh, bg_ih if pre_g is None else pre_g[:, t], bg_hh)  # (B, G)
+            f = F.linear(self.drop(g), w_fac)                                             # (B, F)
+            gs.append(g); fs.append(f); cs.append(c); cos.append(co_t); us.append(u)
         st = lambda xs: torch.stack(xs, dim=1)
+        co_mean, co_logvar = st(cos).chunk(2, dim=-1)            # (B, n_steps, co) each
         return dict(gen_states=st(gs), factors=st(fs), con_states=st(cs),
-                    co_means=st(means), co_stds=st(stds), gen_inputs=st(us))
+                    co_means=co_mean, co_stds=torch.exp(0.5 * co_logvar), gen_inputs=st(us))
 
     # -------------------------------------------------------------------------
     # loss terms
@@ -391,12 +600,15 @@ class LFADS(nn.Module):
             return batch[0], batch[1], None
         return batch[0], batch[1], batch[2]
 
-    def compute_losses(self, batch, weights=None, coordinated_dropout=None):
-        """ The loss of one batch and its parts (for logging). weights: {'kl': w, 'l2': w} (default 1). """
+    def compute_losses(self, batch, weights=None, coordinated_dropout=None, session=None):
+        """ The loss of one batch and its parts (for logging). weights: {'kl': w, 'l2': w} (default 1).
+        session: which session the batch comes from (models with several sessions only). """
         cfg = self.cfg
         weights = weights or {}
         encod, recon, ext = self._unpack(batch)
-        check_counts(recon, "recon_data", cfg.n_out, spikes=cfg.recon in ("poisson",))
+        name = "recon_data" if session is None else f"recon_data (session {session})"
+        check_counts(recon, name, self.n_outputs(session), spikes=False)
+        self.likelihood.check(recon, name)
         if recon.shape[0] != encod.shape[0] or recon.shape[1] < encod.shape[1]:
             raise ValueError(f"recon_data shape {tuple(recon.shape)} does not fit encod_data shape {tuple(encod.shape)}")
         cd = self.training if coordinated_dropout is None else coordinated_dropout
@@ -406,7 +618,7 @@ class LFADS(nn.Module):
             x_in = encod * keep / (1 - cfg.cd_rate)
         else:
             x_in = encod
-        out = self(x_in, ext_input=ext, n_steps=recon.shape[1])
+        out = self(x_in, ext_input=ext, n_steps=recon.shape[1], session=session)
         nll = self.likelihood.nll(out["params"], recon)         # (B, T_recon, N_out)
         if cd:
             B, T, N = encod.shape
@@ -426,24 +638,24 @@ class LFADS(nn.Module):
         losses["loss"] = recon_loss + weights.get("l2", 1.0) * l2 + weights.get("kl", 1.0) * kl
         return losses
 
-    def training_step(self, batch, weights):
-        return self.compute_losses(batch, weights)
+    def training_step(self, batch, weights, session=None):
+        return self.compute_losses(batch, weights, session=session)
 
-    def validation_step(self, batch, weights):
-        return self.compute_losses(batch, weights, coordinated_dropout=False)
+    def validation_step(self, batch, weights, session=None):
+        return self.compute_losses(batch, weights, coordinated_dropout=False, session=session)
 
     # -------------------------------------------------------------------------
 
     @torch.no_grad()
-    def posterior_average(self, encod, ext_input=None, n_samples=50, batch_size=2048, n_steps=None):
+    def posterior_average(self, encod, ext_input=None, n_samples=50, batch_size=2048, n_steps=None, session=None):
         """ Sample the posteriors n_samples times with dropout off and average rates and latents.
         batch_size: trial-samples per forward pass (trials x n_samples are evaluated in chunks of this size).
         Returns numpy arrays named as in lfads-torch's output file (without the split prefix):
         output_params (rates, counts per bin), factors, gen_states, gen_init, ic_mean, ic_std, and with
-        a controller co_means, co_stds, gen_inputs, con_states. """
+        a controller co_means, co_stds, gen_inputs, con_states. session: as in forward. """
         was_training = self.training
         self.eval()
-        check_counts(encod, "encod_data", self.cfg.n_neurons, spikes=False)
+        check_counts(encod, "encod_data", self.n_inputs(session), spikes=False)
         B = encod.shape[0]
         chunk = max(1, batch_size // max(n_samples, 1)) if n_samples > 1 else batch_size
         pieces = {}
@@ -454,7 +666,7 @@ class LFADS(nn.Module):
                 S = max(n_samples, 1)
                 xr = x.repeat_interleave(S, dim=0)                  # (b*S, T, N)
                 er = ext_input[i:i + chunk].repeat_interleave(S, dim=0) if ext_input is not None else None
-                out = self(xr, ext_input=er, n_steps=n_steps, sample=n_samples > 0)
+                out = self(xr, ext_input=er, n_steps=n_steps, sample=n_samples > 0, session=session)
                 rates = self.likelihood.mean(out["params"])
                 res = {"output_params": rates, "factors": out["factors"], "gen_states": out["gen_states"],
                        "gen_init": out["gen_init"], "ic_mean": out["ic_mean"], "ic_std": out["ic_std"]}
@@ -467,3 +679,74 @@ class LFADS(nn.Module):
         finally:
             self.train(was_training)
         return {k: np.concatenate(v, axis=0) for k, v in pieces.items()}
+
+    # -------------------------------------------------------------------------
+    # several sessions: principal-component regression (PCR) initialisation of the read-in and read-out
+
+    @torch.no_grad()
+    def init_pcr(self, session_data):
+        """ Initialise every session's read-in and read-out so that all sessions start in one shared space,
+        as lfads-torch's multi-session recipe does. session_data: one (C, T, N_s) array per session whose
+        rows correspond across sessions: typically condition-averaged rates (PSTHs) of the same C conditions.
+
+          1. centre each session (X_s - m_s), concatenate all sessions' channels: X (C*T, sum N_s)
+          2. the top read_in_dim principal components of X give shared coordinates Z (C*T, D), each scaled to
+             unit variance (the scale of an input to the encoders and of the unit-norm factors)
+          3. per session, least squares W_s = argmin ||(X_s - m_s) W - Z|| (minimum-norm solution, via the
+             pseudo-inverse, so redundant channels are fine):  read-in(x) = (x - m_s) W_s
+          4. read-out: bias = the likelihood's start at each channel's marginal (init_bias); when
+             fac_dim == read_in_dim, the mean part maps Z back, pinv(W_s) (Gaussian; for Poisson
+             linearised around the mean rate: d log r = dr / m). Other likelihoods keep their weights. """
+        cfg = self.cfg
+        if not cfg.n_sessions:
+            raise ValueError("init_pcr needs a model with several sessions (LFADSConfig.session_neurons)")
+        if len(session_data) != cfg.n_sessions:
+            raise ValueError(f"init_pcr: got data for {len(session_data)} sessions, the model has {cfg.n_sessions}")
+        xs = [torch.as_tensor(np.asarray(x), dtype=torch.float64) for x in session_data]
+        for s, x in enumerate(xs):
+            if x.dim() != 3 or x.shape[2] != cfg.session_neurons[s]:
+                raise ValueError(f"init_pcr: session {s} must be (conditions, time, {cfg.session_neurons[s]}), "
+                                 f"got shape {tuple(x.shape)}")
+            if x.shape[:2] != xs[0].shape[:2]:
+                raise ValueError(f"init_pcr: sessions must share (conditions, time bins): session 0 has "
+                                 f"{tuple(xs[0].shape[:2])}, session {s} has {tuple(x.shape[:2])}")
+            if not torch.isfinite(x).all():
+                raise ValueError(f"init_pcr: session {s} contains NaN or infinite values")
+        D = cfg.read_in_dim
+        flat = [x.reshape(-1, x.shape[2]) for x in xs]                    # (C*T, N_s)
+        means = [x.mean(0) for x in flat]                                  # (N_s,)
+        X = torch.cat([x - m for x, m in zip(flat, means)], dim=1)        # (C*T, sum N_s)
+        if D > min(X.shape):
+            raise ValueError(f"init_pcr: read_in_dim={D} exceeds the rank available ({min(X.shape)})")
+        _, _, Vh = torch.linalg.svd(X, full_matrices=False)
+        Z = X @ Vh[:D].T                                                   # (C*T, D) shared coordinates
+        Z = Z / Z.std(0).clamp_min(1e-12)                                  # unit variance: the scale of the factors
+        for s, (x, m) in enumerate(zip(flat, means)):
+            W = torch.linalg.pinv(x - m) @ Z                               # (N_s, D)
+            self.read_in[s].weight.copy_(W.T)
+            self.read_in[s].bias.copy_(-(m @ W))
+            readout = self.readouts[s]
+            readout.bias.copy_(self.likelihood.init_bias(x.float()).to(readout.bias.dtype))
+            if cfg.fac_dim == D and isinstance(self.likelihood, (PoissonLikelihood, GaussianLikelihood)):
+                back = torch.linalg.pinv(W)                                # (D, N_s): Z -> centred data
+                if isinstance(self.likelihood, PoissonLikelihood):
+                    back = back / m.clamp_min(1e-3)
+                readout.weight[: x.shape[1]] = back.T.to(readout.weight.dtype)
+        return self
+
+
+def check_sessions(sessions, names=None):
+    """ Check data for several sessions before training: a list of (encod, recon[, ext_input]) tensor tuples.
+    Every session must have the same number of time bins (the dynamics and their time base are shared);
+    raises ValueError naming the session otherwise. Returns the neuron counts (session_neurons). """
+    names = names or [f"session {s}" for s in range(len(sessions))]
+    if not sessions:
+        raise ValueError("no sessions given")
+    T = sessions[0][0].shape[1]
+    for name, sess in zip(names, sessions):
+        encod = sess[0]
+        check_counts(encod, f"{name} encod_data", spikes=False)
+        if encod.shape[1] != T:
+            raise ValueError(f"sessions must have the same number of time bins: {names[0]} has {T}, "
+                             f"{name} has {encod.shape[1]}")
+    return tuple(int(s[0].shape[2]) for s in sessions)

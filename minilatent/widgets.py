@@ -339,3 +339,57 @@ def plot_hebbian_frame(t, s_post, s_pre, xpre, xpost, A_pair, A_all=None, spikes
         plot_attention_matrix(t, A_all, spikes, order, ax=fig.add_subplot(gs[:, 1]))
     fig.tight_layout()
     return fig
+
+
+# -----------------------------------------------------------------------------
+# LFADS with inferred inputs (notebook 02): the inferred input and the generator state, step by step
+
+
+def plot_inferred_input_frame(t, inferred_input, true_input=None, gen_states=None, rates=None, true_rates=None,
+                              spikes=None, dt=None, co_stds=None):
+    """ One trial at bin t: the inferred input u (mean, with +-1 posterior std if co_stds is given) and the
+    true input pulses (top), the generator state projected on its first two principal components up to t
+    (bottom left), and spikes with true and inferred rates (bottom right, if given).
+    inferred_input (T, co); true_input (T, I); gen_states (T, G); rates, true_rates, spikes (T, N). Returns the figure. """
+    u = np.asarray(inferred_input)
+    if u.ndim != 2:
+        raise ValueError(f"plot_inferred_input_frame: inferred_input must be one trial (T, co), got shape {u.shape}")
+    T = u.shape[0]
+    t = int(t)
+    if not 0 <= t < T:
+        raise ValueError(f"t={t} is outside the trial's {T} bins")
+    x = np.arange(T) * (dt or 1.0)
+    fig = plt.figure(figsize=(11, 6))
+    ax = fig.add_subplot(2, 1, 1)
+    for d in range(u.shape[1]):
+        ax.plot(x[: t + 1], u[: t + 1, d], color=f"C{d}", lw=1.5, label=f"inferred input {d + 1}")
+        if co_stds is not None:
+            s = np.asarray(co_stds)[: t + 1, d]
+            ax.fill_between(x[: t + 1], u[: t + 1, d] - s, u[: t + 1, d] + s, color=f"C{d}", alpha=0.2, lw=0)
+    if true_input is not None:
+        p = np.abs(np.asarray(true_input)).sum(-1)
+        for k in np.nonzero(p)[0]:
+            ax.axvline(x[k], color="k", ls="--", lw=1, label="true pulse" if k == np.nonzero(p)[0][0] else None)
+    ax.axvline(x[t], color="C3", lw=0.8, alpha=0.6)
+    ax.set_xlim(x[0], x[-1])
+    lim = np.abs(u).max() * 1.15 + 1e-9
+    ax.set_ylim(-lim, lim)
+    ax.set_xlabel("time (s)" if dt else "time bin")
+    ax.set_title("inferred input (posterior mean)")
+    ax.legend(loc="upper left", fontsize=8)
+    if gen_states is not None:
+        g = np.asarray(gen_states)
+        gc = g - g.mean(0)
+        _, _, vt = np.linalg.svd(gc, full_matrices=False)
+        pcs = gc @ vt[:2].T                                            # (T, 2)
+        ax2 = fig.add_subplot(2, 2, 3)
+        plot_trajectory(pcs, t, ax=ax2, color="C1", title="generator state (PC 1-2)")
+        if true_input is not None:
+            for k in np.nonzero(np.abs(np.asarray(true_input)).sum(-1))[0]:
+                ax2.scatter(pcs[k, 0], pcs[k, 1], marker="x", color="k", s=60, zorder=5)
+    if spikes is not None:
+        ax3 = fig.add_subplot(2, 2, 4)
+        plot_raster_rates(spikes, t, true_rates, rates, neurons=range(min(6, np.shape(spikes)[1])), dt=dt, ax=ax3,
+                          title="spikes, true (grey) and inferred rates")
+    fig.tight_layout()
+    return fig
