@@ -100,12 +100,13 @@ def make_chaotic_rnn(n_conditions=400, trials_per_condition=10, n_valid_per_cond
     """ A chaotic rate network (original LFADS synthetic data): x <- (1 - dt/tau) x + (dt/tau) (g W tanh(x) + b u),
     W ~ N(0, 1/N), r = tanh(x) min-max normalised to [0, 1] per trial and neuron, spikes ~ Poisson(r max_rate dt).
     Conditions differ in their initial state x0 ~ N(0, 1). With inputs, each trial receives one pulse of
-    size input_magnitude at a random bin in [T/4, 3T/4) through a random input vector b ~ N(0, 1/N). """
+    size input_magnitude at a random bin in [T/4, 3T/4) through a random input vector b ~ N(0, 1), as in the
+    original LFADS generator (a kick of (dt/tau) * 20 = 8 standard units per neuron: a visible perturbation). """
     rng = np.random.default_rng(seed)
     g = (2.5 if with_inputs else 1.5) if g is None else g
     N, T = n_neurons, n_bins
     W = rng.normal(size=(N, N)) / math.sqrt(N)
-    b_in = rng.normal(size=N) / math.sqrt(N)
+    b_in = rng.normal(size=N)
     x0 = rng.normal(size=(n_conditions, N))
     cond, train, valid = _split_by_condition(n_conditions, trials_per_condition, n_valid_per_condition)
     n_trials = len(cond)
