@@ -40,6 +40,9 @@ one chunk at a time and runs the reverse (adjoint) scan, whose per-bin work is a
 O(B N^2 T x the dozens of intermediates autograd would keep). What depends on one bin only (feed-forward
 layers, the projection to the latents, the decoder) runs over many bins at once; in training the
 feed-forward part is recomputed per chunk in backward, so its (T, B, N, D) activations never coexist.
+Where a C++ compiler is available, an optional compiled kernel (native_kernel; built on first use, cached)
+runs the same scan and adjoint with each row of pairs kept in L1 cache over all bins, the read-out fused in:
+~2x faster again; SPARKSConfig(native=False) or MINILATENT_NATIVE=0 keeps everything in torch.
 
 Training is full backpropagation through time (one optimiser step per batch) or *online*: an optimiser
 step every `online_chunk` bins with the state carried over detached, so memory does not grow with T.
