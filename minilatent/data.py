@@ -522,7 +522,7 @@ def make_rotation(n_trials=100, n_valid=20, n_neurons=100, n_bins=150, dt=0.01, 
     Neuron n fires in a bin with probability p = p_base + p_max exp(kappa (cos(theta - pref_n) - 1)) (a von
     Mises bump around its preferred phase; gain ~ U(0.5, 1) scales p_max). The first n_trials - n_valid
     trials are 'train', the rest 'valid'. tuning_seed (default: seed) draws the neurons, so two sessions with
-    different tuning_seed record different neurons of the same kind of rotation. The default tuning (~17 Hz
+    different tuning_seed record different neurons of the same kind of rotation. The default tuning (~18 Hz
     mean rate) is calibrated to references.md §2's data: the true probabilities score 0.47 bits/spike
     (bits_per_spike, the NLB Poisson definition; 0.60 with a Bernoulli likelihood), its true-rate ceiling 0.469.
     Keys: {split}_encod_data / _recon_data (binary spikes), _latents (cos, sin), _phase, _freq, _truth
