@@ -5,7 +5,9 @@ Data and settings of references.md §2: make_rotation() — 100 Bernoulli neuron
 2-D rotation (0.5-1.5 Hz), 100 trials x 150 bins of 10 ms (80 train / 20 test); batch 10, embed 32,
 latent 8, tau_p 5, tau_f 1, tau_s 0.5 s, Adam lr 1e-3, beta 1e-3; supervised decoding of the 2-D latent
 (cos, sin of the phase), posterior means on the test trials. One torch thread. Every run is a fresh
-subprocess, so its peak memory (ru_maxrss) is its own; CPU seconds are process time (user + system).
+subprocess, so its peak memory (VmHWM) is its own; CPU seconds are process time (user + system).
+Ours runs the Hebbian recurrence in sparks.py's optional compiled kernel when a C++ compiler is there (built
+and cached here before any timing); --also-torch adds one run of the pure-torch path (MINILATENT_NATIVE=0).
 
 Printed per package: CPU s per epoch (training, median over epochs), peak memory (VmHWM) of offline
 (full BPTT) training, also above the worker's own baseline (libraries imported, data loaded), test R^2 after 10 epochs, and one training batch's CPU time and peak memory at N = 100, 200, 400
@@ -16,6 +18,7 @@ memory at T = 150 and 600 (flat in T) and MET / NOT MET against the targets:
     python benchmarks/sparks_vs_reference.py                  # ours + the reference if it is installed
     python benchmarks/sparks_vs_reference.py --install-ref    # first install sparks-ai into /tmp/sparks_ref
     python benchmarks/sparks_vs_reference.py --no-ref         # ours beside the quoted reference figures
+    python benchmarks/sparks_vs_reference.py --runs 3 --also-torch   # medians of 3 seeds; + the pure-torch path
 
 The reference venv: `python3 -m venv /tmp/sparks_ref && /tmp/sparks_ref/bin/pip install torch==2.13.0
 sparks-ai==0.2.1` (what --install-ref does; where the PyPI torch wheel is too big to fetch it links this
@@ -63,9 +66,10 @@ def worker_ours(args, data):
     import numpy as np
     import torch
     sys.path.insert(0, ROOT)
-    from minilatent.sparks import SPARKS, SPARKSConfig, saved_tensor_bytes
+    from minilatent.sparks import SPARKS, SPARKSConfig, saved_tensor_bytes, native_kernel
     from minilatent.trainer import Trainer, TrainerConfig
     torch.set_num_threads(1)
+    native = native_kernel() is not None            # loads the cached build (the driver built it)
     xtr, ytr = torch.tensor(data["xtr"]), torch.tensor(data["ytr"])
     xte, yte = torch.tensor(data["xte"]), torch.tensor(data["yte"])
     base = peak_mb()                     # libraries imported, data loaded: what training adds comes on top
@@ -96,7 +100,8 @@ def worker_ours(args, data):
             times.append(time.process_time() - t0)
         if args.mode != "online":
             kept = saved_tensor_bytes(lambda: model.compute_losses((xtr[:S["batch"]], ytr[:S["batch"]])))[1] / 2**20
-        return {"batch_s": statistics.median(times), "peak_mb": peak_mb(), "base_mb": base, "autograd_mb": kept}
+        return {"batch_s": statistics.median(times), "peak_mb": peak_mb(), "base_mb": base, "autograd_mb": kept,
+                "native": native}
     tc = TrainerConfig(max_epochs=args.epochs, batch_size=S["batch"], lr=OUR_LR, lr_schedule="constant",
                        ema_decay=None, progress=False, seed=args.seed, grad_clip=None)
     trainer = Trainer(model, (xtr, ytr), None, tc)
@@ -113,7 +118,7 @@ def worker_ours(args, data):
     test_s = time.process_time() - t0
     r2 = float(np.mean(1 - ((pred - data["yte"]) ** 2).sum((0, 1)) / ((data["yte"] - data["yte"].mean((0, 1))) ** 2).sum((0, 1))))
     return {"epoch_s": statistics.median(epoch_s), "epochs": epoch_s, "test_s": test_s, "r2": r2,
-            "peak_mb": peak_mb(), "base_mb": base}
+            "peak_mb": peak_mb(), "base_mb": base, "native": native}
 
 
 def worker_ref(args, data):
@@ -179,10 +184,12 @@ def make_data(path, n_neurons=100, n_bins=150, seed=0):
     return path
 
 
-def run_worker(python, pkg, data_path, what, mode="offline", epochs=10, repeats=3, seed=0, timeout=3600):
+def run_worker(python, pkg, data_path, what, mode="offline", epochs=10, repeats=3, seed=0, timeout=3600, native=True):
     cmd = [python, os.path.abspath(__file__), "--worker", pkg, "--data", data_path, "--what", what, "--mode", mode,
            "--epochs", str(epochs), "--repeats", str(repeats), "--seed", str(seed)]
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    if not native:
+        env["MINILATENT_NATIVE"] = "0"
     env.pop("PYTHONPATH", None)
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=tempfile.gettempdir())
     lines = [l for l in r.stdout.splitlines() if l.startswith("{")]
@@ -234,6 +241,7 @@ def main():
     ap.add_argument("--ref-batches", action="store_true", help="also measure the reference's one-batch figures (slow)")
     ap.add_argument("--runs", type=int, default=1, help="training runs per package (seeds 0..runs-1)")
     ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--also-torch", action="store_true", help="also time ours in pure torch (MINILATENT_NATIVE=0)")
     # worker mode (internal)
     ap.add_argument("--worker", choices=["ours", "ref"])
     ap.add_argument("--data"); ap.add_argument("--what", default="train"); ap.add_argument("--mode", default="offline")
@@ -253,7 +261,12 @@ def main():
     data = make_data(os.path.join(tmp, "rotation.npz"))
     print(f"data: make_rotation(), 80 train / 20 test trials x 150 bins x 100 neurons; settings {SETTINGS}; "
           f"ours at lr {OUR_LR:g}")
-    print("one torch thread; CPU seconds are process time; the machine is shared (figures under load)\n")
+    sys.path.insert(0, ROOT)
+    from minilatent.sparks import native_kernel, _NATIVE
+    kernel = native_kernel() is not None        # build (or load) it once, before anything is timed
+    print("one torch thread; CPU seconds are process time; the machine is shared (figures under load)")
+    print("ours: the Hebbian recurrence in " + ("the compiled kernel (sparks.native_kernel)" if kernel else
+          f"pure torch (no compiled kernel: {_NATIVE['error']})") + "\n")
 
     res = {"ours": [], "ref": []}
     for seed in range(args.runs):
@@ -262,6 +275,10 @@ def main():
         if py_ref:
             res["ref"].append(run_worker(py_ref, "ref", data, "train", epochs=args.epochs, seed=seed))
             print(f"ref   seed {seed}: {res['ref'][-1]}", flush=True)
+
+    if args.also_torch:
+        res["torch"] = [run_worker(sys.executable, "ours", data, "train", epochs=args.epochs, seed=0, native=False)]
+        print(f"ours, pure torch, seed 0: {res['torch'][-1]}", flush=True)
 
     def med(rows, k):
         v = [r[k] for r in rows if k in r]
@@ -288,6 +305,10 @@ def main():
         print(f"{'  import baseline (ours)':28s}{fmt(ours['base_mb'], '', 0):>14s}")
     print(f"{'test R2 after training':28s}{fmt(ours['r2'], '', 3):>14s}{fmt(ref['r2'], '', 3):>18s}")
     print(f"{'CPU s to evaluate 20 trials':28s}{fmt(ours['test_s']):>14s}{fmt(ref.get('test_s')):>18s}")
+    if res.get("torch") and "epoch_s" in res["torch"][0]:
+        t = res["torch"][0]
+        print(f"{'  ours in pure torch: CPU s / epoch':28s}{fmt(t['epoch_s']):>8s} ({fmt(ref['epoch_s'] / t['epoch_s'], 'x', 1)} "
+              f"less than sparks-ai), peak {fmt(t['peak_mb'], ' MB', 0)}, R2 {fmt(t['r2'], '', 3)}")
 
     print("\n--- one offline training batch (B=10, T=150): CPU s and peak MB")
     batch = {}

@@ -4,7 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from minilatent.sparks import SPARKS, SPARKSConfig, HebbianAttention, hebbian_states, _HebbianScan
+import minilatent.sparks as sparks_module
+from minilatent.sparks import SPARKS, SPARKSConfig, HebbianAttention, hebbian_states, _HebbianScan, native_kernel
+
+# the recurrence runs in pure torch (False) or in the optional compiled kernel (True; skipped without a compiler)
+NATIVE = [False, pytest.param(True, marks=pytest.mark.skipif(native_kernel() is None,
+                                                             reason="no compiled kernel (no C++ compiler?)"))]
 
 
 def spikes(B=3, T=20, N=5, p=0.3, seed=0):
@@ -58,11 +63,12 @@ def make_layer(N=5, H=2, D=6, data_type="ephys", w_start=0.3, seed=0, **kw):
     return layer, cfg
 
 
+@pytest.mark.parametrize("native", NATIVE)
 @pytest.mark.parametrize("data_type,w_start,chunk", [("ephys", 0.3, 4), ("ephys", 0.9, 7), ("ephys", 0.3, 64),
                                                      ("calcium", 0.3, 5)])
-def test_layer_matches_a_numpy_loop_of_the_equations(data_type, w_start, chunk):
+def test_layer_matches_a_numpy_loop_of_the_equations(data_type, w_start, chunk, native):
     # w_start 0.9: traces exceed 1, so the soft bounds overshoot and the clip at [-0.5, 1.5] is exercised
-    layer, cfg = make_layer(data_type=data_type, w_start=w_start, bptt_chunk=chunk)
+    layer, cfg = make_layer(data_type=data_type, w_start=w_start, bptt_chunk=chunk, native=native)
     s = spikes(T=23)
     if data_type == "calcium":
         s = s * torch.rand(s.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
@@ -100,15 +106,17 @@ class _AutogradScan(torch.nn.Module):
         return torch.stack(outs)
 
 
+@pytest.mark.parametrize("native", NATIVE)
 @pytest.mark.parametrize("w_start,chunk", [(0.3, 4), (0.9, 5), (0.3, 100)])
-def test_gradients_match_autograd_through_the_plain_recurrence(w_start, chunk):
+def test_gradients_match_autograd_through_the_plain_recurrence(w_start, chunk, native):
     layer, cfg = make_layer(w_start=w_start, bptt_chunk=chunk)
     u = spikes(T=17).transpose(0, 1).contiguous()
     coeffs = [c.detach().requires_grad_(True) for c in layer.coefficients()]
     W = layer.value.detach().clone().requires_grad_(True)
     z = torch.zeros(3, 2, 5, 5, dtype=torch.float64)
     m = (u != 0).double()
-    out = _HebbianScan.apply(u, m, *coeffs, W, torch.zeros(2, 3, dtype=torch.float64), z, z, z, chunk, -0.5, 1.5)[0]
+    out = _HebbianScan.apply(u, m, *coeffs, W, torch.zeros(2, 3, dtype=torch.float64), z, z, z, chunk, -0.5, 1.5,
+                             native)[0]
     weight = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     g1 = torch.autograd.grad((out * weight).sum(), coeffs + [W])
     coeffs2 = [c.detach().requires_grad_(True) for c in coeffs]
@@ -118,6 +126,76 @@ def test_gradients_match_autograd_through_the_plain_recurrence(w_start, chunk):
     g2 = torch.autograd.grad((ref * weight).sum(), coeffs2 + [W2])
     for name, a, b in zip(("dP", "cP", "dQ", "cQ", "W"), g1, g2):
         np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-9, rtol=1e-7, err_msg=name)
+
+
+def scan_both(B=4, T=45, N=13, H=2, Dh=5, w=0.3, chunk=8, dtype=torch.float64, seed=0):
+    """ the outputs, final states and every gradient of the torch scan and of the compiled one, same inputs """
+    g = torch.Generator().manual_seed(seed)
+    u = (torch.rand(T, B, N, generator=g) < 0.3).to(dtype)
+    m = (u != 0).to(dtype)
+    rnd = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64).to(dtype)
+    coeffs = [torch.exp(-0.01 / (0.05 * torch.exp(0.5 * rnd(H, N, N)))), w * torch.exp(0.3 * rnd(H, N, N)),
+              torch.exp(-0.01 / (0.05 * torch.exp(0.5 * rnd(H, N, N)))), w * torch.exp(0.3 * rnd(H, N, N))]
+    W, b = rnd(H, Dh, N) / N ** 0.5, rnd(H, Dh)
+    P0, Q0, A0 = 0.1 * rnd(B, H, N, N).abs(), 0.1 * rnd(B, H, N, N).abs(), rnd(B, H, N, N).clamp(-0.5, 1.5)
+    weight = rnd(T, B, N, H, Dh)
+    res = []
+    for native in (False, True):
+        leaves = [x.clone().requires_grad_(True) for x in coeffs + [W, b]]
+        out, P, Q, A = _HebbianScan.apply(u, m, *leaves, P0, Q0, A0, chunk, -0.5, 1.5, native)
+        grads = torch.autograd.grad((out * weight).sum(), leaves)
+        res.append([out, P, Q, A] + list(grads))
+    return res
+
+
+@pytest.mark.skipif(native_kernel() is None, reason="no compiled kernel (no C++ compiler?)")
+@pytest.mark.parametrize("kw", [dict(), dict(w=0.9), dict(w=3.0, chunk=5), dict(N=3, H=1, Dh=16, chunk=100),
+                                dict(N=20, Dh=17, T=9, chunk=4), dict(B=1, T=1)])
+def test_compiled_kernel_matches_the_torch_scan(kw):
+    # float64: the same equations, so the same numbers to rounding (w 0.9 and 3.0: the clip is active, and where
+    # it is no gradient passes); states start away from zero (a carried state), N and Dh off the kernel's blocks
+    torch_path, native = scan_both(**kw)
+    names = ("out", "P", "Q", "A", "dP", "cP", "dQ", "cQ", "W", "bias")
+    for name, a, b in zip(names, torch_path, native):
+        np.testing.assert_allclose(b.detach().numpy(), a.detach().numpy(), atol=1e-10, rtol=1e-10, err_msg=name)
+    if kw.get("w", 0.3) >= 0.9:
+        A = torch_path[3]
+        assert ((A == 1.5) | (A == -0.5)).any(), "the clip case was not exercised"
+
+
+@pytest.mark.skipif(native_kernel() is None, reason="no compiled kernel (no C++ compiler?)")
+def test_compiled_kernel_in_float32_is_as_close_to_exact_as_the_torch_scan():
+    exact = scan_both(N=40, T=120, w=0.1, chunk=16)[0]
+    torch32, native32 = scan_both(N=40, T=120, w=0.1, chunk=16, dtype=torch.float32)
+    for k, (e, a, b) in enumerate(zip(exact, torch32, native32)):
+        scale = e.abs().max().item()
+        err_t = (a.double() - e).abs().max().item() / scale
+        err_n = (b.double() - e).abs().max().item() / scale
+        # float32 rounding only (gW sums 19,200 terms per entry, in a different order): both within 5e-6 of exact
+        assert err_n < 5e-6 and err_t < 5e-6, (k, err_n, err_t)
+        assert (a - b).abs().double().quantile(0.99).item() / scale < 2e-6, k    # and typically ~1e-7 apart
+
+
+def test_native_switches_and_a_missing_compiler_fall_back_to_torch(monkeypatch, tmp_path):
+    x, y = spikes(B=2, T=12, N=6).float(), torch.randn(2, 12, 2)
+    torch.manual_seed(0)
+    ref = SPARKS(SPARKSConfig(n_neurons=6, n_outputs=2, embed_dim=8, native=False))
+    loss_ref = ref.compute_losses((x, y))["loss"]
+    loss_ref.backward()
+    for env in ({"MINILATENT_NATIVE": "0"}, {"CXX": str(tmp_path / "no-such-compiler"), "MINILATENT_CACHE": str(tmp_path)}):
+        monkeypatch.setattr(sparks_module, "_NATIVE", {"lib": None, "tried": False, "error": "not tried"})
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        assert native_kernel() is None and sparks_module._NATIVE["error"]
+        torch.manual_seed(0)
+        model = SPARKS(SPARKSConfig(n_neurons=6, n_outputs=2, embed_dim=8))      # native=True: falls back
+        loss = model.compute_losses((x, y))["loss"]
+        loss.backward()
+        assert loss.item() == loss_ref.item()
+        for (n, p), p_ref in zip(model.named_parameters(), ref.parameters()):
+            assert torch.equal(p.grad, p_ref.grad), n
+            p.grad = None
+        monkeypatch.delenv("MINILATENT_NATIVE", raising=False)
 
 
 def small(**kw):
