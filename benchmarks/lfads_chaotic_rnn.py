@@ -24,8 +24,8 @@ run of this benchmark was at chance on those data and its numbers are obsolete):
   standard, batch 64, 451 s (21 epochs): valid R^2 0.738, pulse-timing accuracy 1.000, chance 0.139 (MET)
   standard, batch 32, 451 s (14 epochs): valid R^2 0.700, accuracy 0.709, chance 0.127 (MET)
   seconds per epoch at batch 32: 22.2 autonomous vs 44.9 with the controller (2.0x)
-  easy, 101 s (48 epochs, --batch-size 16 --lr 0.03): accuracy 0.000, chance 0.000 (NOT MET: the peaks all fall
-    on one bin, the controller is not used); 0.8 vs 2.0 s/epoch. Not re-tuned after the data fix and the shorter
+  easy, 101 s (48 epochs, --batch-size 16 --lr 0.03): accuracy 0.000, chance 0.000 (NOT MET: every peak of |u - mean u|
+    lies outside the bins where pulses occur, the inferred input ignores them); 0.8 vs 2.0 s/epoch. Not re-tuned after the data fix and the shorter
     ramps; notebook 02's smaller model (ci_enc/con 16, ramps of 5 epochs) recovers every pulse on these data.
 Tuning (co_dim 1, ci_enc/con 32, AR(1) tau 2, lr 2e-2; accuracy from posterior means):
   smaller standard data (100 conditions: 800 / 200 trials), batch 32, KL/L2 ramps of 10 epochs:
