@@ -263,7 +263,7 @@ def main(argv=None):
     lf.add_argument("--con-dim", type=int, default=64, help="controller GRU size")
     lf.add_argument("--ci-lag", type=int, default=1, help="bins the controller's forward encoding is delayed by")
     lf.add_argument("--kl-co-scale", type=float, default=1e-4, help="weight of the inferred-input KL (AR(1) prior); "
-                    "1e-4 recovers the pulses of eg_data/chaotic_rnn_inputs.h5, 1e-5 leaves them at chance")
+                    "1e-4 found the pulses of eg_data/chaotic_rnn_inputs.h5 in minutes, 1e-5 did not")
     lf.add_argument("--co-prior-tau", type=float, default=10.0, help="initial time constant of the AR(1) prior, in "
                     "bins (learned); short (e.g. 2) for brief inputs such as one-bin pulses")
     lf.add_argument("--recon", default="poisson", choices=["poisson", "gaussian", "gamma", "zig"],
