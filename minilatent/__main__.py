@@ -115,6 +115,8 @@ def train_lfads(args):
             raise UsageError(f"--{name.replace('_', '-')} must be >= {lo}, got {v}")
     if args.max_seconds is not None and args.max_seconds <= 0:
         raise UsageError(f"--max-seconds must be > 0, got {args.max_seconds}")
+    if not args.co_prior_tau > 0:
+        raise UsageError(f"--co-prior-tau must be > 0, got {args.co_prior_tau}")
     if not 0 <= args.cd_rate < 1:
         raise UsageError(f"--cd-rate must be in [0, 1), got {args.cd_rate}")
     if os.path.exists(args.out) and not os.path.isdir(args.out):
@@ -135,7 +137,8 @@ def train_lfads(args):
     ext_dim = ext_dims.pop()
     model_kw = dict(ext_input_dim=ext_dim, gen_dim=args.gen_dim, fac_dim=args.fac_dim, co_dim=args.co_dim,
                     ci_enc_dim=args.ci_enc_dim, con_dim=args.con_dim, ci_lag=args.ci_lag, kl_co_scale=args.kl_co_scale,
-                    cd_rate=args.cd_rate, dropout=args.dropout, recon=args.recon, zig_loc=args.zig_loc)
+                    co_prior_tau=args.co_prior_tau, cd_rate=args.cd_rate, dropout=args.dropout, recon=args.recon,
+                    zig_loc=args.zig_loc)
     try:
         if multi:
             neurons = check_sessions(train, names)
@@ -259,7 +262,10 @@ def main(argv=None):
     lf.add_argument("--ci-enc-dim", type=int, default=64, help="controller-input encoder size per direction")
     lf.add_argument("--con-dim", type=int, default=64, help="controller GRU size")
     lf.add_argument("--ci-lag", type=int, default=1, help="bins the controller's forward encoding is delayed by")
-    lf.add_argument("--kl-co-scale", type=float, default=1e-5, help="weight of the inferred-input KL (AR(1) prior)")
+    lf.add_argument("--kl-co-scale", type=float, default=1e-4, help="weight of the inferred-input KL (AR(1) prior); "
+                    "1e-4 found the pulses of eg_data/chaotic_rnn_inputs.h5 in minutes, 1e-5 did not")
+    lf.add_argument("--co-prior-tau", type=float, default=10.0, help="initial time constant of the AR(1) prior, in "
+                    "bins (learned); short (e.g. 2) for brief inputs such as one-bin pulses")
     lf.add_argument("--recon", default="poisson", choices=["poisson", "gaussian", "gamma", "zig"],
                     help="reconstruction likelihood (gaussian/gamma/zig take continuous data)")
     lf.add_argument("--zig-loc", type=float, default=0.0, help="zero-inflated Gamma: smallest nonzero value")

@@ -23,7 +23,8 @@ def two_sessions(tmp_path_factory):
 
 def test_two_sessions_with_a_controller_write_one_output_file_per_session(two_sessions, tmp_path, capsys):
     out = tmp_path / "run"
-    code = main(["train", "lfads", *map(str, two_sessions), "--out", str(out), "--co-dim", "2", *FAST])
+    code = main(["train", "lfads", *map(str, two_sessions), "--out", str(out), "--co-dim", "2", "--co-prior-tau", "2",
+                 *FAST])
     stdout = capsys.readouterr().out
     assert code == 0
     assert "2 sessions, read-in dim 4" in stdout and "initialised by PCR" in stdout
@@ -67,6 +68,7 @@ GOOD = np.ones((6, 10, 4), np.float32)
     ([dict(train_data=GOOD, valid_data=GOOD), dict(train_data=GOOD, valid_data=-GOOD)], [], "s1.h5: valid_encod_data"),
     ([dict(train_data=GOOD, valid_data=GOOD)], ["--cd-rate", "1.5"], "--cd-rate must be in [0, 1)"),
     ([dict(train_data=GOOD, valid_data=GOOD)], ["--co-dim", "-1"], "--co-dim must be >= 0"),
+    ([dict(train_data=GOOD, valid_data=GOOD)], ["--co-dim", "1", "--co-prior-tau", "0"], "--co-prior-tau must be > 0"),
     ([dict(train_data=GOOD, valid_data=GOOD)] * 2, ["--read-in-dim", "0"], "--read-in-dim must be >= 1"),
 ])
 def test_bad_input_exits_2_with_one_line_and_leaves_no_result(tmp_path, capsys, files, extra, msg):

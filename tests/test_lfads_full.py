@@ -189,7 +189,7 @@ def test_inferred_inputs_peak_at_the_true_pulse_times():
     short training the posterior-mean inferred input peaks within +-3 bins of the true pulse on most
     held-out trials, far above chance (the score against shuffled pulse times). """
     data = D.make_chaotic_rnn(n_conditions=20, trials_per_condition=10, n_neurons=30, n_bins=50, g=1.5,
-                              input_magnitude=40.0, max_rate=100.0, with_inputs=True, seed=3)
+                              input_magnitude=20.0, max_rate=100.0, with_inputs=True, seed=3)
     train, valid = D.lfads_tensors(data, "train"), D.lfads_tensors(data, "valid")
     torch.manual_seed(0)
     m = LFADS(LFADSConfig(n_neurons=30, ic_enc_dim=32, ic_dim=16, gen_dim=32, fac_dim=10, co_dim=1, ci_enc_dim=16,
