@@ -115,6 +115,8 @@ def train_lfads(args):
             raise UsageError(f"--{name.replace('_', '-')} must be >= {lo}, got {v}")
     if args.max_seconds is not None and args.max_seconds <= 0:
         raise UsageError(f"--max-seconds must be > 0, got {args.max_seconds}")
+    if args.ramp_epochs is not None and args.ramp_epochs < 0:
+        raise UsageError(f"--ramp-epochs must be >= 0, got {args.ramp_epochs}")
     if not args.co_prior_tau > 0:
         raise UsageError(f"--co-prior-tau must be > 0, got {args.co_prior_tau}")
     if not 0 <= args.cd_rate < 1:
@@ -139,6 +141,8 @@ def train_lfads(args):
                     ci_enc_dim=args.ci_enc_dim, con_dim=args.con_dim, ci_lag=args.ci_lag, kl_co_scale=args.kl_co_scale,
                     co_prior_tau=args.co_prior_tau, cd_rate=args.cd_rate, dropout=args.dropout, recon=args.recon,
                     zig_loc=args.zig_loc)
+    if args.ramp_epochs is not None:
+        model_kw.update(kl_ramp_epochs=args.ramp_epochs, l2_ramp_epochs=args.ramp_epochs)
     try:
         if multi:
             neurons = check_sessions(train, names)
@@ -264,6 +268,8 @@ def main(argv=None):
     lf.add_argument("--ci-lag", type=int, default=1, help="bins the controller's forward encoding is delayed by")
     lf.add_argument("--kl-co-scale", type=float, default=1e-4, help="weight of the inferred-input KL (AR(1) prior); "
                     "1e-4 found the pulses of eg_data/chaotic_rnn_inputs.h5 in minutes, 1e-5 did not")
+    lf.add_argument("--ramp-epochs", type=int, default=None, help="epochs over which the KL and L2 weights rise "
+                    "to 1 (default 20; a few for short runs with a controller)")
     lf.add_argument("--co-prior-tau", type=float, default=10.0, help="initial time constant of the AR(1) prior, in "
                     "bins (learned); short (e.g. 2) for brief inputs such as one-bin pulses")
     lf.add_argument("--recon", default="poisson", choices=["poisson", "gaussian", "gamma", "zig"],

@@ -70,6 +70,7 @@ GOOD = np.ones((6, 10, 4), np.float32)
     ([dict(train_data=GOOD, valid_data=GOOD)], ["--co-dim", "-1"], "--co-dim must be >= 0"),
     ([dict(train_data=GOOD, valid_data=GOOD)], ["--co-dim", "1", "--co-prior-tau", "0"], "--co-prior-tau must be > 0"),
     ([dict(train_data=GOOD, valid_data=GOOD)] * 2, ["--read-in-dim", "0"], "--read-in-dim must be >= 1"),
+    ([dict(train_data=GOOD, valid_data=GOOD)], ["--ramp-epochs", "-1"], "--ramp-epochs must be >= 0"),
 ])
 def test_bad_input_exits_2_with_one_line_and_leaves_no_result(tmp_path, capsys, files, extra, msg):
     paths = [str(write_h5(tmp_path / f"s{i}.h5", **arrays)) for i, arrays in enumerate(files)]
