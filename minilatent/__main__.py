@@ -91,6 +91,19 @@ def _save_fig(fig, path):
     _write_atomic(path, lambda f: f.write(buf.getvalue()), mode="wb")
 
 
+def fit_with_progress(trainer, extra):
+    """ trainer.fit() printing one line per epoch: losses, then extra(row) (the model's KL terms) """
+    def report(tr):
+        r = tr.history.rows[-1]
+        print(f"epoch {r['epoch']:4d}  {r['seconds']:7.1f} s  train {r['train_recon']:.5f}  "
+              f"valid {r.get('valid_recon', float('nan')):.5f}  {extra(r)}", flush=True)
+    trainer.add_callback("on_epoch_end", report)
+    t0 = time.perf_counter()
+    history = trainer.fit()
+    print(f"stopped after {trainer.epoch} epochs ({trainer.stop_reason}) in {time.perf_counter() - t0:.1f} s")
+    return history
+
+
 def train_lfads(args):
     import numpy as np
     import torch
@@ -192,15 +205,8 @@ def train_lfads(args):
     if init_note:
         print(init_note)
 
-    def report(tr):
-        r = tr.history.rows[-1]
-        co = f"  kl_co {r['train_kl_co']:.2f}" if "train_kl_co" in r else ""
-        print(f"epoch {r['epoch']:4d}  {r['seconds']:7.1f} s  train {r['train_recon']:.5f}  "
-              f"valid {r.get('valid_recon', float('nan')):.5f}  kl_ic {r['train_kl_ic']:.2f}{co}", flush=True)
-    trainer.add_callback("on_epoch_end", report)
-    t0 = time.perf_counter()
-    history = trainer.fit()
-    print(f"stopped after {trainer.epoch} epochs ({trainer.stop_reason}) in {time.perf_counter() - t0:.1f} s")
+    history = fit_with_progress(trainer, lambda r: f"kl_ic {r['train_kl_ic']:.2f}"
+                                + (f"  kl_co {r['train_kl_co']:.2f}" if "train_kl_co" in r else ""))
 
     # --- outputs: posterior sample-and-average, lfads-torch's output layout (one file per session)
     torch.set_num_threads(1)
@@ -388,14 +394,7 @@ def train_sparks(args):
     print(f"model: SPARKS with {model.n_params:,} parameters; budget: {tcfg.max_epochs} epochs"
           + (f" or {args.max_seconds:g} s" if args.max_seconds else ""))
 
-    def report(tr):
-        r = tr.history.rows[-1]
-        print(f"epoch {r['epoch']:4d}  {r['seconds']:7.1f} s  train {r['train_recon']:.5f}  "
-              f"valid {r.get('valid_recon', float('nan')):.5f}  kl {r['train_kl']:.2f}", flush=True)
-    trainer.add_callback("on_epoch_end", report)
-    t0 = time.perf_counter()
-    history = trainer.fit()
-    print(f"stopped after {trainer.epoch} epochs ({trainer.stop_reason}) in {time.perf_counter() - t0:.1f} s")
+    history = fit_with_progress(trainer, lambda r: f"kl {r['train_kl']:.2f}")
 
     out = dict(data)
     res = {}

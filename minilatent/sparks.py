@@ -284,6 +284,21 @@ typedef int64_t i64;
 // coefficients (H, N, N); Vt (H, N, Dp) = V^T padded to Dp (a multiple of 16) columns; out (T, B, N, H, Dh).
 template <typename F> static inline F clampf(F a, F lo, F hi) { return a < lo ? lo : (a > hi ? hi : a); }
 
+// One bin for one row of pairs (post i, every pre j): traces, then A <- clip(A - A S + X). Outputs may alias inputs.
+template <typename F>
+static inline void step_row(const F* p, const F* q, const F* a, F* p1, F* q1, F* a1, const F* dp, const F* cp,
+                            const F* dq, const F* cq, const F* ut, const F* mt, F ui, F mi, i64 N, F lo, F hi) {
+#pragma omp simd
+  for (i64 j = 0; j < N; ++j) {
+    const F pp = p[j] * dp[j] + cp[j] * ut[j];     // xpre  = d xpre  + w s_j
+    const F qq = q[j] * dq[j] + cq[j] * ui;        // xpost = d xpost + w s_i
+    const F x = pp * mi;                           // potentiation X = xpre [s_i]
+    const F s = x + qq * mt[j];                    // S = X + Y, Y = xpost [s_j]
+    p1[j] = pp; q1[j] = qq;
+    a1[j] = clampf(a[j] - a[j] * s + x, lo, hi);
+  }
+}
+
 template <typename F, int R>
 static void fwd_rows(i64 b, i64 h, i64 i0, const F* u, const F* m, const F* dP, const F* cP,
                      const F* dQ, const F* cQ, const F* Vt, const F* bias, F* P, F* Q,
@@ -306,17 +321,8 @@ static void fwd_rows(i64 b, i64 h, i64 i0, const F* u, const F* m, const F* dP, 
     const F* mt = m + (t * B + b) * N;
     for (int r = 0; r < R; ++r) {
       F *p = P + row[r], *q = Q + row[r], *a = A + row[r];
-      const F *dp = dP + crow[r], *cp = cP + crow[r], *dq = dQ + crow[r], *cq = cQ + crow[r];
-      const F ui = ut[i0 + r], mi = mt[i0 + r];
-#pragma omp simd
-      for (i64 j = 0; j < N; ++j) {
-        const F pp = p[j] * dp[j] + cp[j] * ut[j];
-        const F qq = q[j] * dq[j] + cq[j] * ui;
-        const F x = pp * mi;
-        const F s = x + qq * mt[j];
-        p[j] = pp; q[j] = qq;
-        a[j] = clampf(a[j] - a[j] * s + x, lo, hi);
-      }
+      step_row(p, q, a, p, q, a, dP + crow[r], cP + crow[r], dQ + crow[r], cQ + crow[r], ut, mt, ut[i0 + r],
+               mt[i0 + r], N, lo, hi);
     }
     for (i64 d0 = 0; d0 < Dp; d0 += 16) {            // out = A_t V^T + bias, 16 columns at a time
       F acc[R][16];
@@ -382,17 +388,8 @@ static void bwd_rows(i64 b, i64 h, i64 i0, const F* u, const F* m, const F* dP, 
       for (int r = 0; r < R; ++r) {
         const F *p = Ps + s * RN + r * Np, *q = Qs + s * RN + r * Np, *a = As + s * RN + r * Np;
         F *p1 = Ps + (s + 1) * RN + r * Np, *q1 = Qs + (s + 1) * RN + r * Np, *a1_ = As + (s + 1) * RN + r * Np;
-        const F *dp = dP + crow[r], *cp = cP + crow[r], *dq = dQ + crow[r], *cq = cQ + crow[r];
-        const F ui = ut[i0 + r], mi = mt[i0 + r];
-#pragma omp simd
-        for (i64 j = 0; j < N; ++j) {
-          const F pp = p[j] * dp[j] + cp[j] * ut[j];
-          const F qq = q[j] * dq[j] + cq[j] * ui;
-          const F x = pp * mi;
-          const F sv = x + qq * mt[j];
-          p1[j] = pp; q1[j] = qq;
-          a1_[j] = clampf(a[j] - a[j] * sv + x, lo, hi);
-        }
+        step_row(p, q, a, p1, q1, a1_, dP + crow[r], cP + crow[r], dQ + crow[r], cQ + crow[r], ut, mt, ut[i0 + r],
+                 mt[i0 + r], N, lo, hi);
       }
     }
     for (i64 s = k - 1; s >= 0; --s) {                                         // the adjoint scan
