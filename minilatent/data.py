@@ -49,6 +49,13 @@ def lorenz_trajectories(x0, n_steps, dt=0.006, sigma=10.0, rho=28.0, beta=8.0 / 
     return out
 
 
+def lorenz_latents(rng, n_conditions, n_bins, integration_dt=0.006):
+    """ z-scored Lorenz states (C, T, 3), one trajectory per condition from x0 ~ N([0, 0, 25], I) (drawn from rng) """
+    x0 = rng.normal(size=(n_conditions, 3)) + np.array([0.0, 0.0, 25.0])
+    z = lorenz_trajectories(x0, n_bins, dt=integration_dt)
+    return (z - z.mean(axis=(0, 1))) / z.std(axis=(0, 1))
+
+
 def _split_by_condition(n_conditions, trials_per_condition, n_valid):
     """ trial -> condition index, and boolean masks for train / valid (last n_valid of each condition) """
     cond = np.repeat(np.arange(n_conditions), trials_per_condition)
@@ -79,9 +86,7 @@ def make_lorenz(n_conditions=65, trials_per_condition=20, n_valid_per_condition=
     runs 500 burn-in Euler steps, then n_bins steps; the state is z-scored per dimension and
     log rate = W z + log(base_rate * dt) with W ~ U(-1, 1). Trials of a condition share the rates. """
     rng = np.random.default_rng(seed)
-    x0 = rng.normal(size=(n_conditions, 3)) + np.array([0.0, 0.0, 25.0])
-    z = lorenz_trajectories(x0, n_bins, dt=integration_dt)           # (C, T, 3)
-    z = (z - z.mean(axis=(0, 1))) / z.std(axis=(0, 1))
+    z = lorenz_latents(rng, n_conditions, n_bins, integration_dt)    # (C, T, 3)
     W = rng.uniform(-1.0, 1.0, size=(3, n_neurons))
     b = math.log(base_rate * dt)
     rates = np.exp(z @ W + b)                                         # (C, T, N) counts per bin
@@ -610,9 +615,7 @@ def make_lorenz_sessions(neurons=(30, 40), n_conditions=65, trials_per_condition
     through its own read-out W_s ~ U(-1, 1) and with its own Poisson spikes. Returns a list of dataset dicts
     (the layout of make_lorenz, with the true latents and `readout_weights`). """
     rng = np.random.default_rng(seed)
-    x0 = rng.normal(size=(n_conditions, 3)) + np.array([0.0, 0.0, 25.0])
-    z = lorenz_trajectories(x0, n_bins, dt=integration_dt)           # (C, T, 3), shared by every session
-    z = (z - z.mean(axis=(0, 1))) / z.std(axis=(0, 1))
+    z = lorenz_latents(rng, n_conditions, n_bins, integration_dt)    # (C, T, 3), shared by every session
     b = math.log(base_rate * dt)
     cond, train, valid = _split_by_condition(n_conditions, trials_per_condition, n_valid_per_condition)
     sessions = []
@@ -634,9 +637,7 @@ def make_lorenz_gaussian(n_channels=30, noise_std=0.5, n_conditions=65, trials_p
     `{split}_truth` holds the noise-free mean W z (conversion_factor 1). Load it back with
     load_h5(path, counts=False, nonnegative=False). """
     rng = np.random.default_rng(seed)
-    x0 = rng.normal(size=(n_conditions, 3)) + np.array([0.0, 0.0, 25.0])
-    z = lorenz_trajectories(x0, n_bins, dt=integration_dt)
-    z = (z - z.mean(axis=(0, 1))) / z.std(axis=(0, 1))
+    z = lorenz_latents(rng, n_conditions, n_bins, integration_dt)
     W = rng.uniform(-1.0, 1.0, size=(3, n_channels))
     cond, train, valid = _split_by_condition(n_conditions, trials_per_condition, n_valid_per_condition)
     mean = (z @ W)[cond]                                              # (trials, T, N)
