@@ -91,6 +91,16 @@ def _save_fig(fig, path):
     _write_atomic(path, lambda f: f.write(buf.getvalue()), mode="wb")
 
 
+def check_run_args(args):
+    """ the options every train subcommand shares: --epochs, --max-seconds, --out """
+    if args.epochs is not None and args.epochs < 1:
+        raise UsageError(f"--epochs must be >= 1, got {args.epochs}")
+    if args.max_seconds is not None and args.max_seconds <= 0:
+        raise UsageError(f"--max-seconds must be > 0, got {args.max_seconds}")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise UsageError(f"--out {args.out} exists and is not a directory")
+
+
 def fit_with_progress(trainer, extra):
     """ trainer.fit() printing one line per epoch: losses, then extra(row) (the model's KL terms) """
     def report(tr):
@@ -122,20 +132,15 @@ def train_lfads(args):
         except (KeyError, ValueError, FileNotFoundError) as e:
             msg = e.args[0] if e.args else str(e)
             raise UsageError(msg if len(paths) == 1 else f"{path}: {msg}") from None
-    for name, lo in (("epochs", 1), ("read_in_dim", 1), ("co_dim", 0), ("samples", 0)):
+    check_run_args(args)
+    for name, lo in (("read_in_dim", 1), ("co_dim", 0), ("samples", 0), ("ramp_epochs", 0)):
         v = getattr(args, name)
         if v is not None and v < lo:
             raise UsageError(f"--{name.replace('_', '-')} must be >= {lo}, got {v}")
-    if args.max_seconds is not None and args.max_seconds <= 0:
-        raise UsageError(f"--max-seconds must be > 0, got {args.max_seconds}")
-    if args.ramp_epochs is not None and args.ramp_epochs < 0:
-        raise UsageError(f"--ramp-epochs must be >= 0, got {args.ramp_epochs}")
     if not args.co_prior_tau > 0:
         raise UsageError(f"--co-prior-tau must be > 0, got {args.co_prior_tau}")
     if not 0 <= args.cd_rate < 1:
         raise UsageError(f"--cd-rate must be in [0, 1), got {args.cd_rate}")
-    if os.path.exists(args.out) and not os.path.isdir(args.out):
-        raise UsageError(f"--out {args.out} exists and is not a directory")
     ckpt = os.path.join(args.out, "checkpoint.pt")
     if args.resume and not os.path.exists(ckpt):
         raise UsageError(f"--resume: no checkpoint at {ckpt}")
@@ -345,12 +350,7 @@ def train_sparks(args):
         data = load_h5(path)
     except (KeyError, ValueError, FileNotFoundError) as e:
         raise UsageError(e.args[0] if e.args else str(e)) from None
-    if args.epochs is not None and args.epochs < 1:
-        raise UsageError(f"--epochs must be >= 1, got {args.epochs}")
-    if args.max_seconds is not None and args.max_seconds <= 0:
-        raise UsageError(f"--max-seconds must be > 0, got {args.max_seconds}")
-    if os.path.exists(args.out) and not os.path.isdir(args.out):
-        raise UsageError(f"--out {args.out} exists and is not a directory")
+    check_run_args(args)
     for split in ("train", "valid"):
         x = data[f"{split}_encod_data"]
         if x.max() > 1:
