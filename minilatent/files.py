@@ -120,6 +120,15 @@ class RunFolder:
         if not os.access(parent, os.W_OK | os.X_OK):
             raise RunFolderError(f"--out {p}: no permission to write in {parent}")
 
+    def active_pid(self):
+        """ the PID of a live run holding the folder's lock, else None (reads only) """
+        try:
+            with open(self.lock) as f:
+                pid = int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        return pid if pid != os.getpid() and _pid_alive(pid) else None
+
     def previous_run(self):
         """ names of a previous run's files in the folder, [] if none """
         return run_files(self.path) if os.path.isdir(self.path) else []
