@@ -331,6 +331,8 @@ def plan_folder(args):
         if not os.path.exists(folder.final("checkpoint.pt")):
             raise UsageError(f"--resume: no checkpoint at {folder.final('checkpoint.pt')}")
         return folder, folder.finished()
+    if previous and args.overwrite:
+        return folder, True
     if previous:
         state = "a finished run" if folder.finished() else "an unfinished run"
         raise UsageError(f"--out {args.out} already holds {state} ({', '.join(previous)}); add --resume to continue "
