@@ -440,7 +440,7 @@ def _kept(folder, staged, saved):
         return (f"{folder.path} still holds the previous run, untouched"
                 + (f" (this run's checkpoint of epoch {saved} is in {folder.work})" if saved is not None else ""))
     if saved is None:
-        return "no epoch finished, so no checkpoint was saved"
+        return "no checkpoint was saved"
     return f"{folder.final('checkpoint.pt')} holds epoch {saved}"
 
 
