@@ -28,7 +28,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .files import atomic_write_with
+from .files import atomic_write
 
 MAX_COUNT = 10_000     # spikes per bin above this are refused as spike counts (a unit or bin-size mistake)
 DATA_KEYS = ("train_encod_data", "train_recon_data", "valid_encod_data", "valid_recon_data")
@@ -289,7 +289,7 @@ def save_h5(path, data, compression="gzip"):
                                      chunks=chunks, track_times=False)
                 else:
                     f.create_dataset(k, data=v, track_times=False)
-    atomic_write_with(path, write)
+    atomic_write(path, write, by_name=True)
 
 
 def true_rates(data, split):

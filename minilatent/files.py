@@ -29,20 +29,30 @@ RUN_FILES = ("checkpoint.pt", "metrics.csv", "loss.png", "rates.png", "decoding.
 STAGING = ".staging"
 
 
-def atomic_write(path, write_fn, binary=True):
-    """ write_fn(f) into a temporary file next to path, fsync it, then rename it over path. """
+def atomic_write(path, write_fn, binary=True, by_name=False):
+    """ write_fn(f) into a temporary file next to path, fsync it, then rename it over path. f is the file
+    opened 'wb' (binary) or 'w' (text); by_name=True passes the temporary file's name instead, for writers
+    that open the file themselves (h5py writes byte-identical files that way). """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "wb" if binary else "w") as f:
-            write_fn(f)
-            f.flush()
-            os.fsync(f.fileno())
+        if by_name:
+            write_fn(tmp)
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        else:
+            with open(tmp, "wb" if binary else "w") as f:
+                write_fn(f)
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as e:
-        if e.filename is None and e.errno:           # name the file the user will look for
+        if e.errno and e.filename in (None, tmp):      # name the file the user will look for
             raise OSError(e.errno, e.strerror or os.strerror(e.errno), path) from None
         raise
     except RuntimeError as e:                        # torch.save reports a full disk as a RuntimeError
@@ -62,29 +72,6 @@ def _io_error(e, folder, path):
     if full:
         return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
     return OSError(errno.EIO, f"write failed ({str(e).splitlines()[0][:100]})", path)
-
-
-def atomic_write_with(path, write_path_fn):
-    """ For writers that need a file name (h5py): write_path_fn(tmp_path), fsync, then rename over path. """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp-{os.getpid()}")
-    try:
-        write_path_fn(tmp)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except OSError as e:
-        if e.errno and (e.filename is None or e.filename == tmp):
-            raise OSError(e.errno, e.strerror or os.strerror(e.errno), path) from None
-        raise
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _pid_alive(pid):
