@@ -367,6 +367,22 @@ def read_checkpoint_for_resume(folder, command, options, fingerprint):
     return ck
 
 
+def _open(folder, staged, trainer, ck, extra_state):
+    """ take the folder (lock, staging) and, with --resume, load the checkpoint; the lock is released if that fails """
+    try:
+        folder.open(staged)
+    except RunFolderError as e:
+        raise UsageError(str(e)) from None
+    try:
+        if ck is not None:
+            trainer.load_checkpoint(folder.final("checkpoint.pt"))
+            print(f"resumed from {folder.final('checkpoint.pt')} at epoch {trainer.epoch}")
+        trainer.extra_state = extra_state
+    except BaseException:
+        folder.release()
+        raise
+
+
 def run_training(args, folder, staged, trainer, extra, write_outputs):
     """ Take the folder, train (reporting each epoch), write the outputs, finish the folder. Failures and
     signals end in one line (module docstring); the lock is always released. """
@@ -559,12 +575,7 @@ def train_lfads(args):
         trainer.check_data()
     except ValueError as e:
         raise UsageError(e.args[0]) from None
-    folder.open(staged)
-    trainer.extra_state = {"command": "lfads", "options": options, "data": fingerprint}
-    if ck is not None:
-        trainer.load_checkpoint(folder.final("checkpoint.pt"))
-        trainer.extra_state = {"command": "lfads", "options": options, "data": fingerprint}
-        print(f"resumed from {folder.final('checkpoint.pt')} at epoch {trainer.epoch}")
+    _open(folder, staged, trainer, ck, {"command": "lfads", "options": options, "data": fingerprint})
     if staged:
         print(f"{args.out} holds a previous run: this one works in {folder.work} and replaces it when it has finished")
 
@@ -750,11 +761,7 @@ def train_sparks(args):
         trainer.check_data()
     except ValueError as e:
         raise UsageError(e.args[0]) from None
-    folder.open(staged)
-    if ck is not None:
-        trainer.load_checkpoint(folder.final("checkpoint.pt"))
-        print(f"resumed from {folder.final('checkpoint.pt')} at epoch {trainer.epoch}")
-    trainer.extra_state = {"command": "sparks", "options": options, "data": fingerprint}
+    _open(folder, staged, trainer, ck, {"command": "sparks", "options": options, "data": fingerprint})
     if staged:
         print(f"{args.out} holds a previous run: this one works in {folder.work} and replaces it when it has finished")
     print(f"data: {inp['path']}\n  train {tuple(train[0].shape)}, valid {tuple(valid[0].shape)} (trials, bins, neurons); "

@@ -126,6 +126,12 @@ class RunFolder:
             parent = os.path.dirname(os.path.abspath(parent))
         if not os.path.isdir(parent):
             raise RunFolderError(f"--out {p}: {parent} is not a directory")
+        try:
+            read_only = bool(os.statvfs(parent).f_flag & os.ST_RDONLY)
+        except OSError:
+            read_only = False
+        if read_only:
+            raise RunFolderError(f"--out {p}: {parent} is on a read-only file system")
         if not os.access(parent, os.W_OK | os.X_OK):
             raise RunFolderError(f"--out {p}: no permission to write in {parent}")
 
