@@ -347,3 +347,14 @@ def test_cli_states_the_truth_units_it_used_and_writes_them(tmp_path, capsys, un
             # the printed R2 is the one computed in counts per bin
             r2 = D.rate_r2(f["valid_output_params"][()], d["valid_truth"] / factor)
             assert f"valid rate R2 {r2:.4f}" in stdout
+
+
+def test_out_on_a_read_only_file_system_exits_2(tmp_path, capsys, monkeypatch):
+    import os
+    from types import SimpleNamespace
+    real = os.statvfs
+    monkeypatch.setattr(os, "statvfs", lambda p: SimpleNamespace(f_flag=os.ST_RDONLY) if str(p) == str(tmp_path)
+                        else real(p))
+    code, _, err = cli(capsys, ["train", "lfads", "--out", str(tmp_path / "run"), *TINY])
+    assert_one_line(code, err, f"{tmp_path} is on a read-only file system")
+    assert not (tmp_path / "run").exists()

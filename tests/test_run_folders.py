@@ -309,3 +309,18 @@ def test_signals_keep_the_checkpoint_and_say_how_to_resume(tiny_h5, tmp_path, ca
     assert rc == 0, err
     assert f"resumed from {out / 'checkpoint.pt'} at epoch {epoch}" in stdout
     assert {"lfads_output.h5", "run.json"} <= set(os.listdir(out)) and ".lock" not in os.listdir(out)
+
+
+def test_a_full_disk_seen_by_torch_save_is_named_as_such(tiny_h5, tmp_path, capsys, monkeypatch):
+    """ torch.save reports ENOSPC as a RuntimeError ('unexpected pos ...', seen on a full tmpfs) """
+    from types import SimpleNamespace
+
+    def save(*a, **k):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 36160 vs 36080")
+    monkeypatch.setattr(torch, "save", save)
+    monkeypatch.setattr(os, "statvfs", lambda p: SimpleNamespace(f_bavail=10, f_frsize=4096, f_flag=0))
+    out = tmp_path / "run"
+    code, _, err = cli(capsys, ["train", "lfads", tiny_h5[0], "--out", out, "--epochs", 2, *TINY])
+    assert code == 1
+    one_line(err, f"could not write {out / 'checkpoint.pt'}", "No space left on device", "no checkpoint was saved")
+    assert os.listdir(out) == []
