@@ -137,12 +137,8 @@ class RunFolder:
 
     def active_pid(self):
         """ the PID of a live run holding the folder's lock, else None (reads only) """
-        try:
-            with open(self.lock) as f:
-                pid = int(f.read().split()[0])
-        except (OSError, ValueError, IndexError):
-            return None
-        return pid if pid != os.getpid() and _pid_alive(pid) else None
+        pid = self._lock_pid()
+        return pid if pid is not None and pid != os.getpid() and _pid_alive(pid) else None
 
     def previous_run(self):
         """ names of a previous run's files in the folder, [] if none """
@@ -174,32 +170,44 @@ class RunFolder:
         return self.work
 
     def _take_lock(self):
-        for _ in range(3):
-            try:
-                fd = os.open(self.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
+        """ The lock file appears with its PID already in it (written aside, then hard-linked into place, which
+        fails if a lock exists), so another run never reads an empty lock and mistakes it for a stale one. """
+        mine = f"{self.lock}.{os.getpid()}"
+        with open(mine, "w") as f:
+            f.write(f"{os.getpid()}\n")
+        try:
+            for _ in range(3):
                 try:
-                    with open(self.lock) as f:
-                        pid = int(f.read().split()[0])
-                except (OSError, ValueError, IndexError):
-                    pid = None
-                if pid is not None and pid != os.getpid() and _pid_alive(pid):
-                    raise RunFolderError(f"--out {self.path} is in use by another run (process {pid}); wait for it "
-                                         f"to end or choose another folder") from None
-                try:                                           # a stale lock of a killed run: take it over
-                    os.remove(self.lock)
-                except FileNotFoundError:
-                    pass
-                continue
-            with os.fdopen(fd, "w") as f:
-                f.write(f"{os.getpid()}\n")
-            return
-        raise RunFolderError(f"--out {self.path}: could not take the lock {self.lock}")
+                    os.link(mine, self.lock)
+                    return
+                except FileExistsError:
+                    pid = self._lock_pid()
+                    if pid is not None and pid != os.getpid() and _pid_alive(pid):
+                        raise RunFolderError(f"--out {self.path} is in use by another run (process {pid}); wait "
+                                             "for it to end or choose another folder") from None
+                    if self._lock_pid() == pid:              # still the dead run's lock: take it over
+                        try:
+                            os.remove(self.lock)
+                        except FileNotFoundError:
+                            pass
+            raise RunFolderError(f"--out {self.path}: could not take the lock {self.lock}")
+        finally:
+            os.remove(mine)
+
+    def _lock_pid(self):
+        try:
+            with open(self.lock) as f:
+                return int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
 
     @staticmethod
     def clean_temporaries(folder):
         """ remove `.NAME.tmp-PID` files that a killed process left behind (we hold the lock: none is live) """
-        for p in glob.glob(os.path.join(glob.escape(folder), ".*.tmp-*")):
+        leftovers = glob.glob(os.path.join(glob.escape(folder), ".*.tmp-*"))
+        leftovers += [p for p in glob.glob(os.path.join(glob.escape(folder), ".lock.*"))
+                      if not (p.rsplit(".", 1)[-1].isdigit() and _pid_alive(int(p.rsplit(".", 1)[-1])))]
+        for p in leftovers:
             pid = p.rsplit("-", 1)[-1]
             if not (pid.isdigit() and int(pid) == os.getpid()):
                 try:

@@ -324,3 +324,19 @@ def test_a_full_disk_seen_by_torch_save_is_named_as_such(tiny_h5, tmp_path, caps
     assert code == 1
     one_line(err, f"could not write {out / 'checkpoint.pt'}", "No space left on device", "no checkpoint was saved")
     assert os.listdir(out) == []
+
+
+def test_two_runs_started_together_into_one_folder_never_mix(tiny_h5, tmp_path):
+    out = tmp_path / "run"
+    a, b = start(tiny_h5[0], out, "--epochs", 30, "--seed", 1), start(tiny_h5[0], out, "--epochs", 30, "--seed", 2)
+    ra, rb = [(p.wait(timeout=300), p.stdout.read(), p.stderr.read()) for p in (a, b)]
+    assert sorted([ra[0], rb[0]]) == [0, 2], (ra, rb)
+    loser = ra if ra[0] == 2 else rb
+    one_line(loser[2], f"--out {out}")
+    assert "in use by another run" in loser[2] or "already holds a finished run" in loser[2]
+    winner_seed = 1 if ra[0] == 0 else 2
+    ck = torch.load(out / "checkpoint.pt", weights_only=True)
+    import json
+    assert ck["extra"]["options"]["seed"] == winner_seed
+    assert json.load(open(out / "run.json"))["options"]["seed"] == winner_seed
+    assert not any(f.startswith(".lock") for f in os.listdir(out))
