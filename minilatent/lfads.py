@@ -151,6 +151,9 @@ class LFADSConfig:
         for name in ("kl_ic_scale", "kl_co_scale", "l2_gen_scale", "l2_con_scale", "zig_loc"):
             if getattr(self, name) < 0:
                 raise ValueError(f"LFADSConfig.{name} must be >= 0, got {getattr(self, name)}")
+        for n in self.session_neurons:
+            if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+                raise TypeError(f"LFADSConfig.session_neurons must hold integers (neurons per session), got {n!r}")
         self.session_neurons = tuple(int(n) for n in self.session_neurons)
         if self.session_neurons:
             if min(self.session_neurons) < 1 or self.read_in_dim < 1:
