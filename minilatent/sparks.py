@@ -30,19 +30,10 @@ The rest is a variational encoder-decoder:
 with the KL summed over latent dimensions (the per-step ELBO's KL), and the target either the spikes
 themselves (unsupervised: Bernoulli or Poisson) or any per-bin quantity to decode (supervised, MSE).
 
-How it is computed (and why it is fast). Only the trace/attention recurrence is sequential. It is a
-chain of affine maps per pair: traces P <- d P + c s, and A <- clip((1 - S_t) A + X_t) with X = xpre [s_i],
-S = X + xpost [s_j]. `_HebbianScan` runs it with in-place tensor ops (no autograd graph per step, 9 ops
-per bin), applies the value read-out A_t V^T + b as one small fused matrix product per bin while A_t is
-still in cache, keeps the states only at the start of every `bptt_chunk` bins, and in backward recomputes
-one chunk at a time and runs the reverse (adjoint) scan, whose per-bin work is again a fused product
-(dL/dA_t = dL/dout_t V + carry) and a dozen in-place ops: memory O(B N^2 (T / chunk + chunk)) instead of
-O(B N^2 T x the dozens of intermediates autograd would keep). What depends on one bin only (feed-forward
-layers, the projection to the latents, the decoder) runs over many bins at once; in training the
-feed-forward part is recomputed per chunk in backward, so its (T, B, N, D) activations never coexist.
-Where a C++ compiler is available, an optional compiled kernel (native_kernel; built on first use, cached)
-runs the same scan and adjoint with each row of pairs kept in L1 cache over all bins, the read-out fused in:
-~2x faster again; SPARKSConfig(native=False) or MINILATENT_NATIVE=0 keeps everything in torch.
+How it is computed: the model below is written with plain tensor ops (one bin of the recurrence is _step); the
+speed-ups (a scan over all bins with a hand-written, chunked backward, recomputation of the feed-forward layers, and
+an optional compiled kernel) sit in the APPENDIX at the end of the file behind one entry point, hebbian_scan.
+native=None (the default) uses the compiled kernel where it can run, True requires it, False never uses it.
 
 Training is full backpropagation through time (one optimiser step per batch) or *online*: an optimiser
 step every `online_chunk` bins with the state carried over detached, so memory does not grow with T.
@@ -56,7 +47,7 @@ import math
 import os
 import subprocess
 import tempfile
-from dataclasses import dataclass, asdict, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Optional
 
 import numpy as np
@@ -97,8 +88,8 @@ class SPARKSConfig:
     online: bool = False            # True: an optimiser step every online_chunk bins, state detached
     online_chunk: int = 1           # bins per online step (1 = upstream's per-bin online learning)
     burn_in: int = 0                # bins run at the start of each trial without loss or gradient
-    native: bool = True             # run the recurrence with the compiled kernel when a C++ compiler is there
-                                    # (built on first use, see native_kernel); False: pure torch, same numbers
+    native: Optional[bool] = None   # the compiled kernel for the recurrence (appendix): None: where it can run (a C++
+                                    # compiler, CPU float32/64), else pure torch; True: require it; False: pure torch
 
     def __post_init__(self):
         if isinstance(self.n_neurons, int):
@@ -137,13 +128,14 @@ class SPARKSConfig:
 
 
 # -----------------------------------------------------------------------------
-# the Hebbian recurrence: forward with in-place ops, backward as a reverse affine scan
+# the Hebbian recurrence, one bin at a time (the model's equation; the fast scan over all bins, with its
+# hand-written backward, is hebbian_scan in the appendix)
 
 
 def _step(P_prev, Q_prev, A_prev, u, m, dP, cP, dQ, cQ, P_out, Q_out, A_out, S_out, X, lo, hi):
     """ One bin of the recurrence, written into the given buffers (P_out, Q_out may alias P_prev, Q_prev).
     u, m: (B, N) drive and spike indicator; states (B, H, N, N) indexed [b, h, post i, pre j].
-    S_out gets S = X + Y (the update is A <- (1 - S) A + X). 9 tensor ops in all. """
+    S_out gets S = X + Y (the update is A <- (1 - S) A + X). 9 in-place tensor ops, no autograd graph. """
     B, N = u.shape
     uj, ui = u.view(B, 1, 1, N), u.view(B, 1, N, 1)
     mj, mi = m.view(B, 1, 1, N), m.view(B, 1, N, 1)
@@ -153,457 +145,6 @@ def _step(P_prev, Q_prev, A_prev, u, m, dP, cP, dQ, cQ, P_out, Q_out, A_out, S_o
     torch.addcmul(X, Q_out, mj, out=S_out)                # S = X + Y,  Y = xpost [s_j != 0]  (depression)
     torch.addcmul(A_prev, A_prev, S_out, value=-1.0, out=A_out).add_(X)   # A + (1 - A) X - A Y = A - A S + X
     A_out.clamp_(lo, hi)
-
-
-class _HebbianScan(torch.autograd.Function):
-    """ the attention recurrence and its value read-out, with a chunked reverse-scan backward """
-
-    @staticmethod
-    def forward(ctx, u, m, dP, cP, dQ, cQ, W, bias, P0, Q0, A0, chunk, lo, hi, native=None):
-        # u, m (T, B, N); dP, cP, dQ, cQ (H, N, N); W (H, Dh, N); bias (H, Dh); P0, Q0, A0 (B, H, N, N)
-        ctx.n_inputs = 14 if native is None else 15            # native: None (not given) or False -> torch
-        ctx.kernel = _kernel_for(u) if native else None
-        if ctx.kernel is not None:
-            return _native_forward(ctx, u, m, dP, cP, dQ, cQ, W, bias, P0, Q0, A0, chunk, lo, hi)
-        T, B, N = u.shape
-        H, Dh = W.shape[0], W.shape[1]
-        P, Q, A = P0.clone(), Q0.clone(), A0.clone()
-        K = min(chunk, T)
-        A2 = torch.empty_like(A)                           # A_t and A_{t-1} alternate between A and A2
-        X, S = torch.empty_like(A), torch.empty_like(A)
-        out = u.new_empty((T, B, N, H, Dh))                # heads side by side: a view gives (T, B, N, H*Dh)
-        ckpts, keep = [], any(ctx.needs_input_grad)
-        for t in range(T):
-            if keep and t % K == 0:
-                ckpts.append((P.clone(), Q.clone(), A.clone()))
-            _step(P, Q, A, u[t], m[t], dP, cP, dQ, cQ, P, Q, A2, S, X, lo, hi)
-            A, A2 = A2, A
-            _readout(A, W, bias, out[t])                   # out_t = A_t V^T + b while A_t is in cache
-        ctx.save_for_backward(u, m, dP, cP, dQ, cQ, W, *[x for c in ckpts for x in c])
-        ctx.chunk, ctx.lo, ctx.hi, ctx.n_ckpt = K, lo, hi, len(ckpts)
-        A = A.clone()                                      # not the buffer A2 that alternates with it
-        ctx.mark_non_differentiable(P, Q, A)
-        return out, P, Q, A
-
-    @staticmethod
-    def backward(ctx, g_out, _gP, _gQ, _gA):
-        if ctx.kernel is not None:
-            return _native_backward(ctx, g_out) + (None,) * (ctx.n_inputs - 8)
-        u, m, dP, cP, dQ, cQ, W, *flat = ctx.saved_tensors
-        ckpts = [flat[3 * i:3 * i + 3] for i in range(ctx.n_ckpt)]
-        K, lo, hi = ctx.chunk, ctx.lo, ctx.hi
-        T, B, N = u.shape
-        H, Dh = W.shape[0], W.shape[1]
-        need_P = ctx.needs_input_grad[2] or ctx.needs_input_grad[3]
-        need_Q = ctx.needs_input_grad[4] or ctx.needs_input_grad[5]
-        shape = ckpts[0][0].shape                            # (B, H, N, N)
-        Pb, Qb, Ab = (u.new_empty((K + 1,) + shape) for _ in range(3))   # states before/after each bin
-        Sb = u.new_empty((K,) + shape)                       # S_t = X + Y of each bin (A_t = (1 - S_t) A_{t-1} + X)
-        X, g = u.new_empty(shape), u.new_empty(shape)
-        carry = torch.zeros(shape, dtype=u.dtype, device=u.device)  # adjoint reaching A_t from bin t+1
-        lamP, lamQ = torch.zeros_like(carry), torch.zeros_like(carry)
-        accs = [torch.zeros_like(carry) for _ in range(4)]  # sums over bins of the dP, cP, dQ, cQ gradients
-        R, G = torch.empty_like(carry), torch.empty_like(carry)
-        gW = torch.zeros_like(W)
-        g_out = g_out.contiguous()                           # (T, B, N, H, Dh)
-        gb = g_out.sum((0, 1, 2))                            # (H, Dh): the bias gradient
-        for ci in reversed(range(ctx.n_ckpt)):
-            c0 = ci * K
-            k = min(K, T - c0)
-            Pb[0].copy_(ckpts[ci][0]); Qb[0].copy_(ckpts[ci][1]); Ab[0].copy_(ckpts[ci][2])
-            for s in range(k):                               # recompute the chunk, keeping every state
-                _step(Pb[s], Qb[s], Ab[s], u[c0 + s], m[c0 + s], dP, cP, dQ, cQ,
-                      Pb[s + 1], Qb[s + 1], Ab[s + 1], Sb[s], X, lo, hi)
-            lo_, hi_ = torch.aminmax(Ab[1:k + 1])
-            any_clip = bool(lo_ <= lo) or bool(hi_ >= hi)    # the clip is a rare backstop: test once per chunk
-            for s in reversed(range(k)):
-                t = c0 + s
-                _readout_backward(g_out[t], W, Ab[s + 1], carry, g, gW)   # g = adjoint of A_t: read-out + carry
-                if any_clip:                                 # where the clip was active no gradient passes
-                    g.masked_fill_((Ab[s + 1] <= lo) | (Ab[s + 1] >= hi), 0.0)
-                uj, ui = u[t].view(B, 1, 1, N), u[t].view(B, 1, N, 1)
-                mj, mi = m[t].view(B, 1, 1, N), m[t].view(B, 1, N, 1)
-                torch.mul(g, Ab[s], out=R)                   # g A_{t-1}
-                if need_P:                                   # d/dxpre = g (1 - A_{t-1}) [s_i]
-                    torch.sub(g, R, out=G)
-                    lamP.mul_(dP).addcmul_(G, mi)
-                    accs[0].addcmul_(lamP, Pb[s])
-                    accs[1].addcmul_(lamP, uj)
-                if need_Q:                                   # d/dxpost = -g A_{t-1} [s_j]
-                    lamQ.mul_(dQ).addcmul_(R, mj, value=-1.0)
-                    accs[2].addcmul_(lamQ, Qb[s])
-                    accs[3].addcmul_(lamQ, ui)
-                torch.addcmul(g, g, Sb[s], value=-1.0, out=carry)   # to A_{t-1}: g (1 - S_t)
-        grads = [acc.sum(0) for acc in accs]
-        return (None, None, grads[0] if need_P else None, grads[1] if need_P else None,
-                grads[2] if need_Q else None, grads[3] if need_Q else None,
-                gW, gb) + (None,) * (ctx.n_inputs - 8)
-
-
-def _readout(A, W, bias, out):
-    """ out[:, n, h] = A[:, h, n, :] @ W[h]^T + bias[h] for one bin: A (B, H, N, N), W (H, Dh, N), out (B, N, H, Dh) """
-    B, H, N, _ = A.shape
-    Dh = W.shape[1]
-    if H == 1:
-        torch.addmm(bias[0], A.view(B * N, N), W[0].t(), out=out.view(B * N, Dh))
-    else:
-        for h in range(H):
-            out[:, :, h] = torch.addmm(bias[h], A[:, h].reshape(B * N, N), W[h].t()).view(B, N, Dh)
-
-
-def _readout_backward(go, W, A, carry, g, gW):
-    """ For one bin: g = go V + carry (the adjoint of A_t), and gW += go^T A_t. go (B, N, H, Dh). """
-    B, H, N, _ = A.shape
-    Dh = W.shape[1]
-    for h in range(H):
-        gh = go[:, :, h].reshape(B * N, Dh)                 # (B N, Dh)
-        Ah = A[:, h].reshape(B * N, N)
-        gW[h].addmm_(gh.t(), Ah)
-        if H == 1:
-            torch.addmm(carry.view(B * N, N), gh, W[0], out=g.view(B * N, N))
-        else:
-            g[:, h] = torch.addmm(carry[:, h].reshape(B * N, N), gh, W[h]).view(B, N, N)
-
-
-# -----------------------------------------------------------------------------
-# optional compiled kernel for the recurrence. The torch scan above makes ~9 passes over the (B, H, N, N) state per
-# bin forward and ~25 backward (memory-bound). The kernel below runs each row (b, h, i) of pairs through all T bins
-# with its P, Q, A rows in L1 cache, computes the read-out for 4 rows at a time, and in backward recomputes each
-# chunk from its checkpoint and runs the adjoint scan row by row: the same equations (float32 or float64), so it
-# differs from the torch scan by rounding only (tests: 1e-10 in float64, ~1e-6 in float32). It is compiled with the
-# system C++ compiler ($CXX, default g++) on first use and cached (MINILATENT_CACHE, default ~/.cache/minilatent);
-# without a compiler, with MINILATENT_NATIVE=0 or SPARKSConfig(native=False), everything runs in pure torch.
-
-_NATIVE_SRC = r"""
-#include <cstdint>
-#include <cstring>
-#include <vector>
-typedef int64_t i64;
-// Rows (b, h, i) of the Hebbian recurrence, R rows at a time (the value read-out shares each load of V among
-// them), every row over all T bins with its P, Q, A kept in L1. Layouts: u, m (T, B, N); states (B, H, N, N);
-// coefficients (H, N, N); Vt (H, N, Dp) = V^T padded to Dp (a multiple of 16) columns; out (T, B, N, H, Dh).
-template <typename F> static inline F clampf(F a, F lo, F hi) { return a < lo ? lo : (a > hi ? hi : a); }
-
-// One bin for one row of pairs (post i, every pre j): traces, then A <- clip(A - A S + X). Outputs may alias inputs.
-template <typename F>
-static inline void step_row(const F* p, const F* q, const F* a, F* p1, F* q1, F* a1, const F* dp, const F* cp,
-                            const F* dq, const F* cq, const F* ut, const F* mt, F ui, F mi, i64 N, F lo, F hi) {
-#pragma omp simd
-  for (i64 j = 0; j < N; ++j) {
-    const F pp = p[j] * dp[j] + cp[j] * ut[j];     // xpre  = d xpre  + w s_j
-    const F qq = q[j] * dq[j] + cq[j] * ui;        // xpost = d xpost + w s_i
-    const F x = pp * mi;                           // potentiation X = xpre [s_i]
-    const F s = x + qq * mt[j];                    // S = X + Y, Y = xpost [s_j]
-    p1[j] = pp; q1[j] = qq;
-    a1[j] = clampf(a[j] - a[j] * s + x, lo, hi);
-  }
-}
-
-template <typename F, int R>
-static void fwd_rows(i64 b, i64 h, i64 i0, const F* u, const F* m, const F* dP, const F* cP,
-                     const F* dQ, const F* cQ, const F* Vt, const F* bias, F* P, F* Q,
-                     F* A, F* ckpt, F* out, i64 T, i64 B, i64 H, i64 N, i64 Dh, i64 Dp, i64 K,
-                     F lo, F hi) {
-  const i64 S3 = B * H * N * N;
-  i64 row[R], crow[R];
-  for (int r = 0; r < R; ++r) { row[r] = ((b * H + h) * N + i0 + r) * N; crow[r] = (h * N + i0 + r) * N; }
-  const F* vt = Vt + h * N * Dp;
-  for (i64 t = 0; t < T; ++t) {
-    if (ckpt && t % K == 0) {
-      F* c = ckpt + (t / K) * 3 * S3;
-      for (int r = 0; r < R; ++r) {
-        std::memcpy(c + row[r], P + row[r], N * sizeof(F));
-        std::memcpy(c + S3 + row[r], Q + row[r], N * sizeof(F));
-        std::memcpy(c + 2 * S3 + row[r], A + row[r], N * sizeof(F));
-      }
-    }
-    const F* ut = u + (t * B + b) * N;
-    const F* mt = m + (t * B + b) * N;
-    for (int r = 0; r < R; ++r) {
-      F *p = P + row[r], *q = Q + row[r], *a = A + row[r];
-      step_row(p, q, a, p, q, a, dP + crow[r], cP + crow[r], dQ + crow[r], cQ + crow[r], ut, mt, ut[i0 + r],
-               mt[i0 + r], N, lo, hi);
-    }
-    for (i64 d0 = 0; d0 < Dp; d0 += 16) {            // out = A_t V^T + bias, 16 columns at a time
-      F acc[R][16];
-      for (int r = 0; r < R; ++r) for (int k = 0; k < 16; ++k) acc[r][k] = F(0);
-      for (i64 j = 0; j < N; ++j) {
-        const F* v = vt + j * Dp + d0;
-        for (int r = 0; r < R; ++r) {
-          const F ar = A[row[r] + j];
-#pragma omp simd
-          for (int k = 0; k < 16; ++k) acc[r][k] += ar * v[k];
-        }
-      }
-      for (int r = 0; r < R; ++r) {
-        F* o = out + (((t * B + b) * N + i0 + r) * H + h) * Dh;
-        for (int k = 0; k < 16 && d0 + k < Dh; ++k) o[d0 + k] = bias[h * Dh + d0 + k] + acc[r][k];
-      }
-    }
-  }
-}
-
-template <typename F>
-static void hebbian_forward(const F* u, const F* m, const F* dP, const F* cP, const F* dQ, const F* cQ,
-                            const F* Vt, const F* bias, F* P, F* Q, F* A, F* ckpt, F* out, i64 T, i64 B, i64 H,
-                            i64 N, i64 Dh, i64 Dp, i64 K, F lo, F hi, int n_threads) {
-#pragma omp parallel for schedule(static) num_threads(n_threads)
-  for (i64 bh = 0; bh < B * H; ++bh) {
-    const i64 b = bh / H, h = bh % H;
-    i64 i = 0;
-    for (; i + 4 <= N; i += 4) fwd_rows<F, 4>(b, h, i, u, m, dP, cP, dQ, cQ, Vt, bias, P, Q, A, ckpt, out, T, B, H, N, Dh, Dp, K, lo, hi);
-    for (; i < N; ++i) fwd_rows<F, 1>(b, h, i, u, m, dP, cP, dQ, cQ, Vt, bias, P, Q, A, ckpt, out, T, B, H, N, Dh, Dp, K, lo, hi);
-  }
-}
-
-// Backward of R rows over all T bins, chunk by chunk from the last: recompute the chunk's states from its
-// checkpoint, then run the adjoint scan in reverse. Vp (H, Dh, Np) = V padded to Np (a multiple of 16) columns;
-// gout (T, B, N, H, Dh); gW (B, H, Dh, Np) partial sums of this b; acc (4, B, H, N, N) the per-pair gradient sums
-// of dP, cP, dQ, cQ over bins.
-template <typename F, int R>
-static void bwd_rows(i64 b, i64 h, i64 i0, const F* u, const F* m, const F* dP, const F* cP,
-                     const F* dQ, const F* cQ, const F* Vp, const F* gout, const F* ckpt,
-                     i64 n_ckpt, F* gW, F* acc, i64 T, i64 B, i64 H, i64 N, i64 Dh, i64 Np, i64 K,
-                     F lo, F hi, F* w) {
-  const i64 S3 = B * H * N * N, RN = R * Np;
-  F *Ps = w, *Qs = Ps + (K + 1) * RN, *As = Qs + (K + 1) * RN;          // states before/after each bin
-  F *lamP = As + (K + 1) * RN, *lamQ = lamP + RN, *carry = lamQ + RN, *g = carry + RN;
-  F *a0 = g + RN, *a1 = a0 + RN, *a2 = a1 + RN, *a3 = a2 + RN;
-  std::memset(lamP, 0, 8 * RN * sizeof(F));                               // lamP .. a3
-  i64 row[R], crow[R];
-  for (int r = 0; r < R; ++r) { row[r] = ((b * H + h) * N + i0 + r) * N; crow[r] = (h * N + i0 + r) * N; }
-  const F* vp = Vp + h * Dh * Np;
-  F* gw = gW + (b * H + h) * Dh * Np;
-  for (i64 ci = n_ckpt - 1; ci >= 0; --ci) {
-    const i64 c0 = ci * K, k = (T - c0 < K) ? T - c0 : K;
-    const F* c = ckpt + ci * 3 * S3;
-    for (int r = 0; r < R; ++r) {
-      std::memcpy(Ps + r * Np, c + row[r], N * sizeof(F));
-      std::memcpy(Qs + r * Np, c + S3 + row[r], N * sizeof(F));
-      std::memcpy(As + r * Np, c + 2 * S3 + row[r], N * sizeof(F));
-    }
-    for (i64 s = 0; s < k; ++s) {                                              // recompute the chunk
-      const F* ut = u + ((c0 + s) * B + b) * N;
-      const F* mt = m + ((c0 + s) * B + b) * N;
-      for (int r = 0; r < R; ++r) {
-        const F *p = Ps + s * RN + r * Np, *q = Qs + s * RN + r * Np, *a = As + s * RN + r * Np;
-        F *p1 = Ps + (s + 1) * RN + r * Np, *q1 = Qs + (s + 1) * RN + r * Np, *a1_ = As + (s + 1) * RN + r * Np;
-        step_row(p, q, a, p1, q1, a1_, dP + crow[r], cP + crow[r], dQ + crow[r], cQ + crow[r], ut, mt, ut[i0 + r],
-                 mt[i0 + r], N, lo, hi);
-      }
-    }
-    for (i64 s = k - 1; s >= 0; --s) {                                         // the adjoint scan
-      const i64 t = c0 + s;
-      const F* go[R];
-      for (int r = 0; r < R; ++r) go[r] = gout + (((t * B + b) * N + i0 + r) * H + h) * Dh;
-      const F* At = As + (s + 1) * RN;
-      for (i64 j0 = 0; j0 < Np; j0 += 16) {                                    // g = go V + carry
-        F ac[R][16];
-        for (int r = 0; r < R; ++r) for (int kk = 0; kk < 16; ++kk) ac[r][kk] = carry[r * Np + j0 + kk];
-        for (i64 d = 0; d < Dh; ++d) {
-          const F* v = vp + d * Np + j0;
-          for (int r = 0; r < R; ++r) {
-            const F gd = go[r][d];
-#pragma omp simd
-            for (int kk = 0; kk < 16; ++kk) ac[r][kk] += gd * v[kk];
-          }
-        }
-        for (int r = 0; r < R; ++r) for (int kk = 0; kk < 16; ++kk) g[r * Np + j0 + kk] = ac[r][kk];
-      }
-      for (i64 d = 0; d < Dh; ++d) {                                           // gW += go^T A_t
-        F* gwd = gw + d * Np;
-        F gd[R];
-        for (int r = 0; r < R; ++r) gd[r] = go[r][d];
-#pragma omp simd
-        for (i64 j = 0; j < Np; ++j) {
-          F sum = gwd[j];
-          for (int r = 0; r < R; ++r) sum += gd[r] * At[r * Np + j];
-          gwd[j] = sum;
-        }
-      }
-      const F* ut = u + (t * B + b) * N;
-      const F* mt = m + (t * B + b) * N;
-      for (int r = 0; r < R; ++r) {
-        const i64 o = r * Np;
-        const F *pprev = Ps + s * RN + o, *qprev = Qs + s * RN + o, *aprev = As + s * RN + o;
-        const F *pt = Ps + (s + 1) * RN + o, *qt = Qs + (s + 1) * RN + o, *at = At + o;
-        const F *dp = dP + crow[r], *dq = dQ + crow[r];
-        const F ui = ut[i0 + r], mi = mt[i0 + r];
-        F *lp = lamP + o, *lq = lamQ + o, *cr = carry + o, *gg = g + o;
-        F *b0 = a0 + o, *b1 = a1 + o, *b2 = a2 + o, *b3 = a3 + o;
-#pragma omp simd
-        for (i64 j = 0; j < N; ++j) {
-          const F gj = (at[j] <= lo || at[j] >= hi) ? F(0) : gg[j];          // no gradient through the clip
-          const F R_ = gj * aprev[j];
-          const F lpj = lp[j] * dp[j] + (gj - R_) * mi;                     // d/dxpre  = g (1 - A_{t-1}) [s_i]
-          const F lqj = lq[j] * dq[j] - R_ * mt[j];                         // d/dxpost = -g A_{t-1} [s_j]
-          lp[j] = lpj; lq[j] = lqj;
-          b0[j] += lpj * pprev[j]; b1[j] += lpj * ut[j];
-          b2[j] += lqj * qprev[j]; b3[j] += lqj * ui;
-          const F sv = pt[j] * mi + qt[j] * mt[j];
-          cr[j] = gj - gj * sv;                                                 // to A_{t-1}: g (1 - S_t)
-        }
-      }
-    }
-  }
-  for (int r = 0; r < R; ++r) {
-    std::memcpy(acc + row[r], a0 + r * Np, N * sizeof(F));
-    std::memcpy(acc + S3 + row[r], a1 + r * Np, N * sizeof(F));
-    std::memcpy(acc + 2 * S3 + row[r], a2 + r * Np, N * sizeof(F));
-    std::memcpy(acc + 3 * S3 + row[r], a3 + r * Np, N * sizeof(F));
-  }
-}
-
-template <typename F>
-static void hebbian_backward(const F* u, const F* m, const F* dP, const F* cP, const F* dQ, const F* cQ,
-                             const F* Vp, const F* gout, const F* ckpt, i64 n_ckpt, F* gW, F* acc, i64 T, i64 B,
-                             i64 H, i64 N, i64 Dh, i64 Np, i64 K, F lo, F hi, int n_threads) {
-#pragma omp parallel num_threads(n_threads)
-  {
-    std::vector<F> work((3 * (K + 1) + 8) * 4 * Np, F(0));
-#pragma omp for schedule(static)
-    for (i64 bh = 0; bh < B * H; ++bh) {
-      const i64 b = bh / H, h = bh % H;
-      i64 i = 0;
-      for (; i + 4 <= N; i += 4)
-        bwd_rows<F, 4>(b, h, i, u, m, dP, cP, dQ, cQ, Vp, gout, ckpt, n_ckpt, gW, acc, T, B, H, N, Dh, Np, K, lo, hi, work.data());
-      for (; i < N; ++i)
-        bwd_rows<F, 1>(b, h, i, u, m, dP, cP, dQ, cQ, Vp, gout, ckpt, n_ckpt, gW, acc, T, B, H, N, Dh, Np, K, lo, hi, work.data());
-    }
-  }
-}
-
-#define EXPORT(NAME, F)                                                                                            \
-  extern "C" void hebbian_forward_##NAME(const F* u, const F* m, const F* dP, const F* cP, const F* dQ,          \
-                                         const F* cQ, const F* Vt, const F* bias, F* P, F* Q, F* A, F* ckpt,       \
-                                         F* out, i64 T, i64 B, i64 H, i64 N, i64 Dh, i64 Dp, i64 K, double lo,     \
-                                         double hi, int n_threads) {                                               \
-    hebbian_forward<F>(u, m, dP, cP, dQ, cQ, Vt, bias, P, Q, A, ckpt, out, T, B, H, N, Dh, Dp, K, F(lo), F(hi),   \
-                       n_threads);                                                                                 \
-  }                                                                                                                \
-  extern "C" void hebbian_backward_##NAME(const F* u, const F* m, const F* dP, const F* cP, const F* dQ,         \
-                                          const F* cQ, const F* Vp, const F* gout, const F* ckpt, i64 n_ckpt,      \
-                                          F* gW, F* acc, i64 T, i64 B, i64 H, i64 N, i64 Dh, i64 Np, i64 K,        \
-                                          double lo, double hi, int n_threads) {                                   \
-    hebbian_backward<F>(u, m, dP, cP, dQ, cQ, Vp, gout, ckpt, n_ckpt, gW, acc, T, B, H, N, Dh, Np, K, F(lo),       \
-                        F(hi), n_threads);                                                                         \
-  }
-EXPORT(f32, float)
-EXPORT(f64, double)
-"""
-_NATIVE = {"lib": None, "tried": False, "error": "not tried"}
-
-
-def native_kernel():
-    """ The compiled recurrence (a ctypes library with hebbian_{forward,backward}_{f32,f64}), or None (no compiler,
-    MINILATENT_NATIVE=0, a failed build). Built once per source, compiler and CPU, then loaded from the cache. """
-    if _NATIVE["tried"]:
-        return _NATIVE["lib"]
-    _NATIVE["tried"] = True
-    if os.environ.get("MINILATENT_NATIVE", "1") == "0":
-        _NATIVE["error"] = "disabled by MINILATENT_NATIVE=0"
-        return None
-    cxx = os.environ.get("CXX", "g++")
-    cache = os.environ.get("MINILATENT_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "minilatent"))
-    flags = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC"]
-    try:  # -march=native: a library built on another CPU (a shared home directory) could die on an illegal instruction
-        with open("/proc/cpuinfo") as f:
-            cpu = "".join(l for l in f if l.startswith(("model name", "flags")))
-    except OSError:
-        import platform
-        cpu = platform.machine() + platform.processor()
-    tag = hashlib.sha256((_NATIVE_SRC + cxx + " ".join(flags) + cpu).encode()).hexdigest()[:16]
-    path = os.path.join(cache, f"sparks_hebbian_{tag}.so")
-    try:
-        if not os.path.exists(path):
-            os.makedirs(cache, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=cache) as tmp:
-                src = os.path.join(tmp, "hebbian.cpp")
-                with open(src, "w") as f:
-                    f.write(_NATIVE_SRC)
-                out = os.path.join(tmp, "hebbian.so")
-                subprocess.run([cxx, *flags, "-o", out, src], check=True, capture_output=True, timeout=180)
-                os.replace(out, path)  # atomic: a concurrent process sees no file or the finished one
-        lib = ctypes.CDLL(path)
-        p, i, d = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
-        for name in ("f32", "f64"):
-            fwd, bwd = getattr(lib, f"hebbian_forward_{name}"), getattr(lib, f"hebbian_backward_{name}")
-            fwd.argtypes = [p] * 13 + [i] * 7 + [d, d, ctypes.c_int]
-            bwd.argtypes = [p] * 9 + [i] + [p] * 2 + [i] * 7 + [d, d, ctypes.c_int]
-            fwd.restype = bwd.restype = None
-        _NATIVE["lib"], _NATIVE["error"] = lib, None
-    except (OSError, AttributeError, subprocess.SubprocessError) as e:
-        _NATIVE["error"] = f"{type(e).__name__}: {e}"
-    return _NATIVE["lib"]
-
-
-def _kernel_for(u):
-    """ (forward, backward) compiled functions for u's dtype, or None where the torch scan must run """
-    if u.device.type != "cpu" or u.dtype not in (torch.float32, torch.float64):
-        return None
-    lib = native_kernel()
-    if lib is None:
-        return None
-    name = "f32" if u.dtype == torch.float32 else "f64"
-    return getattr(lib, f"hebbian_forward_{name}"), getattr(lib, f"hebbian_backward_{name}")
-
-
-def _native_forward(ctx, u, m, dP, cP, dQ, cQ, W, bias, P0, Q0, A0, chunk, lo, hi):
-    T, B, N = u.shape
-    H, Dh = W.shape[0], W.shape[1]
-    K = min(chunk, T)
-    n_ckpt = (T + K - 1) // K
-    Dp = -(-Dh // 16) * 16                                     # the kernel reads V^T in blocks of 16 columns
-    Vt = F.pad(W.transpose(1, 2), (0, Dp - Dh)).contiguous()   # (H, N, Dp)
-    P, Q, A = (s.contiguous().clone() for s in (P0, Q0, A0))   # updated in place
-    coeffs = [c.contiguous() for c in (dP, cP, dQ, cQ)]
-    keep = any(ctx.needs_input_grad)
-    ckpt = u.new_empty((n_ckpt, 3) + tuple(P.shape)) if keep else None   # (P, Q, A) at every chunk start
-    out = u.new_empty((T, B, N, H, Dh))
-    ptr = lambda t: t.data_ptr()
-    ctx.kernel[0](ptr(u), ptr(m), *map(ptr, coeffs), ptr(Vt), ptr(bias.contiguous()), ptr(P), ptr(Q), ptr(A),
-                  ptr(ckpt) if keep else None, ptr(out), T, B, H, N, Dh, Dp, K, lo, hi, torch.get_num_threads())
-    ctx.save_for_backward(u, m, *coeffs, W, *([ckpt] if keep else []))
-    ctx.chunk, ctx.lo, ctx.hi, ctx.n_ckpt = K, lo, hi, n_ckpt
-    ctx.mark_non_differentiable(P, Q, A)
-    return out, P, Q, A
-
-
-def _native_backward(ctx, g_out):
-    """ gradients of (u, m, dP, cP, dQ, cQ, W, bias) """
-    u, m, dP, cP, dQ, cQ, W, ckpt = ctx.saved_tensors
-    T, B, N = u.shape
-    H, Dh = W.shape[0], W.shape[1]
-    Np = -(-N // 16) * 16
-    Vp = F.pad(W, (0, Np - N)).contiguous()                    # (H, Dh, Np)
-    g_out = g_out.contiguous()                                 # (T, B, N, H, Dh)
-    gW = u.new_zeros(B, H, Dh, Np)                             # one partial sum per trial: no write races
-    acc = u.new_empty((4, B, H, N, N))                         # per pair and trial: sums over bins
-    ptr = lambda t: t.data_ptr()
-    ctx.kernel[1](ptr(u), ptr(m), ptr(dP), ptr(cP), ptr(dQ), ptr(cQ), ptr(Vp), ptr(g_out), ptr(ckpt), ctx.n_ckpt,
-                  ptr(gW), ptr(acc), T, B, H, N, Dh, Np, ctx.chunk, ctx.lo, ctx.hi, torch.get_num_threads())
-    grads = acc.sum(1)
-    return (None, None, grads[0], grads[1], grads[2], grads[3], gW.sum(0)[..., :N], g_out.sum((0, 1, 2)))
-
-
-class _Recompute(torch.autograd.Function):
-    """ y = fn(x) keeping only x for backward, where fn runs again (torch.utils.checkpoint in 15 lines,
-    without the ~80 MB of modules that its non-reentrant version imports) """
-
-    @staticmethod
-    def forward(ctx, fn, x, *params):
-        ctx.fn = fn
-        ctx.save_for_backward(x, *params)
-        return fn(x)                                          # autograd is off inside forward
-
-    @staticmethod
-    def backward(ctx, g):
-        x, *params = ctx.saved_tensors
-        with torch.enable_grad():
-            xd = x.detach().requires_grad_(True)
-            y = ctx.fn(xd)
-        grads = torch.autograd.grad(y, [xd] + params, g, allow_unused=True)
-        return (None,) + tuple(grads)
 
 
 @torch.no_grad()
@@ -636,6 +177,9 @@ class HebbianAttention(nn.Module):
         self.n_neurons, self.n_heads, self.head_dim = N, H, Dh
         self.data_type, self.dt, self.clip, self.chunk = cfg.data_type, cfg.dt, cfg.clip, cfg.bptt_chunk
         self.native = cfg.native
+        if cfg.native and native_kernel() is None:
+            raise RuntimeError(f"SPARKSConfig(native=True): the compiled Hebbian kernel is not available "
+                               f"({_NATIVE['error']}); use native=None or False for the pure-torch path")
         if cfg.data_type == "ephys":
             sd = 1.0 / N
             self.log_wpre = nn.Parameter(math.log(cfg.w_start) + sd * torch.randn(H, N, N))
@@ -663,10 +207,10 @@ class HebbianAttention(nn.Module):
         if state is None:
             state = self.init_state(B, u)
         m = (u != 0).to(u.dtype)
-        out, P, Q, A = _HebbianScan.apply(u, m, *self.coefficients(), self.value, self.value_bias,
-                                          *(s.detach() for s in state), self.chunk, self.clip[0], self.clip[1], self.native)
+        out, state = hebbian_scan(u, m, self.coefficients(), self.value, self.value_bias,
+                                  tuple(s.detach() for s in state), self.chunk, self.clip, self.native)
         out = out.view(T, B, N, self.n_heads * self.head_dim)   # (T, B, N, H, Dh) -> heads side by side
-        return out, (P, Q, A)
+        return out, state
 
 
 class HebbianBlock(nn.Module):
@@ -1014,3 +558,507 @@ def saved_tensor_bytes(fn):
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         out = fn()
     return out, sum(seen.values())
+
+
+# =====================================================================================================================
+# APPENDIX: speed-ups. Nothing below changes what the model computes (tests compare every path with a NumPy loop of
+# the equations and with autograd through _step); it changes how fast and in how much memory.
+#
+# Only the trace/attention recurrence is sequential. It is a chain of affine maps per pair: traces P <- d P + c s,
+# and A <- clip((1 - S_t) A + X_t) with X = xpre [s_i], S = X + xpost [s_j]. _HebbianScan runs it with _step's
+# in-place ops, applies the value read-out A_t V^T + b as one small fused matrix product per bin while A_t is still
+# in cache, keeps the states only at the start of every `bptt_chunk` bins, and in backward recomputes one chunk at
+# a time and runs the reverse (adjoint) scan, whose per-bin work is again a fused product (dL/dA_t = dL/dout_t V +
+# carry) and a dozen in-place ops: memory O(B N^2 (T / chunk + chunk)) instead of O(B N^2 T x the dozens of
+# intermediates autograd would keep). _Recompute does the same for the feed-forward layers (SPARKS.encode).
+# The optional compiled kernel at the very end runs the same scan and adjoint in C++, each row of pairs kept in L1
+# cache over all bins.
+#
+# One switch chooses the path, with the same meaning as circuits.Circuit(native=...):
+#   native=None   the compiled kernel where it can run (a C++ compiler, CPU, float32/64), else pure torch
+#   native=True   require the kernel: RuntimeError (saying why) where it cannot run
+#   native=False  pure torch always (as does the environment variable MINILATENT_NATIVE=0 for native=None)
+
+
+def hebbian_scan(u, m, coeffs, W, bias, state, chunk, clip, native=None):
+    """ The Hebbian recurrence over all bins and its read-out, differentiable in coeffs, W and bias.
+    u, m (T, B, N) drive and spike indicator; coeffs = (dP, cP, dQ, cQ) each (H, N, N); W (H, Dh, N); bias (H, Dh);
+    state = (P, Q, A) each (B, H, N, N), taken as constants. Returns out (T, B, N, H, Dh) and the final (P, Q, A). """
+    kernel = _kernel_for(u, native)
+    out, P, Q, A = _HebbianScan.apply(u, m, *coeffs, W, bias, *state, chunk, clip[0], clip[1], kernel)
+    return out, (P, Q, A)
+
+
+class _HebbianScan(torch.autograd.Function):
+    """ the attention recurrence and its value read-out, with a chunked reverse-scan backward """
+
+    @staticmethod
+    def forward(ctx, u, m, dP, cP, dQ, cQ, W, bias, P0, Q0, A0, chunk, lo, hi, kernel):
+        # u, m (T, B, N); dP, cP, dQ, cQ (H, N, N); W (H, Dh, N); bias (H, Dh); P0, Q0, A0 (B, H, N, N);
+        # kernel: the compiled (forward, backward) pair from _kernel_for, or None for the torch scan below
+        ctx.kernel = kernel
+        if kernel is not None:
+            return _native_forward(ctx, u, m, dP, cP, dQ, cQ, W, bias, P0, Q0, A0, chunk, lo, hi)
+        T, B, N = u.shape
+        H, Dh = W.shape[0], W.shape[1]
+        P, Q, A = P0.clone(), Q0.clone(), A0.clone()
+        K = min(chunk, T)
+        A2 = torch.empty_like(A)                           # A_t and A_{t-1} alternate between A and A2
+        X, S = torch.empty_like(A), torch.empty_like(A)
+        out = u.new_empty((T, B, N, H, Dh))                # heads side by side: a view gives (T, B, N, H*Dh)
+        ckpts, keep = [], any(ctx.needs_input_grad)
+        for t in range(T):
+            if keep and t % K == 0:
+                ckpts.append((P.clone(), Q.clone(), A.clone()))
+            _step(P, Q, A, u[t], m[t], dP, cP, dQ, cQ, P, Q, A2, S, X, lo, hi)
+            A, A2 = A2, A
+            _readout(A, W, bias, out[t])                   # out_t = A_t V^T + b while A_t is in cache
+        ctx.save_for_backward(u, m, dP, cP, dQ, cQ, W, *[x for c in ckpts for x in c])
+        ctx.chunk, ctx.lo, ctx.hi, ctx.n_ckpt = K, lo, hi, len(ckpts)
+        A = A.clone()                                      # not the buffer A2 that alternates with it
+        ctx.mark_non_differentiable(P, Q, A)
+        return out, P, Q, A
+
+    @staticmethod
+    def backward(ctx, g_out, _gP, _gQ, _gA):
+        if ctx.kernel is not None:
+            return _native_backward(ctx, g_out) + (None,) * 7
+        u, m, dP, cP, dQ, cQ, W, *flat = ctx.saved_tensors
+        ckpts = [flat[3 * i:3 * i + 3] for i in range(ctx.n_ckpt)]
+        K, lo, hi = ctx.chunk, ctx.lo, ctx.hi
+        T, B, N = u.shape
+        H, Dh = W.shape[0], W.shape[1]
+        need_P = ctx.needs_input_grad[2] or ctx.needs_input_grad[3]
+        need_Q = ctx.needs_input_grad[4] or ctx.needs_input_grad[5]
+        shape = ckpts[0][0].shape                            # (B, H, N, N)
+        Pb, Qb, Ab = (u.new_empty((K + 1,) + shape) for _ in range(3))   # states before/after each bin
+        Sb = u.new_empty((K,) + shape)                       # S_t = X + Y of each bin (A_t = (1 - S_t) A_{t-1} + X)
+        X, g = u.new_empty(shape), u.new_empty(shape)
+        carry = torch.zeros(shape, dtype=u.dtype, device=u.device)  # adjoint reaching A_t from bin t+1
+        lamP, lamQ = torch.zeros_like(carry), torch.zeros_like(carry)
+        accs = [torch.zeros_like(carry) for _ in range(4)]  # sums over bins of the dP, cP, dQ, cQ gradients
+        R, G = torch.empty_like(carry), torch.empty_like(carry)
+        gW = torch.zeros_like(W)
+        g_out = g_out.contiguous()                           # (T, B, N, H, Dh)
+        gb = g_out.sum((0, 1, 2))                            # (H, Dh): the bias gradient
+        for ci in reversed(range(ctx.n_ckpt)):
+            c0 = ci * K
+            k = min(K, T - c0)
+            Pb[0].copy_(ckpts[ci][0]); Qb[0].copy_(ckpts[ci][1]); Ab[0].copy_(ckpts[ci][2])
+            for s in range(k):                               # recompute the chunk, keeping every state
+                _step(Pb[s], Qb[s], Ab[s], u[c0 + s], m[c0 + s], dP, cP, dQ, cQ,
+                      Pb[s + 1], Qb[s + 1], Ab[s + 1], Sb[s], X, lo, hi)
+            lo_, hi_ = torch.aminmax(Ab[1:k + 1])
+            any_clip = bool(lo_ <= lo) or bool(hi_ >= hi)    # the clip is a rare backstop: test once per chunk
+            for s in reversed(range(k)):
+                t = c0 + s
+                _readout_backward(g_out[t], W, Ab[s + 1], carry, g, gW)   # g = adjoint of A_t: read-out + carry
+                if any_clip:                                 # where the clip was active no gradient passes
+                    g.masked_fill_((Ab[s + 1] <= lo) | (Ab[s + 1] >= hi), 0.0)
+                uj, ui = u[t].view(B, 1, 1, N), u[t].view(B, 1, N, 1)
+                mj, mi = m[t].view(B, 1, 1, N), m[t].view(B, 1, N, 1)
+                torch.mul(g, Ab[s], out=R)                   # g A_{t-1}
+                if need_P:                                   # d/dxpre = g (1 - A_{t-1}) [s_i]
+                    torch.sub(g, R, out=G)
+                    lamP.mul_(dP).addcmul_(G, mi)
+                    accs[0].addcmul_(lamP, Pb[s])
+                    accs[1].addcmul_(lamP, uj)
+                if need_Q:                                   # d/dxpost = -g A_{t-1} [s_j]
+                    lamQ.mul_(dQ).addcmul_(R, mj, value=-1.0)
+                    accs[2].addcmul_(lamQ, Qb[s])
+                    accs[3].addcmul_(lamQ, ui)
+                torch.addcmul(g, g, Sb[s], value=-1.0, out=carry)   # to A_{t-1}: g (1 - S_t)
+        grads = [acc.sum(0) for acc in accs]
+        return (None, None, grads[0] if need_P else None, grads[1] if need_P else None,
+                grads[2] if need_Q else None, grads[3] if need_Q else None,
+                gW, gb) + (None,) * 7
+
+
+def _readout(A, W, bias, out):
+    """ out[:, n, h] = A[:, h, n, :] @ W[h]^T + bias[h] for one bin: A (B, H, N, N), W (H, Dh, N), out (B, N, H, Dh) """
+    B, H, N, _ = A.shape
+    Dh = W.shape[1]
+    if H == 1:
+        torch.addmm(bias[0], A.view(B * N, N), W[0].t(), out=out.view(B * N, Dh))
+    else:
+        for h in range(H):
+            out[:, :, h] = torch.addmm(bias[h], A[:, h].reshape(B * N, N), W[h].t()).view(B, N, Dh)
+
+
+def _readout_backward(go, W, A, carry, g, gW):
+    """ For one bin: g = go V + carry (the adjoint of A_t), and gW += go^T A_t. go (B, N, H, Dh). """
+    B, H, N, _ = A.shape
+    Dh = W.shape[1]
+    for h in range(H):
+        gh = go[:, :, h].reshape(B * N, Dh)                 # (B N, Dh)
+        Ah = A[:, h].reshape(B * N, N)
+        gW[h].addmm_(gh.t(), Ah)
+        if H == 1:
+            torch.addmm(carry.view(B * N, N), gh, W[0], out=g.view(B * N, N))
+        else:
+            g[:, h] = torch.addmm(carry[:, h].reshape(B * N, N), gh, W[h]).view(B, N, N)
+
+
+class _Recompute(torch.autograd.Function):
+    """ y = fn(x) keeping only x for backward, where fn runs again (torch.utils.checkpoint in 15 lines,
+    without the ~80 MB of modules that its non-reentrant version imports) """
+
+    @staticmethod
+    def forward(ctx, fn, x, *params):
+        ctx.fn = fn
+        ctx.save_for_backward(x, *params)
+        return fn(x)                                          # autograd is off inside forward
+
+    @staticmethod
+    def backward(ctx, g):
+        x, *params = ctx.saved_tensors
+        with torch.enable_grad():
+            xd = x.detach().requires_grad_(True)
+            y = ctx.fn(xd)
+        grads = torch.autograd.grad(y, [xd] + params, g, allow_unused=True)
+        return (None,) + tuple(grads)
+
+
+# -----------------------------------------------------------------------------
+# the optional compiled kernel for the recurrence. The torch scan above makes ~9 passes over the (B, H, N, N) state per
+# bin forward and ~25 backward (memory-bound). The kernel below runs each row (b, h, i) of pairs through all T bins
+# with its P, Q, A rows in L1 cache, computes the read-out for 4 rows at a time, and in backward recomputes each
+# chunk from its checkpoint and runs the adjoint scan row by row: the same equations (float32 or float64), so it
+# differs from the torch scan by rounding only (tests: 1e-10 in float64, ~1e-6 in float32). It is compiled with the
+# system C++ compiler ($CXX, default g++) on first use and cached (MINILATENT_CACHE, default ~/.cache/minilatent);
+# without a compiler or with MINILATENT_NATIVE=0, native=None runs pure torch (native=True raises).
+
+_NATIVE_SRC = r"""
+#include <cstdint>
+#include <cstring>
+#include <vector>
+typedef int64_t i64;
+// Rows (b, h, i) of the Hebbian recurrence, R rows at a time (the value read-out shares each load of V among
+// them), every row over all T bins with its P, Q, A kept in L1. Layouts: u, m (T, B, N); states (B, H, N, N);
+// coefficients (H, N, N); Vt (H, N, Dp) = V^T padded to Dp (a multiple of 16) columns; out (T, B, N, H, Dh).
+template <typename F> static inline F clampf(F a, F lo, F hi) { return a < lo ? lo : (a > hi ? hi : a); }
+
+// One bin for one row of pairs (post i, every pre j): traces, then A <- clip(A - A S + X). Outputs may alias inputs.
+template <typename F>
+static inline void step_row(const F* p, const F* q, const F* a, F* p1, F* q1, F* a1, const F* dp, const F* cp,
+                            const F* dq, const F* cq, const F* ut, const F* mt, F ui, F mi, i64 N, F lo, F hi) {
+#pragma omp simd
+  for (i64 j = 0; j < N; ++j) {
+    const F pp = p[j] * dp[j] + cp[j] * ut[j];     // xpre  = d xpre  + w s_j
+    const F qq = q[j] * dq[j] + cq[j] * ui;        // xpost = d xpost + w s_i
+    const F x = pp * mi;                           // potentiation X = xpre [s_i]
+    const F s = x + qq * mt[j];                    // S = X + Y, Y = xpost [s_j]
+    p1[j] = pp; q1[j] = qq;
+    a1[j] = clampf(a[j] - a[j] * s + x, lo, hi);
+  }
+}
+
+template <typename F, int R>
+static void fwd_rows(i64 b, i64 h, i64 i0, const F* u, const F* m, const F* dP, const F* cP,
+                     const F* dQ, const F* cQ, const F* Vt, const F* bias, F* P, F* Q,
+                     F* A, F* ckpt, F* out, i64 T, i64 B, i64 H, i64 N, i64 Dh, i64 Dp, i64 K,
+                     F lo, F hi) {
+  const i64 S3 = B * H * N * N;
+  i64 row[R], crow[R];
+  for (int r = 0; r < R; ++r) { row[r] = ((b * H + h) * N + i0 + r) * N; crow[r] = (h * N + i0 + r) * N; }
+  const F* vt = Vt + h * N * Dp;
+  for (i64 t = 0; t < T; ++t) {
+    if (ckpt && t % K == 0) {
+      F* c = ckpt + (t / K) * 3 * S3;
+      for (int r = 0; r < R; ++r) {
+        std::memcpy(c + row[r], P + row[r], N * sizeof(F));
+        std::memcpy(c + S3 + row[r], Q + row[r], N * sizeof(F));
+        std::memcpy(c + 2 * S3 + row[r], A + row[r], N * sizeof(F));
+      }
+    }
+    const F* ut = u + (t * B + b) * N;
+    const F* mt = m + (t * B + b) * N;
+    for (int r = 0; r < R; ++r) {
+      F *p = P + row[r], *q = Q + row[r], *a = A + row[r];
+      step_row(p, q, a, p, q, a, dP + crow[r], cP + crow[r], dQ + crow[r], cQ + crow[r], ut, mt, ut[i0 + r],
+               mt[i0 + r], N, lo, hi);
+    }
+    for (i64 d0 = 0; d0 < Dp; d0 += 16) {            // out = A_t V^T + bias, 16 columns at a time
+      F acc[R][16];
+      for (int r = 0; r < R; ++r) for (int k = 0; k < 16; ++k) acc[r][k] = F(0);
+      for (i64 j = 0; j < N; ++j) {
+        const F* v = vt + j * Dp + d0;
+        for (int r = 0; r < R; ++r) {
+          const F ar = A[row[r] + j];
+#pragma omp simd
+          for (int k = 0; k < 16; ++k) acc[r][k] += ar * v[k];
+        }
+      }
+      for (int r = 0; r < R; ++r) {
+        F* o = out + (((t * B + b) * N + i0 + r) * H + h) * Dh;
+        for (int k = 0; k < 16 && d0 + k < Dh; ++k) o[d0 + k] = bias[h * Dh + d0 + k] + acc[r][k];
+      }
+    }
+  }
+}
+
+template <typename F>
+static void hebbian_forward(const F* u, const F* m, const F* dP, const F* cP, const F* dQ, const F* cQ,
+                            const F* Vt, const F* bias, F* P, F* Q, F* A, F* ckpt, F* out, i64 T, i64 B, i64 H,
+                            i64 N, i64 Dh, i64 Dp, i64 K, F lo, F hi, int n_threads) {
+#pragma omp parallel for schedule(static) num_threads(n_threads)
+  for (i64 bh = 0; bh < B * H; ++bh) {
+    const i64 b = bh / H, h = bh % H;
+    i64 i = 0;
+    for (; i + 4 <= N; i += 4) fwd_rows<F, 4>(b, h, i, u, m, dP, cP, dQ, cQ, Vt, bias, P, Q, A, ckpt, out, T, B, H, N, Dh, Dp, K, lo, hi);
+    for (; i < N; ++i) fwd_rows<F, 1>(b, h, i, u, m, dP, cP, dQ, cQ, Vt, bias, P, Q, A, ckpt, out, T, B, H, N, Dh, Dp, K, lo, hi);
+  }
+}
+
+// Backward of R rows over all T bins, chunk by chunk from the last: recompute the chunk's states from its
+// checkpoint, then run the adjoint scan in reverse. Vp (H, Dh, Np) = V padded to Np (a multiple of 16) columns;
+// gout (T, B, N, H, Dh); gW (B, H, Dh, Np) partial sums of this b; acc (4, B, H, N, N) the per-pair gradient sums
+// of dP, cP, dQ, cQ over bins.
+template <typename F, int R>
+static void bwd_rows(i64 b, i64 h, i64 i0, const F* u, const F* m, const F* dP, const F* cP,
+                     const F* dQ, const F* cQ, const F* Vp, const F* gout, const F* ckpt,
+                     i64 n_ckpt, F* gW, F* acc, i64 T, i64 B, i64 H, i64 N, i64 Dh, i64 Np, i64 K,
+                     F lo, F hi, F* w) {
+  const i64 S3 = B * H * N * N, RN = R * Np;
+  F *Ps = w, *Qs = Ps + (K + 1) * RN, *As = Qs + (K + 1) * RN;          // states before/after each bin
+  F *lamP = As + (K + 1) * RN, *lamQ = lamP + RN, *carry = lamQ + RN, *g = carry + RN;
+  F *a0 = g + RN, *a1 = a0 + RN, *a2 = a1 + RN, *a3 = a2 + RN;
+  std::memset(lamP, 0, 8 * RN * sizeof(F));                               // lamP .. a3
+  i64 row[R], crow[R];
+  for (int r = 0; r < R; ++r) { row[r] = ((b * H + h) * N + i0 + r) * N; crow[r] = (h * N + i0 + r) * N; }
+  const F* vp = Vp + h * Dh * Np;
+  F* gw = gW + (b * H + h) * Dh * Np;
+  for (i64 ci = n_ckpt - 1; ci >= 0; --ci) {
+    const i64 c0 = ci * K, k = (T - c0 < K) ? T - c0 : K;
+    const F* c = ckpt + ci * 3 * S3;
+    for (int r = 0; r < R; ++r) {
+      std::memcpy(Ps + r * Np, c + row[r], N * sizeof(F));
+      std::memcpy(Qs + r * Np, c + S3 + row[r], N * sizeof(F));
+      std::memcpy(As + r * Np, c + 2 * S3 + row[r], N * sizeof(F));
+    }
+    for (i64 s = 0; s < k; ++s) {                                              // recompute the chunk
+      const F* ut = u + ((c0 + s) * B + b) * N;
+      const F* mt = m + ((c0 + s) * B + b) * N;
+      for (int r = 0; r < R; ++r) {
+        const F *p = Ps + s * RN + r * Np, *q = Qs + s * RN + r * Np, *a = As + s * RN + r * Np;
+        F *p1 = Ps + (s + 1) * RN + r * Np, *q1 = Qs + (s + 1) * RN + r * Np, *a1_ = As + (s + 1) * RN + r * Np;
+        step_row(p, q, a, p1, q1, a1_, dP + crow[r], cP + crow[r], dQ + crow[r], cQ + crow[r], ut, mt, ut[i0 + r],
+                 mt[i0 + r], N, lo, hi);
+      }
+    }
+    for (i64 s = k - 1; s >= 0; --s) {                                         // the adjoint scan
+      const i64 t = c0 + s;
+      const F* go[R];
+      for (int r = 0; r < R; ++r) go[r] = gout + (((t * B + b) * N + i0 + r) * H + h) * Dh;
+      const F* At = As + (s + 1) * RN;
+      for (i64 j0 = 0; j0 < Np; j0 += 16) {                                    // g = go V + carry
+        F ac[R][16];
+        for (int r = 0; r < R; ++r) for (int kk = 0; kk < 16; ++kk) ac[r][kk] = carry[r * Np + j0 + kk];
+        for (i64 d = 0; d < Dh; ++d) {
+          const F* v = vp + d * Np + j0;
+          for (int r = 0; r < R; ++r) {
+            const F gd = go[r][d];
+#pragma omp simd
+            for (int kk = 0; kk < 16; ++kk) ac[r][kk] += gd * v[kk];
+          }
+        }
+        for (int r = 0; r < R; ++r) for (int kk = 0; kk < 16; ++kk) g[r * Np + j0 + kk] = ac[r][kk];
+      }
+      for (i64 d = 0; d < Dh; ++d) {                                           // gW += go^T A_t
+        F* gwd = gw + d * Np;
+        F gd[R];
+        for (int r = 0; r < R; ++r) gd[r] = go[r][d];
+#pragma omp simd
+        for (i64 j = 0; j < Np; ++j) {
+          F sum = gwd[j];
+          for (int r = 0; r < R; ++r) sum += gd[r] * At[r * Np + j];
+          gwd[j] = sum;
+        }
+      }
+      const F* ut = u + (t * B + b) * N;
+      const F* mt = m + (t * B + b) * N;
+      for (int r = 0; r < R; ++r) {
+        const i64 o = r * Np;
+        const F *pprev = Ps + s * RN + o, *qprev = Qs + s * RN + o, *aprev = As + s * RN + o;
+        const F *pt = Ps + (s + 1) * RN + o, *qt = Qs + (s + 1) * RN + o, *at = At + o;
+        const F *dp = dP + crow[r], *dq = dQ + crow[r];
+        const F ui = ut[i0 + r], mi = mt[i0 + r];
+        F *lp = lamP + o, *lq = lamQ + o, *cr = carry + o, *gg = g + o;
+        F *b0 = a0 + o, *b1 = a1 + o, *b2 = a2 + o, *b3 = a3 + o;
+#pragma omp simd
+        for (i64 j = 0; j < N; ++j) {
+          const F gj = (at[j] <= lo || at[j] >= hi) ? F(0) : gg[j];          // no gradient through the clip
+          const F R_ = gj * aprev[j];
+          const F lpj = lp[j] * dp[j] + (gj - R_) * mi;                     // d/dxpre  = g (1 - A_{t-1}) [s_i]
+          const F lqj = lq[j] * dq[j] - R_ * mt[j];                         // d/dxpost = -g A_{t-1} [s_j]
+          lp[j] = lpj; lq[j] = lqj;
+          b0[j] += lpj * pprev[j]; b1[j] += lpj * ut[j];
+          b2[j] += lqj * qprev[j]; b3[j] += lqj * ui;
+          const F sv = pt[j] * mi + qt[j] * mt[j];
+          cr[j] = gj - gj * sv;                                                 // to A_{t-1}: g (1 - S_t)
+        }
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    std::memcpy(acc + row[r], a0 + r * Np, N * sizeof(F));
+    std::memcpy(acc + S3 + row[r], a1 + r * Np, N * sizeof(F));
+    std::memcpy(acc + 2 * S3 + row[r], a2 + r * Np, N * sizeof(F));
+    std::memcpy(acc + 3 * S3 + row[r], a3 + r * Np, N * sizeof(F));
+  }
+}
+
+template <typename F>
+static void hebbian_backward(const F* u, const F* m, const F* dP, const F* cP, const F* dQ, const F* cQ,
+                             const F* Vp, const F* gout, const F* ckpt, i64 n_ckpt, F* gW, F* acc, i64 T, i64 B,
+                             i64 H, i64 N, i64 Dh, i64 Np, i64 K, F lo, F hi, int n_threads) {
+#pragma omp parallel num_threads(n_threads)
+  {
+    std::vector<F> work((3 * (K + 1) + 8) * 4 * Np, F(0));
+#pragma omp for schedule(static)
+    for (i64 bh = 0; bh < B * H; ++bh) {
+      const i64 b = bh / H, h = bh % H;
+      i64 i = 0;
+      for (; i + 4 <= N; i += 4)
+        bwd_rows<F, 4>(b, h, i, u, m, dP, cP, dQ, cQ, Vp, gout, ckpt, n_ckpt, gW, acc, T, B, H, N, Dh, Np, K, lo, hi, work.data());
+      for (; i < N; ++i)
+        bwd_rows<F, 1>(b, h, i, u, m, dP, cP, dQ, cQ, Vp, gout, ckpt, n_ckpt, gW, acc, T, B, H, N, Dh, Np, K, lo, hi, work.data());
+    }
+  }
+}
+
+#define EXPORT(NAME, F)                                                                                            \
+  extern "C" void hebbian_forward_##NAME(const F* u, const F* m, const F* dP, const F* cP, const F* dQ,          \
+                                         const F* cQ, const F* Vt, const F* bias, F* P, F* Q, F* A, F* ckpt,       \
+                                         F* out, i64 T, i64 B, i64 H, i64 N, i64 Dh, i64 Dp, i64 K, double lo,     \
+                                         double hi, int n_threads) {                                               \
+    hebbian_forward<F>(u, m, dP, cP, dQ, cQ, Vt, bias, P, Q, A, ckpt, out, T, B, H, N, Dh, Dp, K, F(lo), F(hi),   \
+                       n_threads);                                                                                 \
+  }                                                                                                                \
+  extern "C" void hebbian_backward_##NAME(const F* u, const F* m, const F* dP, const F* cP, const F* dQ,         \
+                                          const F* cQ, const F* Vp, const F* gout, const F* ckpt, i64 n_ckpt,      \
+                                          F* gW, F* acc, i64 T, i64 B, i64 H, i64 N, i64 Dh, i64 Np, i64 K,        \
+                                          double lo, double hi, int n_threads) {                                   \
+    hebbian_backward<F>(u, m, dP, cP, dQ, cQ, Vp, gout, ckpt, n_ckpt, gW, acc, T, B, H, N, Dh, Np, K, F(lo),       \
+                        F(hi), n_threads);                                                                         \
+  }
+EXPORT(f32, float)
+EXPORT(f64, double)
+"""
+_NATIVE = {"lib": None, "tried": False, "error": "not tried"}
+
+# the C functions' parameters by name, in order (tensors are passed by address): calls go through _call, which
+# fills them by name, so a reordered or missing argument is a KeyError rather than a silently wrong pointer
+_PTR, _I64, _F64, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double, ctypes.c_int
+_FORWARD_ARGS = (("u", _PTR), ("m", _PTR), ("dP", _PTR), ("cP", _PTR), ("dQ", _PTR), ("cQ", _PTR), ("Vt", _PTR),
+                 ("bias", _PTR), ("P", _PTR), ("Q", _PTR), ("A", _PTR), ("ckpt", _PTR), ("out", _PTR),
+                 ("T", _I64), ("B", _I64), ("H", _I64), ("N", _I64), ("Dh", _I64), ("Dp", _I64), ("K", _I64),
+                 ("lo", _F64), ("hi", _F64), ("n_threads", _INT))
+_BACKWARD_ARGS = (("u", _PTR), ("m", _PTR), ("dP", _PTR), ("cP", _PTR), ("dQ", _PTR), ("cQ", _PTR), ("Vp", _PTR),
+                  ("gout", _PTR), ("ckpt", _PTR), ("n_ckpt", _I64), ("gW", _PTR), ("acc", _PTR),
+                  ("T", _I64), ("B", _I64), ("H", _I64), ("N", _I64), ("Dh", _I64), ("Np", _I64), ("K", _I64),
+                  ("lo", _F64), ("hi", _F64), ("n_threads", _INT))
+
+
+def _call(fn, signature, **args):
+    """ fn(*args in the order of signature), tensors as their data pointers (None: a null pointer) """
+    if set(args) != {name for name, _ in signature}:
+        raise KeyError(f"kernel call: arguments {sorted(args)} do not match {[name for name, _ in signature]}")
+    return fn(*[args[name].data_ptr() if isinstance(args[name], torch.Tensor) else args[name] for name, _ in signature])
+
+
+def native_kernel():
+    """ The compiled recurrence (a ctypes library with hebbian_{forward,backward}_{f32,f64}), or None (no compiler,
+    MINILATENT_NATIVE=0, a failed build; _NATIVE['error'] says why). Built once per source, compiler and CPU, then
+    loaded from the cache. """
+    if _NATIVE["tried"]:
+        return _NATIVE["lib"]
+    _NATIVE["tried"] = True
+    if os.environ.get("MINILATENT_NATIVE", "1") == "0":
+        _NATIVE["error"] = "disabled by MINILATENT_NATIVE=0"
+        return None
+    cxx = os.environ.get("CXX", "g++")
+    cache = os.environ.get("MINILATENT_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "minilatent"))
+    flags = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC"]
+    try:  # -march=native: a library built on another CPU (a shared home directory) could die on an illegal instruction
+        with open("/proc/cpuinfo") as f:
+            cpu = "".join(l for l in f if l.startswith(("model name", "flags")))
+    except OSError:
+        import platform
+        cpu = platform.machine() + platform.processor()
+    tag = hashlib.sha256((_NATIVE_SRC + cxx + " ".join(flags) + cpu).encode()).hexdigest()[:16]
+    path = os.path.join(cache, f"sparks_hebbian_{tag}.so")
+    try:
+        if not os.path.exists(path):
+            os.makedirs(cache, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=cache) as tmp:
+                src = os.path.join(tmp, "hebbian.cpp")
+                with open(src, "w") as f:
+                    f.write(_NATIVE_SRC)
+                out = os.path.join(tmp, "hebbian.so")
+                subprocess.run([cxx, *flags, "-o", out, src], check=True, capture_output=True, timeout=180)
+                os.replace(out, path)  # atomic: a concurrent process sees no file or the finished one
+        lib = ctypes.CDLL(path)
+        for name in ("f32", "f64"):
+            for kind, sig in (("forward", _FORWARD_ARGS), ("backward", _BACKWARD_ARGS)):
+                fn = getattr(lib, f"hebbian_{kind}_{name}")
+                fn.argtypes, fn.restype = [t for _, t in sig], None
+        _NATIVE["lib"], _NATIVE["error"] = lib, None
+    except (OSError, AttributeError, subprocess.SubprocessError) as e:
+        _NATIVE["error"] = f"{type(e).__name__}: {e}"
+    return _NATIVE["lib"]
+
+
+def _kernel_for(u, native=None):
+    """ The compiled (forward, backward) functions for u's dtype, or None for the torch scan: the native= switch
+    (see the top of this appendix) applied to the tensor at hand. """
+    if native is False:
+        return None
+    lib = native_kernel()
+    runs_here = u.device.type == "cpu" and u.dtype in (torch.float32, torch.float64)
+    if lib is None or not runs_here:
+        if native:
+            why = _NATIVE["error"] if lib is None else f"it runs on CPU float32/float64, not {u.device.type} {u.dtype}"
+            raise RuntimeError(f"native=True: the compiled Hebbian kernel cannot run here ({why}); "
+                               "use native=None (kernel where possible) or native=False (pure torch)")
+        return None
+    name = "f32" if u.dtype == torch.float32 else "f64"
+    return getattr(lib, f"hebbian_forward_{name}"), getattr(lib, f"hebbian_backward_{name}")
+
+
+def _native_forward(ctx, u, m, dP, cP, dQ, cQ, W, bias, P0, Q0, A0, chunk, lo, hi):
+    T, B, N = u.shape
+    H, Dh = W.shape[0], W.shape[1]
+    K = min(chunk, T)
+    n_ckpt = (T + K - 1) // K
+    Dp = -(-Dh // 16) * 16                                     # the kernel reads V^T in blocks of 16 columns
+    Vt = F.pad(W.transpose(1, 2), (0, Dp - Dh)).contiguous()   # (H, N, Dp)
+    P, Q, A = (s.contiguous().clone() for s in (P0, Q0, A0))   # updated in place
+    dP, cP, dQ, cQ = (c.contiguous() for c in (dP, cP, dQ, cQ))
+    keep = any(ctx.needs_input_grad)
+    ckpt = u.new_empty((n_ckpt, 3) + tuple(P.shape)) if keep else None   # (P, Q, A) at every chunk start
+    out = u.new_empty((T, B, N, H, Dh))
+    _call(ctx.kernel[0], _FORWARD_ARGS, u=u, m=m, dP=dP, cP=cP, dQ=dQ, cQ=cQ, Vt=Vt, bias=bias.contiguous(),
+          P=P, Q=Q, A=A, ckpt=ckpt, out=out, T=T, B=B, H=H, N=N, Dh=Dh, Dp=Dp, K=K, lo=lo, hi=hi,
+          n_threads=torch.get_num_threads())
+    ctx.save_for_backward(u, m, dP, cP, dQ, cQ, W, *([ckpt] if keep else []))
+    ctx.chunk, ctx.lo, ctx.hi, ctx.n_ckpt = K, lo, hi, n_ckpt
+    ctx.mark_non_differentiable(P, Q, A)
+    return out, P, Q, A
+
+
+def _native_backward(ctx, g_out):
+    """ gradients of (u, m, dP, cP, dQ, cQ, W, bias) """
+    u, m, dP, cP, dQ, cQ, W, ckpt = ctx.saved_tensors
+    T, B, N = u.shape
+    H, Dh = W.shape[0], W.shape[1]
+    Np = -(-N // 16) * 16
+    Vp = F.pad(W, (0, Np - N)).contiguous()                    # (H, Dh, Np)
+    g_out = g_out.contiguous()                                 # (T, B, N, H, Dh)
+    gW = u.new_zeros(B, H, Dh, Np)                             # one partial sum per trial: no write races
+    acc = u.new_empty((4, B, H, N, N))                         # per pair and trial: sums over bins
+    _call(ctx.kernel[1], _BACKWARD_ARGS, u=u, m=m, dP=dP, cP=cP, dQ=dQ, cQ=cQ, Vp=Vp, gout=g_out, ckpt=ckpt,
+          n_ckpt=ctx.n_ckpt, gW=gW, acc=acc, T=T, B=B, H=H, N=N, Dh=Dh, Np=Np, K=ctx.chunk, lo=ctx.lo, hi=ctx.hi,
+          n_threads=torch.get_num_threads())
+    grads = acc.sum(1)
+    return (None, None, grads[0], grads[1], grads[2], grads[3], gW.sum(0)[..., :N], g_out.sum((0, 1, 2)))
