@@ -627,7 +627,6 @@ class _HebbianScan(torch.autograd.Function):
         ckpts = [flat[3 * i:3 * i + 3] for i in range(ctx.n_ckpt)]
         K, lo, hi = ctx.chunk, ctx.lo, ctx.hi
         T, B, N = u.shape
-        H, Dh = W.shape[0], W.shape[1]
         need_P = ctx.needs_input_grad[2] or ctx.needs_input_grad[3]
         need_Q = ctx.needs_input_grad[4] or ctx.needs_input_grad[5]
         shape = ckpts[0][0].shape                            # (B, H, N, N)

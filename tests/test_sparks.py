@@ -5,7 +5,8 @@ import pytest
 import torch
 
 import minilatent.sparks as sparks_module
-from minilatent.sparks import SPARKS, SPARKSConfig, HebbianAttention, hebbian_states, hebbian_scan, native_kernel
+from minilatent.sparks import (SPARKS, SPARKSConfig, HebbianAttention, hebbian_states, hebbian_scan, native_kernel,
+                               saved_tensor_bytes)
 
 # the recurrence runs in pure torch (False) or in the optional compiled kernel (True; skipped without a compiler)
 NATIVE = [False, pytest.param(True, marks=pytest.mark.skipif(native_kernel() is None,
@@ -266,6 +267,24 @@ def test_online_training_yields_one_loss_per_chunk_and_bounded_graphs():
     assert len(losses) == 4                                       # ceil(19 / 5)
     for l in losses:                                              # each backpropagates on its own
         l["loss"].backward()
+    # bounded: what autograd keeps for one online step's backward is the same at every chunk of a trial and for
+    # a trial 4x longer (the state is carried detached), while full BPTT keeps more the longer the trial
+    kept = {}
+    for T in (20, 80):
+        x, y = spikes(B=3, T=T, N=6).float(), torch.randn(3, T, 2)
+        steps, sizes = m.training_step((x, y)), []
+        while True:
+            try:
+                loss, nbytes = saved_tensor_bytes(lambda: next(steps))
+            except StopIteration:
+                break
+            loss["loss"].backward()
+            sizes.append(nbytes)
+        assert len(sizes) == T // 5 and max(sizes[1:]) == min(sizes[1:]) and max(sizes) <= sizes[1], sizes
+        m.cfg.online = False
+        kept[T] = (sizes[1], saved_tensor_bytes(lambda: m.training_step((x, y)))[1])
+        m.cfg.online = True
+    assert kept[80][0] == kept[20][0] and 0 < kept[20][0] < kept[20][1] < kept[80][1], kept
 
 
 def test_evaluation_is_deterministic_and_sampling_is_not():
