@@ -20,6 +20,7 @@ the reference's: Adam lr 1e-3, betas (0.9, 0.999), no clipping) and changes one 
     layers post    one conventional self-attention block, PyTorch's post-norm nn.TransformerEncoderLayer (ours)
     layers pre     one conventional block as sparks-ai builds it (LayerNorm first, then attention and the GLU
                    feed-forward, each with a residual)
+    cfg:KEY=VALUE  any SPARKSConfig field (VALUE in JSON), e.g. cfg:w_start=0.1
 
     python benchmarks/sparks_ablation.py [--seeds 3] [--epochs 10] [--variants base,beta/8,...] [--out FILE.jsonl]
 
@@ -48,7 +49,9 @@ def build(variant, n_neurons, n_outputs, seed):
     from minilatent.sparks import SPARKS, SPARKSConfig
     torch.manual_seed(seed)
     parts = set(variant.split("+"))
-    cfg = SPARKSConfig(n_neurons=n_neurons, n_outputs=n_outputs, n_layers=1 if parts & {"layers post", "layers pre"} else 0)
+    over = {k: json.loads(v) for k, v in (p[4:].split("=") for p in parts if p.startswith("cfg:"))}
+    cfg = SPARKSConfig(n_neurons=n_neurons, n_outputs=n_outputs, n_layers=1 if parts & {"layers post", "layers pre"} else 0,
+                       **over)
     if "beta/8" in parts:
         cfg.beta = cfg.beta / cfg.latent_dim
     model = SPARKS(cfg)
