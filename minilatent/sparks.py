@@ -30,6 +30,25 @@ The rest is a variational encoder-decoder:
 with the KL summed over latent dimensions (the per-step ELBO's KL), and the target either the spikes
 themselves (unsupervised: Bernoulli or Poisson) or any per-bin quantity to decode (supervised, MSE).
 
+Differences from sparks-ai 0.2.1 (the same equations otherwise; each is stated again where the code is).
+benchmarks/sparks_ablation.py trains each one back to sparks-ai's choice on the benchmark's rotation data (100
+neurons, 80 training trials, 10 epochs, median test R^2 of 3 seeds; the README's table has the figures):
+  - the trace increment per spike is w (sparks-ai: w dt; its w_start 1 with dt 1 ms is our 0.001);
+  - log w starts at N(log w_start, (1/N)^2), a spread of 1/N (sparks-ai: sqrt(1/N), 0.1 instead of 0.01 at N=100):
+    the pairs start more alike; measured within the seed-to-seed spread of R^2;
+  - V starts as randn/sqrt(N) with a zero bias (sparks-ai: nn.Linear's uniform +-1/sqrt(N), bias too): sqrt(3)x
+    larger values at the start; within the seed spread;
+  - after the attention: no output projection with one head (it would be a second linear map straight after V),
+    and a Linear-ReLU-Linear feed-forward (sparks-ai: Linear(D, D) always, then RMSNorm-Linear-GLU-Linear-GLU
+    without biases): R^2 within the seed spread, its GLU block costs ~1.8x the CPU time per epoch;
+  - conventional self-attention layers (n_layers > 0, off by default) are PyTorch's post-norm
+    nn.TransformerEncoderLayer (sparks-ai: LayerNorm first, attention and GLU feed-forward with residuals);
+  - the KL is summed over latent dimensions, the ELBO's KL (sparks-ai averages it: the same beta is latent_dim
+    times weaker there; to match it, divide beta by latent_dim); the loss is averaged over bins (sparks-ai sums it,
+    which with Adam only matters through its clipping) and no gradient clipping (sparks-ai clips every value at
+    0.5); evaluation uses the posterior mean (sparks-ai samples);
+  - the default decoder's hidden layer has dec_hidden = 64 units (sparks-ai: mean(tau_p * latent_dim, outputs)).
+
 How it is computed: the model below is written with plain tensor ops (one bin of the recurrence is _step); the
 speed-ups (a scan over all bins with a hand-written, chunked backward, recomputation of the feed-forward layers, and
 an optional compiled kernel) sit in the APPENDIX at the end of the file behind one entry point, hebbian_scan.
@@ -181,12 +200,13 @@ class HebbianAttention(nn.Module):
             raise RuntimeError(f"SPARKSConfig(native=True): the compiled Hebbian kernel is not available "
                                f"({_NATIVE['error']}); use native=None or False for the pure-torch path")
         if cfg.data_type == "ephys":
-            sd = 1.0 / N
+            sd = 1.0 / N          # log-w spread 1/N (sparks-ai: sqrt(1/N)); see the module docstring
             self.log_wpre = nn.Parameter(math.log(cfg.w_start) + sd * torch.randn(H, N, N))
             self.log_wpost = nn.Parameter(math.log(cfg.w_start * cfg.alpha) + sd * torch.randn(H, N, N))
             self.log_taupre = nn.Parameter(torch.full((H, N, N), math.log(cfg.tau_s)))
             self.log_taupost = nn.Parameter(torch.full((H, N, N), math.log(cfg.tau_s)))
-        self.value = nn.Parameter(torch.randn(H, Dh, N) / math.sqrt(N))   # V per head: (Dh, N)
+        # V per head (Dh, N) ~ randn/sqrt(N) and a zero bias (sparks-ai: nn.Linear's uniform init of both)
+        self.value = nn.Parameter(torch.randn(H, Dh, N) / math.sqrt(N))
         self.value_bias = nn.Parameter(torch.zeros(H, Dh))
 
     def coefficients(self):
@@ -222,6 +242,7 @@ class HebbianBlock(nn.Module):
         self.attn = HebbianAttention(n_neurons, cfg)
         # mixes the heads; with one head it would be a second linear map right after V, so there is none
         self.proj = nn.Linear(D, D) if cfg.n_heads > 1 else nn.Identity()
+        # Linear-ReLU-Linear (sparks-ai: RMSNorm, then Linear-GLU twice, no biases; see the module docstring)
         self.ff = nn.Sequential(nn.Linear(D, cfg.ff_mult * D), nn.ReLU(), nn.Linear(cfg.ff_mult * D, D))
 
     def mix(self, h):                             # (..., N, D) -> (..., N, D): what follows the attention
@@ -270,6 +291,7 @@ class SPARKS(nn.Module):
         self.cfg = cfg
         self.blocks = nn.ModuleList([HebbianBlock(n, cfg) for n in cfg.n_neurons])      # one per session
         self.to_latent = nn.ModuleList([nn.Linear(n * cfg.embed_dim, 2 * cfg.latent_dim) for n in cfg.n_neurons])
+        # post-norm PyTorch layers (sparks-ai's conventional blocks normalise first and use a GLU feed-forward)
         self.layers = nn.ModuleList([nn.TransformerEncoderLayer(cfg.embed_dim, cfg.n_heads, cfg.ff_mult * cfg.embed_dim,
                                                                 dropout=0.0, batch_first=True)
                                      for _ in range(cfg.n_layers)])                      # shared
@@ -453,7 +475,8 @@ class SPARKS(nn.Module):
             el = torch.exp(pred) - win * pred + torch.lgamma(win + 1)
         recon = (el.mean(-1) * valid).sum() / (valid.sum() * B)   # mean over trials, bins and outputs
         mu, logvar = out["mu"], out["logvar"]
-        kl = 0.5 * (mu ** 2 + torch.exp(logvar) - 1.0 - logvar).sum(-1).mean()   # per bin: summed over dims
+        # per bin: summed over latent dims (the ELBO's KL; sparks-ai averages over them, so its beta is L x weaker)
+        kl = 0.5 * (mu ** 2 + torch.exp(logvar) - 1.0 - logvar).sum(-1).mean()
         return {"loss": recon + self.cfg.beta * kl, "recon": recon, "kl": kl}
 
     def _unpack(self, batch, session):
