@@ -373,3 +373,36 @@ def test_compiled_kernel_index_widths(n_pre):
     h_ref = ref.recurrent_input(ref.init_state(r0=r0, M0=torch.ones(2)))
     assert fast.blocks[(0, 1)]["idx"].max() > 2 ** 15
     torch.testing.assert_close(h_fast, h_ref, rtol=1e-5, atol=1e-4)
+
+
+def test_stp_step_is_exact_for_u_and_first_order_for_x_during_a_transient():
+    # a constant presynaptic rate from t = 0 (threshold-linear, tau = 0, a constant drive), u and x from rest
+    U, tf, td, r = 0.2, 0.5, 0.3, 20.0
+
+    def run(dt):
+        cfg = CircuitConfig(names=("E",), sizes=(3,), tau=(0.0,), tau_syn=(0.0,), threshold=(0.0,), J=((0.0,),),
+                            J0=(r,), M0=1.0, conn="none", K=1.0, balanced=False, dt=dt,
+                            stp={("E", "E"): STPConfig(U=U, tau_f=tf, tau_d=td)})
+        out = Circuit(cfg, native=False).simulate(0.2, r0=torch.full((3,), r), record=("rates", "stp"))
+        assert torch.all(out["rates"] == r)
+        return out["u0"][0, -1, 0].item(), out["x0"][0, -1, 0].item()
+
+    def rk4(n=20000, T=0.2):  # the (u, x) equations of the docstring, finely integrated
+        h, u, x = T / n, U, 1.0
+        f = lambda u, x: np.array([(U - u) / tf + U * (1 - u) * r, (1 - x) / td - u * x * r])
+        y = np.array([u, x])
+        for _ in range(n):
+            k1 = f(*y); k2 = f(*(y + h / 2 * k1)); k3 = f(*(y + h / 2 * k2)); k4 = f(*(y + h * k3))
+            y = y + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+        return y
+    ku = 1 / tf + U * r
+    u_star = (U / tf + U * r) / ku
+    u_exact = u_star + (U - u_star) * math.exp(-0.2 * ku)
+    x_ref = rk4()[1]
+    errs = []
+    for dt in (4e-3, 2e-3, 1e-3):
+        u, x = run(dt)
+        assert abs(u - u_exact) < 1e-8           # u: exact for a constant rate (float32 U: ~3e-9)
+        errs.append(abs(x - x_ref))
+    assert 1.8 < errs[0] / errs[1] < 2.2 and 1.8 < errs[1] / errs[2] < 2.2, errs   # x: first order in dt
+    assert errs[2] < 1e-3, errs
