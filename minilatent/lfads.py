@@ -311,8 +311,8 @@ def check_counts(x, name: str, n_channels: Optional[int] = None, spikes: bool = 
 
 def _init_gru(gru, gate_bias=1.0):
     """ LFADS-style init: weights ~ N(0, 1/fan_in), reset and update gate biases gate_bias, the candidate's bias 0,
-    hidden-hidden bias frozen at 0. One difference from lfads-torch: it scales both weight matrices of its *encoder*
-    GRUs by 1/(input + hidden size) (its generator and controller by their own fan-in, as here), so our encoders
+    hidden-hidden bias frozen at 0. One difference from lfads-torch: it draws both weight matrices of its *encoder*
+    GRUs with variance 1/(input + hidden size) (its generator and controller with 1/fan_in, as here), so our encoders
     start with somewhat larger weights (1/sqrt(fan_in) each); the effect of this on training is not measured. """
     for name, p in gru.named_parameters():
         if name.startswith("weight_"):                            # weight_ih and weight_hh alike
