@@ -23,7 +23,6 @@ Benchmark (bits per spike) and the LFADS papers (rate R^2, latent R^2 via an aff
 
 import math
 import os
-from typing import Optional
 
 import numpy as np
 import torch
@@ -381,22 +380,6 @@ def lfads_tensors(data, split, device="cpu"):
     if f"{split}_ext_input" in data:
         t.append(torch.as_tensor(np.asarray(data[f"{split}_ext_input"], dtype=np.float32), device=device))
     return tuple(t)
-
-
-class TrialDataset(torch.utils.data.Dataset):
-    """ a torch Dataset over trials of one or more aligned (trials, ...) arrays, for DataLoader users """
-
-    def __init__(self, *arrays):
-        self.tensors = [torch.as_tensor(np.asarray(a, dtype=np.float32)) for a in arrays]
-        n = {t.shape[0] for t in self.tensors}
-        if len(n) != 1:
-            raise ValueError(f"all arrays must have the same number of trials, got {[t.shape[0] for t in self.tensors]}")
-
-    def __len__(self):
-        return self.tensors[0].shape[0]
-
-    def __getitem__(self, i):
-        return tuple(t[i] for t in self.tensors) if len(self.tensors) > 1 else self.tensors[0][i]
 
 
 # -----------------------------------------------------------------------------

@@ -75,7 +75,7 @@ the top principal components of the sessions' condition averages side by side, r
 """
 
 import math
-from dataclasses import dataclass, asdict, fields
+from dataclasses import dataclass, fields
 from typing import Optional
 
 import numpy as np
@@ -344,18 +344,19 @@ def _check_steps(n_steps):
     return int(n_steps)
 
 
-def _init_gru(gru, clip_gate_bias=1.0):
-    """ LFADS-style init: weights ~ N(0, 1/fan_in), gate biases 1, hidden-hidden bias frozen at 0. """
+def _init_gru(gru, gate_bias=1.0):
+    """ LFADS-style init: weights ~ N(0, 1/fan_in), reset and update gate biases gate_bias, the candidate's bias 0,
+    hidden-hidden bias frozen at 0. One difference from lfads-torch: it draws both weight matrices of its *encoder*
+    GRUs with variance 1/(input + hidden size) (its generator and controller with 1/fan_in, as here), so our encoders
+    start with somewhat larger weights (1/sqrt(fan_in) each); the effect of this on training is not measured. """
     for name, p in gru.named_parameters():
-        if name.startswith("weight_ih"):
-            nn.init.normal_(p, std=1.0 / math.sqrt(p.shape[1]))
-        elif name.startswith("weight_hh"):
+        if name.startswith("weight_"):                            # weight_ih and weight_hh alike
             nn.init.normal_(p, std=1.0 / math.sqrt(p.shape[1]))
         elif name.startswith("bias_ih"):
             H = p.shape[0] // 3
             with torch.no_grad():
                 p.zero_()
-                p[: 2 * H] = clip_gate_bias  # reset and update gates start at 1 (slow, remembering units)
+                p[: 2 * H] = gate_bias  # reset and update gates start at 1 (slow, remembering units)
         elif name.startswith("bias_hh"):
             nn.init.zeros_(p)
             p.requires_grad_(False)
