@@ -35,7 +35,8 @@ Loss (an ELBO with weights that ramp up during training, as in lfads-torch):
     loss = recon + w_l2(epoch) * L2 + w_kl(epoch) * (kl_ic_scale * KL_ic + kl_co_scale * KL_co)
     recon = mean over (B, T, N) of the Poisson NLL  r - x log r + log x!
     KL_ic = analytic KL( N(mu, s^2) || N(mu_prior, ic_prior_var) ), summed over dims, mean over trials
-    KL_co = log q(u) - log p(u) on the sampled u, summed over time and dims, mean over trials
+    KL_co = log q(u) - log p(u) on the sampled u, summed over time and dims, mean over trials (training);
+            in eval mode (validation, at the posterior mean) its closed form for a factorised q (kl_co_analytic)
     L2    = sum_cells scale * 0.5 * ||W_hh||^2 / (total recurrent weights)
 
 Coordinated dropout (cd_rate): each training step hides a random subset of the input entries (the
@@ -60,6 +61,26 @@ first step: h_t = (1 - z) n + z h_{t-1} is a convex combination of h_{t-1} and n
 With a controller the generator cannot run as one fused call (u_t depends on f_{t-1}), so it runs as a Python
 loop of torch.gru_cell steps. Everything that does not depend on the loop state is computed for all steps
 before the loop: the controller's input-side matmul of ci_t, the generator's of ext_t, the sampling noise.
+
+Where we differ from lfads-torch, besides the GRU cell above (an equation-by-equation comparison; each choice
+is kept because it trains at least as well on our datasets, or because it keeps the code short):
+  - initialisation: ic_post, ic_to_g0 and co_post keep PyTorch's default Linear init (weights and biases
+    U(-1/sqrt(fan_in), 1/sqrt(fan_in)), i.e. weight variance 1/(3 fan_in)); lfads-torch draws N(0, 1/fan_in)
+    weights with zero biases. The factor and read-out layers do follow lfads-torch.
+  - encoder GRUs: input and recurrent weights ~ N(0, 1/fan_in) of their own matrix (1/N and 1/H); lfads-torch's
+    encoder cells use N(0, 1/(N + H)) for both.
+  - external inputs go to the generator without dropout (lfads-torch applies its dropout to ext_input).
+  - g0 = ic_to_g0(ic) is clamped to +-cell_clip before the first step (lfads-torch clamps each state after the
+    step, not g0); with the convex GRU update this bounds every later state as well (see above).
+  - KL/L2 ramps rise linearly with the fractional epoch, i.e. every optimiser step; lfads-torch's ramp is
+    (epoch + 1 - start) / (increase + 1) per whole epoch (a staircase that starts above 0).
+  - L2 covers only the generator's (and controller's) recurrent kernels; lfads-torch can also penalise the
+    encoders' (l2_ic_enc_scale, l2_ci_enc_scale).
+  - the best weights (restore_best in the trainer) are chosen on the total validation loss, evaluated at the
+    posterior mean with the EMA weights; lfads-torch keeps the checkpoint with the lowest smoothed
+    validation reconstruction (valid/recon_smth) and has no EMA.
+  - validation KL of the inferred inputs: analytic at the posterior mean (kl_co_analytic); lfads-torch's is
+    Monte-Carlo on a sample.
 
 Other likelihoods (recon=...; the read-out gives n_params numbers per channel, laid out as lfads-torch does):
     'poisson'   log-rate                        spike counts
@@ -592,6 +613,24 @@ class LFADS(nn.Module):
         log_q = -0.5 * (math.log(2 * math.pi) + 2 * torch.log(co_stds) + ((u - co_means) / co_stds) ** 2)
         return (log_q.sum((1, 2)) - self.ar1_log_prior(u)).mean()
 
+    def kl_co_analytic(self, co_means, co_stds):
+        """ KL(q || AR(1) prior) of the inferred inputs in closed form, for q = prod_t N(m_t, s_t^2) (the
+        posterior along the posterior-mean path, where the means do not depend on sampled inputs):
+          E_q log q = -1/2 sum_t [log 2 pi + 2 log s_t + 1]
+          E_q log p = -1/2 [log 2 pi + log v0 + (m_1^2 + s_1^2) / v0]
+                      - 1/2 sum_{t>1} [log 2 pi + log nvar + ((m_t - a m_{t-1})^2 + s_t^2 + a^2 s_{t-1}^2) / nvar]
+        summed over time and dims, mean over trials. Validation (eval mode, no sampling) uses this. """
+        tau = torch.exp(self.co_prior_log_tau)
+        nvar = torch.exp(self.co_prior_log_nvar)
+        a = torch.exp(-1.0 / tau)                                # (co,)
+        var0 = nvar / (1 - a ** 2)
+        m, v = co_means, co_stds ** 2                            # (B, T, co)
+        e_log_q = -0.5 * (math.log(2 * math.pi) + torch.log(v) + 1.0).sum((1, 2))
+        lp0 = -0.5 * (math.log(2 * math.pi) + torch.log(var0) + (m[:, 0] ** 2 + v[:, 0]) / var0).sum(-1)
+        sq = (m[:, 1:] - a * m[:, :-1]) ** 2 + v[:, 1:] + a ** 2 * v[:, :-1]
+        lpt = -0.5 * (math.log(2 * math.pi) + torch.log(nvar) + sq / nvar).sum((1, 2))
+        return (e_log_q - lp0 - lpt).mean()
+
     def l2(self):
         """ 0.5 ||W_hh||^2 of the generator (and controller), scaled, per recurrent weight """
         terms = [(self.gen.weight_hh_l0, self.cfg.l2_gen_scale)]
@@ -652,7 +691,10 @@ class LFADS(nn.Module):
         kl = cfg.kl_ic_scale * kl_ic
         losses = {"recon": recon_loss, "kl_ic": kl_ic}
         if cfg.co_dim:
-            kl_co = self.kl_co(out["co_means"], out["co_stds"], out["gen_inputs"])
+            if self.training:   # Monte-Carlo on the sampled inputs, as lfads-torch
+                kl_co = self.kl_co(out["co_means"], out["co_stds"], out["gen_inputs"])
+            else:               # eval mode runs at the posterior mean: there the MC form is no estimate
+                kl_co = self.kl_co_analytic(out["co_means"], out["co_stds"])
             kl = kl + cfg.kl_co_scale * kl_co
             losses["kl_co"] = kl_co
         l2 = self.l2()
