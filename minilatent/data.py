@@ -382,8 +382,10 @@ def poisson_nll(rates, spikes):
 
 
 def bits_per_spike(rates, spikes):
-    """ Neural Latents Benchmark co-bps: (NLL_null - NLL_model) / (total spikes * ln 2), where the null
-    model predicts each neuron's mean count (over trials and time) at every bin. """
+    """ Bits per spike, the Neural Latents Benchmark's definition: (NLL_null - NLL_model) / (total spikes * ln 2),
+    where the null model predicts each neuron's mean count (over trials and time) at every bin. On neurons the
+    model reconstructs from their own spikes this is an in-sample figure; only on held-out neurons is it NLB's
+    co-bps (see co_bps). """
     x = np.asarray(spikes, np.float64)
     n = x.reshape(-1, x.shape[-1])
     null = np.broadcast_to(n.mean(0), x.shape)
@@ -690,3 +692,83 @@ def noise_leak(inferred_rates, spikes, true_rates):
         raise ValueError(f"noise_leak: shapes differ: {r_hat.shape}, {x.shape}, {r.shape}")
     noise = x - r
     return float(((r_hat - r) * noise).sum() / max((noise ** 2).sum(), 1e-12))
+
+
+# -----------------------------------------------------------------------------
+# held-out neurons and forward prediction, the Neural Latents Benchmark way (Pei et al. 2021)
+#
+# lfads-torch's layout: encod_data (trials, T, N_in) holds the held-in neurons the encoders see; recon_data
+# (trials, T + T_fp, N_in + N_out) holds the same neurons first, then the held-out ones, over the same bins
+# followed by T_fp forward-prediction bins. The model reconstructs all of recon_data. NLB scores:
+#   co-bps  bits/spike of the held-out neurons over the T observed bins (their spikes never reach the model)
+#   fp-bps  bits/spike of all neurons over the T_fp forward bins (the future of the trial)
+#   bps     bits/spike of the held-in neurons over the T observed bins (in-sample: the model saw these spikes)
+# each with the NLB null: every neuron's mean count over the evaluated trials and bins.
+
+
+def regional_bits_per_spike(rates, recon_data, n_heldin, n_bins):
+    """ NLB's three figures from rates and counts over recon_data's layout (see above):
+    rates, recon_data (trials, T + T_fp, N_in + N_out) in counts per bin; n_heldin = N_in; n_bins = T.
+    Returns {'bps', 'co_bps', 'fp_bps'}; a region with no neurons or bins gives NaN, and so does one without a
+    single spike. """
+    r, x = np.asarray(rates, np.float64), np.asarray(recon_data, np.float64)
+    if r.shape != x.shape or r.ndim != 3:
+        raise ValueError(f"regional_bits_per_spike: rates {r.shape} and recon_data {x.shape} must be the same "
+                         "(trials, bins, neurons) shape")
+    if not (0 < n_heldin <= x.shape[2] and 0 < n_bins <= x.shape[1]):
+        raise ValueError(f"regional_bits_per_spike: need 0 < n_heldin <= {x.shape[2]} and 0 < n_bins <= {x.shape[1]}, "
+                         f"got n_heldin={n_heldin}, n_bins={n_bins}")
+
+    def bps(sl_t, sl_n):
+        xs = x[:, sl_t, sl_n]
+        if xs.size == 0 or xs.sum() == 0:
+            return float("nan")
+        return float(bits_per_spike(r[:, sl_t, sl_n], xs))
+    return {"bps": bps(slice(0, n_bins), slice(0, n_heldin)),
+            "co_bps": bps(slice(0, n_bins), slice(n_heldin, None)),
+            "fp_bps": bps(slice(n_bins, None), slice(None))}
+
+
+def co_bps(rates, recon_data, n_heldin, n_bins=None):
+    """ NLB co-bps: bits/spike of the held-out neurons (recon_data's channels from n_heldin on) over the first
+    n_bins bins (default: all). rates and recon_data (trials, bins, neurons), counts per bin. """
+    n_bins = np.shape(recon_data)[1] if n_bins is None else n_bins
+    if np.shape(recon_data)[2] <= n_heldin:
+        raise ValueError(f"co_bps: recon_data has {np.shape(recon_data)[2]} neurons, none held out after n_heldin={n_heldin}")
+    return regional_bits_per_spike(rates, recon_data, n_heldin, n_bins)["co_bps"]
+
+
+def fp_bps(rates, recon_data, n_bins):
+    """ NLB fp-bps: bits/spike of all neurons over the forward-prediction bins (from bin n_bins on) """
+    if np.shape(recon_data)[1] <= n_bins:
+        raise ValueError(f"fp_bps: recon_data has {np.shape(recon_data)[1]} bins, no forward bins after n_bins={n_bins}")
+    return regional_bits_per_spike(rates, recon_data, np.shape(recon_data)[2], n_bins)["fp_bps"]
+
+
+def split_heldout(data, n_heldout, seed=0):
+    """ Hold out n_heldout neurons, NLB style: a seeded random choice of neurons disappears from encod_data
+    (the model never sees their spikes) and moves to the end of recon_data (held-in neurons first, then
+    held-out, as lfads-torch expects); `{split}_truth` is reordered the same way. The chosen indices (into
+    the original neuron order) are stored as 'heldin_idx' and 'heldout_idx'. Returns a new dict.
+    The data must not already hold held-out neurons (recon_data as wide as encod_data). """
+    if isinstance(n_heldout, bool) or not isinstance(n_heldout, (int, np.integer)):
+        raise TypeError(f"split_heldout: n_heldout must be a whole number, got {n_heldout!r}")
+    N = np.shape(data["train_encod_data"])[2]
+    for split in ("train", "valid"):
+        if np.shape(data[f"{split}_recon_data"])[2] != N:
+            raise ValueError(f"split_heldout: {split}_recon_data already has {np.shape(data[f'{split}_recon_data'])[2]} "
+                             f"neurons for {N} held-in ones; the data hold held-out neurons already")
+    if not 0 < n_heldout < N:
+        raise ValueError(f"split_heldout: n_heldout must be between 1 and {N - 1} (the data have {N} neurons), got {n_heldout}")
+    rng = np.random.default_rng(seed)
+    heldout = np.sort(rng.choice(N, size=int(n_heldout), replace=False))
+    heldin = np.setdiff1d(np.arange(N), heldout)
+    order = np.concatenate([heldin, heldout])
+    out = dict(data)
+    for split in ("train", "valid"):
+        out[f"{split}_encod_data"] = np.asarray(data[f"{split}_encod_data"])[..., heldin]
+        out[f"{split}_recon_data"] = np.asarray(data[f"{split}_recon_data"])[..., order]
+        if f"{split}_truth" in data and np.shape(data[f"{split}_truth"])[2] == N:
+            out[f"{split}_truth"] = np.asarray(data[f"{split}_truth"])[..., order]
+    out["heldin_idx"], out["heldout_idx"] = heldin.astype(np.int64), heldout.astype(np.int64)
+    return out
