@@ -772,3 +772,181 @@ def split_heldout(data, n_heldout, seed=0):
             out[f"{split}_truth"] = np.asarray(data[f"{split}_truth"])[..., order]
     out["heldin_idx"], out["heldout_idx"] = heldin.astype(np.int64), heldout.astype(np.int64)
     return out
+
+
+# -----------------------------------------------------------------------------
+# real recordings: NWB files (Neurodata Without Borders), in the layout of the Neural Latents Benchmark's
+# datasets: a units table with each unit's `spike_times` (s) and `obs_intervals`, and a trials table with
+# `start_time`, `stop_time` and event columns (e.g. `move_onset_time`), optionally a `split` column
+# ('train' / 'val' / 'test') and, in the units table, a boolean `heldout` column.
+
+NWB_EXTRA = "reading NWB files needs pynwb: pip install 'minilatent[nwb]' (or pip install pynwb)"
+
+
+def _nwb_column(table, name):
+    return np.asarray(table[name].data[:]) if hasattr(table[name], "data") else np.asarray(table[name][:])
+
+
+def bin_spike_times(spike_times, starts, n_bins, bin_s):
+    """ Count spikes in n_bins bins of bin_s seconds from each start: (units' spike-time arrays, (trials,)) ->
+    (trials, n_bins, units) float32 counts. Bins are half-open [edge, edge + bin_s): a spike on an edge counts
+    in the bin that starts there (edges are matched to 1e-6 of a bin, so a spike written as start + k * bin_s
+    lands in bin k despite rounding), and a spike at the end of the last bin is not counted. """
+    starts = np.asarray(starts, np.float64)
+    out = np.zeros((len(starts), n_bins, len(spike_times)), np.float32)
+    order = np.argsort(starts)
+    for u, st in enumerate(spike_times):
+        st = np.sort(np.asarray(st, np.float64))
+        for i in order:
+            lo = np.searchsorted(st, starts[i] - 1e-6 * bin_s, side="left")
+            hi = np.searchsorted(st, starts[i] + n_bins * bin_s + 1e-6 * bin_s, side="left")
+            k = np.floor((st[lo:hi] - starts[i]) / bin_s + 1e-6).astype(np.int64)
+            k = k[(k >= 0) & (k < n_bins)]
+            np.add.at(out[i, :, u], k, 1.0)
+    return out
+
+
+def load_nwb(path, bin_ms=10.0, align=None, window=None, split_column=None, valid_fraction=0.2, seed=0,
+             heldout=None, condition_column=None):
+    """ Read spike times and trials from an NWB file and return the dict load_h5 returns (trials x bins x
+    units counts per split, float32), so that LFADS trains on it as on any dataset.
+
+    bin_ms          bin width in milliseconds
+    align           trials-table column with the time (s) each trial is aligned to; None: `start_time`
+    window          (start_ms, end_ms) around the align time; None: from each trial's start to its stop,
+                    cut to the shortest trial (with align=None). It must lie inside every trial; a last
+                    partial bin is dropped.
+    split_column    trials-table column naming each trial's split: 'train' -> train, 'val'/'valid' ->
+                    valid, anything else (e.g. NLB's 'test', which has no held-out data) is left out.
+                    None: a seeded random valid_fraction of the trials is valid.
+    heldout         None: every unit is held in. 'column': the units table's boolean `heldout` column picks
+                    the held-out units (NLB files); an int K: a seeded random choice of K units
+                    (split_heldout). Held-out units are left out of encod_data and put last in recon_data.
+    condition_column trials-table column whose values label conditions -> `{split}_cond_idx` (ints in the
+                    order of the sorted unique values, which are stored as 'cond_values')
+    Also returned: dt (s), conversion_factor 1, `{split}_trial_idx` (rows of the trials table),
+    `{split}_align_time` (s), unit_ids, and the binning settings (bin_ms, window_ms).
+    Units whose obs_intervals do not cover a trial's window make that trial unusable: such trials are left
+    out and counted in 'n_unobserved_trials'. Raises ValueError (one line) for a file without units or trials,
+    an unknown column or a window outside a trial, and ImportError naming the [nwb] extra without pynwb. """
+    try:
+        import pynwb
+    except ImportError:
+        raise ImportError(NWB_EXTRA) from None
+    import warnings
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no such NWB file: {path}")
+    if not (np.isfinite(bin_ms) and bin_ms > 0):
+        raise ValueError(f"load_nwb: bin_ms must be a positive number of milliseconds, got {bin_ms}")
+    if not 0 < valid_fraction < 1:
+        raise ValueError(f"load_nwb: valid_fraction must be in (0, 1), got {valid_fraction}")
+    bin_s = bin_ms / 1000.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            io = pynwb.NWBHDF5IO(path, "r", load_namespaces=True)
+            nwb = io.read()
+        except Exception as e:  # pynwb raises many kinds; the user needs one line
+            raise ValueError(f"{path}: not a readable NWB file ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+        try:
+            units, trials = nwb.units, nwb.trials
+            if units is None or len(units) == 0:
+                raise ValueError(f"{path}: the NWB file has no units table (spike times of sorted units)")
+            if trials is None or len(trials) == 0:
+                raise ValueError(f"{path}: the NWB file has no trials table")
+            if "spike_times" not in units.colnames:
+                raise ValueError(f"{path}: the units table has no spike_times column; columns: {list(units.colnames)}")
+            n_units = len(units)
+            spikes = [np.asarray(units["spike_times"][u], np.float64) for u in range(n_units)]
+            obs = ([np.asarray(units["obs_intervals"][u], np.float64).reshape(-1, 2) for u in range(n_units)]
+                   if "obs_intervals" in units.colnames else None)
+            unit_ids = np.asarray(units.id[:])
+            held_col = _nwb_column(units, "heldout").astype(bool) if "heldout" in units.colnames else None
+            tcols = ("start_time", "stop_time") + tuple(trials.colnames)
+            t_start, t_stop = _nwb_column(trials, "start_time"), _nwb_column(trials, "stop_time")
+            for name, what in ((align, "align"), (split_column, "split_column"), (condition_column, "condition_column")):
+                if name is not None and name not in tcols:
+                    raise ValueError(f"{path}: {what} column {name!r} is not in the trials table; columns: {list(tcols)}")
+            align_t = t_start if align is None else _nwb_column(trials, align).astype(np.float64)
+            split_vals = None if split_column is None else _nwb_column(trials, split_column)
+            cond_vals = None if condition_column is None else _nwb_column(trials, condition_column)
+        finally:
+            io.close()
+    split_vals = None if split_vals is None else np.array([v.decode() if isinstance(v, bytes) else str(v) for v in split_vals])
+    n_trials = len(t_start)
+    # --- the window of every trial
+    if window is None:
+        if align is not None:
+            raise ValueError("load_nwb: with align=..., give window=(start_ms, end_ms) around the align time")
+        w0, w1 = 0.0, float(np.min(t_stop - t_start)) * 1000.0
+    else:
+        if len(window) != 2 or not all(np.isfinite(window)) or not window[1] > window[0]:
+            raise ValueError(f"load_nwb: window must be (start_ms, end_ms) with end > start, got {window}")
+        w0, w1 = float(window[0]), float(window[1])
+    n_bins = int(math.floor((w1 - w0) / bin_ms + 1e-9))
+    if n_bins < 1:
+        raise ValueError(f"load_nwb: the window ({w0:g}, {w1:g}) ms is shorter than one {bin_ms:g} ms bin")
+    starts = align_t + w0 / 1000.0
+    ends = starts + n_bins * bin_s
+    bad = np.flatnonzero(~np.isfinite(starts))
+    if len(bad):
+        raise ValueError(f"{path}: trial {bad[0]} has no {align or 'start_time'} time (NaN)")
+    tol = 1e-6 * bin_s
+    outside = np.flatnonzero((starts < t_start - tol) | (ends > t_stop + tol))
+    if len(outside):
+        i = outside[0]
+        raise ValueError(f"{path}: the window ({w0:g}, {w1:g}) ms around {align or 'start_time'} falls outside trial {i} "
+                         f"({t_start[i]:.3f}-{t_stop[i]:.3f} s) and {len(outside) - 1} more")
+    usable = np.ones(n_trials, bool)
+    if obs is not None:
+        for iv in obs:
+            if len(iv):
+                covered = ((iv[None, :, 0] <= starts[:, None] + tol) & (iv[None, :, 1] >= ends[:, None] - tol)).any(1)
+                usable &= covered
+    # --- train / valid
+    if split_vals is not None:
+        is_train, is_valid = split_vals == "train", np.isin(split_vals, ("val", "valid"))
+    else:
+        perm = np.random.default_rng(seed).permutation(n_trials)
+        is_valid = np.zeros(n_trials, bool)
+        is_valid[perm[: max(1, int(round(valid_fraction * n_trials)))]] = True
+        is_train = ~is_valid
+    is_train, is_valid = is_train & usable, is_valid & usable
+    for name, m in (("train", is_train), ("valid", is_valid)):
+        if not m.any():
+            raise ValueError(f"{path}: no usable {name} trials" + (f" (split column {split_column!r})" if split_vals is not None else ""))
+    counts = bin_spike_times(spikes, starts, n_bins, bin_s)          # (trials, T, units)
+    data = {}
+    for name, m in (("train", is_train), ("valid", is_valid)):
+        idx = np.flatnonzero(m)
+        data[f"{name}_encod_data"] = counts[idx]
+        data[f"{name}_recon_data"] = counts[idx]
+        data[f"{name}_trial_idx"] = idx.astype(np.int64)
+        data[f"{name}_align_time"] = align_t[idx]
+    if cond_vals is not None:
+        values, inverse = np.unique(np.asarray(cond_vals), return_inverse=True)
+        for name, m in (("train", is_train), ("valid", is_valid)):
+            data[f"{name}_cond_idx"] = inverse[m].astype(np.int64)
+        data["cond_values"] = values
+    data.update(dt=np.float64(bin_s), conversion_factor=np.float64(1.0), unit_ids=unit_ids,
+                bin_ms=np.float64(bin_ms), window_ms=np.array([w0, w0 + n_bins * bin_ms]),
+                n_unobserved_trials=np.int64((~usable).sum()))
+    if heldout is not None:
+        if isinstance(heldout, str):
+            if heldout != "column":
+                raise ValueError(f"load_nwb: heldout must be None, 'column' or a number of units, got {heldout!r}")
+            if held_col is None:
+                raise ValueError(f"{path}: heldout='column' but the units table has no 'heldout' column")
+            if held_col.all() or not held_col.any():
+                raise ValueError(f"{path}: the units table's heldout column must mark some but not all units")
+            hi, ho = np.flatnonzero(~held_col), np.flatnonzero(held_col)
+            order = np.concatenate([hi, ho])
+            for name in ("train", "valid"):
+                data[f"{name}_encod_data"] = data[f"{name}_encod_data"][..., hi]
+                data[f"{name}_recon_data"] = data[f"{name}_recon_data"][..., order]
+            data["heldin_idx"], data["heldout_idx"] = hi.astype(np.int64), ho.astype(np.int64)
+        else:
+            data = split_heldout(data, heldout, seed=seed)
+    validate(data)
+    return data
