@@ -950,3 +950,118 @@ def load_nwb(path, bin_ms=10.0, align=None, window=None, split_column=None, vali
             data = split_heldout(data, heldout, seed=seed)
     validate(data)
     return data
+
+
+# -----------------------------------------------------------------------------
+# a suite of datasets that spans what labs record (issue 11): Lorenz and chaotic-RNN dynamics at mean rates of
+# 1-20 Hz, 20-200 neurons, 200-2000 trials, 50-200 bins. benchmarks/lfads_datasets.py trains the command line's
+# defaults on every one of them. Each dataset has its true rates (Hz) and, for Lorenz, its true latents.
+
+
+def make_lorenz_rate(n_neurons=30, n_trials=1300, n_bins=100, mean_rate_hz=5.0, valid_fraction=0.2,
+                     trials_per_condition=10, gain=1.0, dt=0.01, integration_dt=0.006, seed=0):
+    """ make_lorenz's Lorenz-driven Poisson neurons at a chosen mean rate: log rate = W z + b with
+    W ~ gain * U(-1, 1) (3 x N; gain sets how deeply the rates are modulated) and one offset b set so that the true rates average mean_rate_hz over neurons, trials
+    and bins. n_trials are n_trials / trials_per_condition conditions (Lorenz initial states) of
+    trials_per_condition trials each; the last round(valid_fraction * trials_per_condition) trials of every
+    condition are validation trials. Keys as make_lorenz (truth in Hz, conversion_factor 1/dt, latents). """
+    if n_trials % trials_per_condition:
+        raise ValueError(f"make_lorenz_rate: n_trials={n_trials} is not a multiple of trials_per_condition={trials_per_condition}")
+    n_valid = int(round(valid_fraction * trials_per_condition))
+    if not 0 < n_valid < trials_per_condition:
+        raise ValueError(f"make_lorenz_rate: valid_fraction={valid_fraction} leaves no train or no valid trials")
+    if not mean_rate_hz > 0:
+        raise ValueError(f"make_lorenz_rate: mean_rate_hz must be > 0, got {mean_rate_hz}")
+    rng = np.random.default_rng(seed)
+    C = n_trials // trials_per_condition
+    z = lorenz_latents(rng, C, n_bins, integration_dt)               # (C, T, 3)
+    W = gain * rng.uniform(-1.0, 1.0, size=(3, n_neurons))
+    shape = np.exp(z @ W)                                            # (C, T, N), up to the offset
+    rates = shape * (mean_rate_hz * dt / shape.mean())               # counts per bin, mean = mean_rate_hz * dt
+    cond, train, valid = _split_by_condition(C, trials_per_condition, n_valid)
+    rates_tr = rates[cond]
+    counts = rng.poisson(rates_tr).astype(np.float32)
+    data = _assemble(counts, (rates_tr / dt).astype(np.float32), z[cond].astype(np.float32), None,
+                     cond, train, valid, dt)
+    data["readout_weights"] = W.astype(np.float32)
+    return data
+
+
+def make_chaotic_rnn_rate(n_neurons=50, n_trials=1000, n_bins=100, mean_rate_hz=5.0, valid_fraction=0.2,
+                          trials_per_condition=10, g=1.5, tau=0.025, dt=0.01, seed=0):
+    """ make_chaotic_rnn's autonomous chaotic network (no inputs) at a chosen mean rate: the [0, 1] rate
+    profiles are scaled so that the true rates average mean_rate_hz. Conditions and splits as
+    make_lorenz_rate. The network's state is its own latent (N-dimensional): no `latents` key. """
+    if n_trials % trials_per_condition:
+        raise ValueError(f"make_chaotic_rnn_rate: n_trials={n_trials} is not a multiple of trials_per_condition={trials_per_condition}")
+    n_valid = int(round(valid_fraction * trials_per_condition))
+    if not 0 < n_valid < trials_per_condition:
+        raise ValueError(f"make_chaotic_rnn_rate: valid_fraction={valid_fraction} leaves no train or no valid trials")
+    d = make_chaotic_rnn(n_conditions=n_trials // trials_per_condition, trials_per_condition=trials_per_condition,
+                         n_valid_per_condition=n_valid, n_neurons=n_neurons, n_bins=n_bins, g=g, tau=tau, dt=dt,
+                         max_rate=1.0, seed=seed)
+    # make_chaotic_rnn drew Poisson counts at max_rate 1 Hz; draw them again at the chosen rate
+    rng = np.random.default_rng([seed, 11])
+    scale = mean_rate_hz / np.mean(np.concatenate([d["train_truth"].ravel(), d["valid_truth"].ravel()]))
+    for split in ("train", "valid"):
+        truth = (d[f"{split}_truth"] * scale).astype(np.float32)      # Hz
+        d[f"{split}_truth"] = truth
+        counts = rng.poisson(truth.astype(np.float64) * dt).astype(np.float32)
+        d[f"{split}_encod_data"] = counts
+        d[f"{split}_recon_data"] = counts
+    return d
+
+
+def to_original_lfads(data):
+    """ the same dataset in the original (TensorFlow) LFADS file layout, as public files are often shared:
+    train_data / valid_data (counts), train_truth / valid_truth in Hz and *no* conversion_factor (the reader must
+    know the units), plus any latents and condition labels. """
+    out = {"train_data": data["train_encod_data"], "valid_data": data["valid_encod_data"],
+           "train_truth": data["train_truth"], "valid_truth": data["valid_truth"]}
+    for k in ("train_latents", "valid_latents", "train_cond_idx", "valid_cond_idx", "dt"):
+        if k in data:
+            out[k] = data[k]
+    return out
+
+
+# name -> (generator, keyword arguments). Spans rates 1-20 Hz, 20-200 neurons, 200-2000 trials, 50-200 bins.
+# 'lorenz_sparse' is built like the public dataset of issue 11: 60 neurons at ~1.8 Hz, 640 / 160 trials of
+# 100 bins, saved in the original LFADS layout with truth in Hz and no conversion_factor; gain 1.09 makes its true
+# rates score ~0.95 bits/spike, as the public file's do (0.958).
+SUITE = {
+    "lorenz_sparse": (make_lorenz_rate, dict(n_neurons=60, n_trials=800, n_bins=100, mean_rate_hz=1.8, gain=1.09,
+                                             trials_per_condition=10, seed=101)),
+    "lorenz_small": (make_lorenz_rate, dict(n_neurons=20, n_trials=200, n_bins=50, mean_rate_hz=10.0,
+                                            trials_per_condition=10, seed=102)),
+    "lorenz_dense": (make_lorenz_rate, dict(n_neurons=200, n_trials=400, n_bins=100, mean_rate_hz=20.0,
+                                            trials_per_condition=10, seed=103)),
+    "lorenz_long": (make_lorenz_rate, dict(n_neurons=40, n_trials=600, n_bins=200, mean_rate_hz=1.0,
+                                           trials_per_condition=10, seed=104)),
+    "rnn_sparse": (make_chaotic_rnn_rate, dict(n_neurons=50, n_trials=1000, n_bins=100, mean_rate_hz=2.0,
+                                               trials_per_condition=10, seed=105)),
+    "rnn_many": (make_chaotic_rnn_rate, dict(n_neurons=100, n_trials=2000, n_bins=50, mean_rate_hz=8.0,
+                                             trials_per_condition=10, seed=106)),
+}
+
+
+def make_suite(name):
+    """ one dataset of the suite (see SUITE) by name; 'lorenz_sparse' in the original LFADS layout """
+    if name not in SUITE:
+        raise KeyError(f"unknown suite dataset {name!r}; choose from {sorted(SUITE)}")
+    fn, kw = SUITE[name]
+    d = fn(**kw)
+    return to_original_lfads(d) if name == "lorenz_sparse" else d
+
+
+def affine_latent_r2(fit_factors, fit_latents, test_factors, test_latents):
+    """ R^2 per latent dimension of an affine map from factors to true latents fit by least squares on one set
+    of trials (e.g. the training trials) and evaluated on another (the validation trials). (trials, T, F/D). """
+    Xf = np.asarray(fit_factors, np.float64)
+    Xt = np.asarray(test_factors, np.float64)
+    A = np.concatenate([Xf.reshape(-1, Xf.shape[-1]), np.ones((Xf.shape[0] * Xf.shape[1], 1))], axis=1)
+    Y = np.asarray(fit_latents, np.float64).reshape(-1, np.shape(fit_latents)[-1])
+    if A.shape[0] != Y.shape[0]:
+        raise ValueError(f"affine_latent_r2: fit factors {Xf.shape} and latents {np.shape(fit_latents)} do not match")
+    coef, *_ = np.linalg.lstsq(A, Y, rcond=None)
+    pred = np.concatenate([Xt, np.ones(Xt.shape[:2] + (1,))], axis=-1) @ coef
+    return r2_score(pred, test_latents, per_column=True)
