@@ -1065,3 +1065,50 @@ def affine_latent_r2(fit_factors, fit_latents, test_factors, test_latents):
     coef, *_ = np.linalg.lstsq(A, Y, rcond=None)
     pred = np.concatenate([Xt, np.ones(Xt.shape[:2] + (1,))], axis=-1) @ coef
     return r2_score(pred, test_latents, per_column=True)
+
+
+# -----------------------------------------------------------------------------
+# what the command line uses: one reader for .h5 and .nwb files, and NLB's figures for a split
+
+
+def load_dataset(path, counts=True, nonnegative=True, bin_ms=10.0, align=None, window=None, heldout_neurons=None,
+                 seed=0):
+    """ load_h5 for HDF5 files, load_nwb (bin_ms, align, window; split by the trials table's 'split' column when
+    it has one, else by seed) for .nwb files; then, with heldout_neurons=K, hold out K neurons (split_heldout,
+    seeded). The NWB options are refused for HDF5 files, which are binned already. """
+    path = os.fspath(path)
+    if path.lower().endswith(".nwb"):
+        data = load_nwb(path, bin_ms=bin_ms, align=align, window=window, seed=seed,
+                        split_column=_nwb_split_column(path))
+    else:
+        if align is not None or window is not None:
+            raise ValueError(f"{path}: align and window apply to NWB recordings only (an HDF5 dataset is binned already)")
+        data = load_h5(path, counts=counts, nonnegative=nonnegative)
+    if heldout_neurons:
+        data = split_heldout(data, heldout_neurons, seed=seed)
+    return data
+
+
+def _nwb_split_column(path):
+    """ 'split' when the NWB file's trials table has that column (the NLB files do), else None """
+    import warnings
+    import pynwb
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            with pynwb.NWBHDF5IO(path, "r", load_namespaces=True) as io:
+                trials = io.read().trials
+                return "split" if trials is not None and "split" in trials.colnames else None
+        except Exception:
+            return None        # load_nwb reports what is wrong with the file
+
+
+def heldout_figures(rates, data, split="valid"):
+    """ NLB's figures for a split of a dataset with held-out neurons and/or forward bins (see
+    regional_bits_per_spike): {'bps' (held-in, in-sample), 'co_bps', 'fp_bps'} with only the ones that apply;
+    {} when recon_data has neither more neurons nor more bins than encod_data. """
+    e, r = np.shape(data[f"{split}_encod_data"]), np.shape(data[f"{split}_recon_data"])
+    if r[1:] == e[1:]:
+        return {}
+    out = regional_bits_per_spike(rates, data[f"{split}_recon_data"], e[2], e[1])
+    return {k: v for k, v in out.items() if (k != "co_bps" or r[2] > e[2]) and (k != "fp_bps" or r[1] > e[1])}

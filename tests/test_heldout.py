@@ -100,3 +100,26 @@ def test_lfads_predicts_held_out_neurons_it_never_sees():
     got = D.co_bps(rates, data["valid_recon_data"], 24)
     ceiling = D.co_bps(D.true_rates(data, "valid"), data["valid_recon_data"], 24)
     assert 0.1 < got < ceiling                                   # measured: 0.29 after 10 epochs, 0.82 after 25; ceiling 0.98
+
+
+def test_heldout_figures_report_only_what_the_data_hold(tmp_path):
+    rng = np.random.default_rng(1)
+    x = rng.poisson(1.0, size=(6, 8, 5)).astype(np.float32)
+    d = {"valid_encod_data": x, "valid_recon_data": x}
+    assert D.heldout_figures(x, d) == {}
+    d2 = {"valid_encod_data": x[..., :3], "valid_recon_data": x}
+    got = D.heldout_figures(np.ones_like(x), d2)
+    assert set(got) == {"bps", "co_bps"} and got["co_bps"] == D.co_bps(np.ones_like(x), x, 3)
+    d3 = {"valid_encod_data": x[:, :6], "valid_recon_data": x}
+    assert set(D.heldout_figures(np.ones_like(x), d3)) == {"bps", "fp_bps"}
+
+
+def test_load_dataset_holds_out_neurons_of_an_h5_file(tmp_path):
+    data = D.make_lorenz(n_conditions=3, trials_per_condition=4, n_valid_per_condition=1, n_neurons=10, n_bins=12)
+    D.save_h5(tmp_path / "a.h5", data)
+    d = D.load_dataset(tmp_path / "a.h5", heldout_neurons=3, seed=2)
+    ref = D.split_heldout(D.load_h5(tmp_path / "a.h5"), 3, seed=2)
+    np.testing.assert_array_equal(d["heldout_idx"], ref["heldout_idx"])
+    np.testing.assert_array_equal(d["train_recon_data"], ref["train_recon_data"])
+    with pytest.raises(ValueError, match="NWB recordings only"):
+        D.load_dataset(tmp_path / "a.h5", align="move_onset_time")

@@ -164,3 +164,10 @@ def test_missing_pynwb_names_the_extra(monkeypatch, session):
     monkeypatch.setitem(sys.modules, "pynwb", None)              # import pynwb now raises ImportError
     with pytest.raises(ImportError, match=r"minilatent\[nwb\]"):
         D.load_nwb(session[0])
+
+
+def test_load_dataset_reads_nwb_and_uses_its_split_column(session):
+    d = D.load_dataset(session[0], bin_ms=10, align="move_onset_time", window=(-100, 250))
+    ref = D.load_nwb(session[0], bin_ms=10, align="move_onset_time", window=(-100, 250), split_column="split")
+    np.testing.assert_array_equal(d["valid_trial_idx"], ref["valid_trial_idx"])
+    np.testing.assert_array_equal(d["train_encod_data"], ref["train_encod_data"])
