@@ -39,7 +39,8 @@ def test_ring_truth_is_the_bump(ring):
     pv = D.ring_phase(hz, ring["neuron_angles"])
     err = np.degrees(np.abs(np.angle(np.exp(1j * (pv - ring["valid_phase"])))))
     assert np.median(err) < 6 and err.max() < 25
-    frac_active = (hz[:, 0] > 1e-3).mean()                                  # first bin: the theory's bump
+    frac_active = (hz[:, 0] > 0.1 * hz[:, 0].max(-1, keepdims=True)).mean()  # first bin: the theory's bump
+                                                                              # (the noise lifts the rest a little)
     assert abs(frac_active - 2 * ring_bump(-2.0, 4.0, 1.0)[0] / (2 * math.pi)) < 0.1
     lat = ring["valid_latents"]
     np.testing.assert_allclose(np.arctan2(lat[..., 1], lat[..., 0]) % (2 * np.pi), ring["valid_phase"], atol=1e-4)
