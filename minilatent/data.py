@@ -723,10 +723,11 @@ def ring_phase(rates, angles=None):
 
 def make_ring_trials(n_trials=500, n_valid=100, n_recorded=60, n_ring=120, n_bins=50, dt=0.02, J0=-2.0, J1=4.0,
                      I=1.0, tau=0.02, noise=0.2, cue_prob=0.5, cue_window=(0.3, 0.7), cue_duration=0.1,
-                     cue_amplitude=1.5, base_rate=2.0, rate_scale=20.0, sim_dt=1e-3, seed=0):
+                     cue_amplitude=1.5, init_scale=(1.0, 1.0), base_rate=2.0, rate_scale=20.0, sim_dt=1e-3, seed=0):
     """ Spikes from the ring attractor of notebook 06 (circuits.ring_config: threshold-linear, cosine couplings
     J0 + J1 cos, a bump for J1 > 2), with the circuit's state as truth. Each trial starts from the theory's bump
-    (circuits.ring_bump) at a random phase; input noise (std `noise`, circuits' convention) makes it drift; on a
+    (circuits.ring_bump) at a random phase, scaled by a factor uniform in init_scale (away from 1: the trial starts
+    off the attractor and relaxes onto it); input noise (std `noise`, circuits' convention) makes it drift; on a
     fraction cue_prob of the trials a cue cue_amplitude * cos(theta - angle) at a random angle, for cue_duration s
     at a random time in cue_window, moves the bump there. A random subset of n_recorded of the n_ring neurons is
     recorded: rate (Hz) = base_rate + rate_scale * r at the end of each bin of dt s, and Poisson counts per bin.
@@ -750,7 +751,8 @@ def make_ring_trials(n_trials=500, n_valid=100, n_recorded=60, n_ring=120, n_bin
     th = ring.angles(0).numpy()                                               # (n_ring,)
     tc, A = ring_bump(J0, J1, I)
     phi0 = rng.uniform(0, 2 * np.pi, n_trials)
-    r0 = A * np.clip(np.cos(th[None] - phi0[:, None]) - math.cos(tc), 0, None)   # (trials, n_ring): the bump
+    scale = rng.uniform(*init_scale, n_trials)[:, None]
+    r0 = scale * A * np.clip(np.cos(th[None] - phi0[:, None]) - math.cos(tc), 0, None)   # (trials, n_ring): the bump
     has_cue = rng.random(n_trials) < cue_prob
     cue_angle = np.where(has_cue, rng.uniform(0, 2 * np.pi, n_trials), np.nan)
     cue_time = np.where(has_cue, rng.uniform(*cue_window, n_trials), np.nan)

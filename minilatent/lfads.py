@@ -788,7 +788,7 @@ def _jacobians(step, h):
 
 
 def find_fixed_points(step, h0, tol=1e-8, max_iters=200, unique_tol=1e-3, slow_tol=1e-5, noise=0.0, seed=0,
-                      polish=True, mu=1e-3):
+                      stop_q=None, mu=1e-3):
     """ Fixed points (and slow points) of h -> step(h), minimising q(h) = 1/2 ||step(h) - h||^2 from each start.
 
     step: a function (B, H) -> (B, H) acting on each row independently (e.g. lfads_generator_step(model)); it runs
@@ -796,10 +796,12 @@ def find_fixed_points(step, h0, tol=1e-8, max_iters=200, unique_tol=1e-3, slow_t
     h0: (B, H) starts, e.g. states of the model's own trajectories; noise: std of Gaussian noise added to them
         (seeded by seed) so that starts leave the trajectories and find unstable points too.
     tol: q below tol is a fixed point. slow_tol: tol <= q < slow_tol at the end is a slow point.
-    polish: True: every start runs until q stops falling (to round-off at a fixed point, so that the starts that
-        found one point agree to ~1e-7 and merge); then q < tol classifies it. False: a start stops as soon as
-        q < tol, as FixedPointFinder does; on a nearly continuous attractor (a trained ring) this leaves the
-        starts spread along it, where polishing slides them to the few isolated points the finite network has.
+    stop_q: None: every start runs until q stops falling (to round-off at a fixed point, so the starts that found
+        one point agree to ~1e-7 and merge into it); then tol and slow_tol classify it. A number: a start stops as
+        soon as q < stop_q, as FixedPointFinder stops at its tolerance. On a nearly continuous attractor (a ring
+        trained into a network) q is tiny all along it but zero only at a few isolated points: polishing slides
+        every start to those, an early stop (stop_q between the ring's q and the q off it) leaves the starts
+        spread along the ring, as slow points.
     max_iters: Levenberg-Marquardt iterations at most; mu: its initial damping.
     unique_tol: points closer than this (Euclidean) are one point (the one with the smallest q is kept).
     Returns a dict of torch tensors: points (K, H) and q (K,) of the fixed points, eigvals (K, H) complex (the
@@ -843,7 +845,9 @@ def find_fixed_points(step, h0, tol=1e-8, max_iters=200, unique_tol=1e-3, slow_t
     q = speed(h)
     damp = torch.full((B,), float(mu), dtype=h.dtype, device=h.device)
     floor = H * (torch.finfo(h.dtype).eps * max(1.0, float(h.abs().max()))) ** 2   # q at round-off
-    stop_q = floor if polish else tol
+    if stop_q is not None and not (isinstance(stop_q, (int, float)) and stop_q > 0):
+        raise ValueError(f"find_fixed_points: stop_q must be None or a number > 0, got {stop_q!r}")
+    stop_q = floor if stop_q is None else max(float(stop_q), floor)
     active = q >= stop_q
     it = 0
     for it in range(1, max_iters + 1):

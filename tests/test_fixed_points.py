@@ -140,6 +140,34 @@ def test_ring_attractor():
     np.testing.assert_allclose(r["eigvals"].abs().numpy(), np.tile([1.0, 0.5], (36, 1)), atol=1e-8)
 
 
+def test_nearly_continuous_ring_slow_points():
+    # the ring above with a small tangential flow eps sin(2 theta): on the circle q = eps^2 sin^2(2 theta) / 2, zero
+    # only at theta = 0, 90, 180, 270 deg (stable along the ring at 90 and 270: slope 1 + 2 eps cos(2 theta) < 1).
+    # Polishing finds exactly those four; stopping early (stop_q) leaves slow points spread along the ring.
+    eps = 1e-3
+
+    def step(h):
+        r = h.norm(dim=1, keepdim=True)
+        th = torch.atan2(h[:, 1], h[:, 0])[:, None]
+        tangent = torch.cat([-torch.sin(th), torch.cos(th)], 1)
+        return h + 0.5 * (1 - r) * h + eps * torch.sin(2 * th) * tangent
+
+    ang = torch.linspace(0, 2 * math.pi, 73, dtype=D64)[:-1] + 0.01
+    h0 = torch.stack([torch.cos(ang), torch.sin(ang)], 1) * 1.2
+    full = find_fixed_points(step, h0, max_iters=500)
+    th = torch.atan2(full["points"][:, 1], full["points"][:, 0]) % (2 * math.pi)
+    assert len(full["points"]) == 4 and len(full["slow_points"]) == 0
+    assert torch.allclose(torch.sort(th).values, torch.tensor([0, 0.5, 1, 1.5], dtype=D64) * math.pi, atol=1e-8)
+    np.testing.assert_array_equal(full["stable"][torch.argsort(th)].numpy(), [False, True, False, True])
+    early = find_fixed_points(step, h0, tol=1e-12, slow_tol=1e-6, stop_q=1e-8)
+    sp = early["slow_points"]
+    assert len(sp) > 40                                                    # spread along the ring ...
+    assert (sp.norm(dim=1) - 1).abs().max() < 1e-3                         # ... on it (to sqrt(2 stop_q) / 0.5)
+    assert (early["slow_q"] < 1e-6).all() and (early["slow_q"] >= 1e-12).all()
+    ev = early["slow_eigvals"].abs().numpy()
+    assert np.all(np.abs(ev[:, 0] - 1) < 3e-3) and np.all(np.abs(ev[:, 1] - 0.5) < 1e-3)   # one |lambda| near 1
+
+
 def test_lfads_generator_step_is_the_model_update():
     torch.manual_seed(0)
     model = LFADS(LFADSConfig(n_neurons=12, gen_dim=16, fac_dim=4)).eval()
@@ -167,7 +195,7 @@ def test_lfads_generator_step_is_the_model_update():
 @pytest.mark.parametrize("kw,match", [
     (dict(h0=torch.zeros(4)), "h0"), (dict(h0=torch.zeros(4, 2, dtype=torch.long)), "h0"),
     (dict(h0=torch.full((2, 2), float("nan"))), "h0"), (dict(tol=0.0), "tol"), (dict(tol=1e-3, slow_tol=1e-4), "slow_tol"),
-    (dict(max_iters=0), "max_iters"), (dict(unique_tol=-1.0), "unique_tol"), (dict(noise=-0.1), "noise"),
+    (dict(max_iters=0), "max_iters"), (dict(unique_tol=-1.0), "unique_tol"), (dict(noise=-0.1), "noise"), (dict(stop_q=-1.0), "stop_q"),
     (dict(step=lambda h: h[:, :1]), "step must return"),
 ])
 def test_bad_input(kw, match):
