@@ -858,3 +858,42 @@ def bistable_readout(data, r_pop):
     dataset: base_n + gain_n * max_rate * r_pop(n) -> (..., n_recorded) """
     r = np.asarray(r_pop, np.float64)
     return data["neuron_base"] + data["neuron_gain"] * float(data["max_rate"]) * r[..., np.asarray(data["neuron_pop"])]
+
+
+# -----------------------------------------------------------------------------
+# circular metrics (notebook 07): phases on a ring
+
+
+def circular_distance(a, b):
+    """ |a - b| on the circle, in degrees in [0, 180], for angles a, b in radians (broadcast) """
+    d = np.angle(np.exp(1j * (np.asarray(a, np.float64) - np.asarray(b, np.float64))))
+    return np.degrees(np.abs(d))
+
+
+def circular_correlation(a, b):
+    """ Fisher & Lee (1983) circular-circular correlation of paired angles a, b (n,) radians:
+        rho = sum_{i<j} sin(a_i - a_j) sin(b_i - b_j) / sqrt(sum_{i<j} sin^2(a_i - a_j) sum_{i<j} sin^2(b_i - b_j)),
+    1 when b = a + c, -1 when b = -a + c (the same ring traversed the other way), ~0 for unrelated angles. """
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    if a.shape != b.shape or a.size < 3:
+        raise ValueError(f"circular_correlation: need two paired arrays of >= 3 angles, got {a.size} and {b.size}")
+    sa, sb = np.sin(a[:, None] - a[None]), np.sin(b[:, None] - b[None])
+    return float((sa * sb).sum() / max(math.sqrt((sa ** 2).sum() * (sb ** 2).sum()), 1e-300))
+
+
+def fit_phase_decoder(features, phase):
+    """ least squares from [features, 1] (..., F) to (cos, sin) of phase (...): returns W (F + 1, 2) for decode_phase """
+    X = np.asarray(features, np.float64).reshape(-1, np.shape(features)[-1])
+    ph = np.asarray(phase, np.float64).ravel()
+    if len(X) != len(ph):
+        raise ValueError(f"fit_phase_decoder: {len(X)} feature rows but {len(ph)} phases")
+    X = np.concatenate([X, np.ones((len(X), 1))], 1)
+    W, *_ = np.linalg.lstsq(X, np.stack([np.cos(ph), np.sin(ph)], 1), rcond=None)
+    return W
+
+
+def decode_phase(features, W):
+    """ the phase (radians in [0, 2 pi)) read out from features (..., F) by a decoder of fit_phase_decoder """
+    f = np.asarray(features, np.float64)
+    cs = f @ W[:-1] + W[-1]
+    return np.mod(np.arctan2(cs[..., 1], cs[..., 0]), 2 * np.pi)
