@@ -788,7 +788,7 @@ def _jacobians(step, h):
 
 
 def find_fixed_points(step, h0, tol=1e-8, max_iters=200, unique_tol=1e-3, slow_tol=1e-5, noise=0.0, seed=0,
-                      stop_q=None, mu=1e-3):
+                      stop_q=None, max_step=0.5, mu=1e-3):
     """ Fixed points (and slow points) of h -> step(h), minimising q(h) = 1/2 ||step(h) - h||^2 from each start.
 
     step: a function (B, H) -> (B, H) acting on each row independently (e.g. lfads_generator_step(model)); it runs
@@ -802,7 +802,10 @@ def find_fixed_points(step, h0, tol=1e-8, max_iters=200, unique_tol=1e-3, slow_t
         trained into a network) q is tiny all along it but zero only at a few isolated points: polishing slides
         every start to those, an early stop (stop_q between the ring's q and the q off it) leaves the starts
         spread along the ring, as slow points.
-    max_iters: Levenberg-Marquardt iterations at most; mu: its initial damping.
+    max_iters: Levenberg-Marquardt iterations at most; mu: its initial damping; max_step: the longest step
+        (Euclidean) of one iteration, a trust region: near a nearly neutral direction the Gauss-Newton step is huge
+        and would throw a start far from where it began (into the saturated corners of a GRU, whose gates then
+        freeze every state: spurious fixed points no trajectory visits).
     unique_tol: points closer than this (Euclidean) are one point (the one with the smallest q is kept).
     Returns a dict of torch tensors: points (K, H) and q (K,) of the fixed points, eigvals (K, H) complex (the
     eigenvalues of the Jacobian of step there, largest |lambda| first), stable (K,) bool (every |lambda| < 1),
@@ -815,7 +818,7 @@ def find_fixed_points(step, h0, tol=1e-8, max_iters=200, unique_tol=1e-3, slow_t
                          f"{type(h0).__name__}{'' if not isinstance(h0, torch.Tensor) else ' ' + str(tuple(h0.shape)) + ' ' + str(h0.dtype)}")
     if not torch.isfinite(h0).all():
         raise ValueError("find_fixed_points: h0 contains NaN or infinite values")
-    for name, v in (("tol", tol), ("slow_tol", slow_tol), ("mu", mu)):
+    for name, v in (("tol", tol), ("slow_tol", slow_tol), ("mu", mu), ("max_step", max_step)):
         if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
             raise ValueError(f"find_fixed_points: {name} must be a number > 0, got {v!r}")
     if slow_tol <= tol:
@@ -862,6 +865,7 @@ def find_fixed_points(step, h0, tol=1e-8, max_iters=200, unique_tol=1e-3, slow_t
         grad = (Jf.transpose(1, 2) @ F_.unsqueeze(-1)).squeeze(-1)       # (b, H) = gradient of q
         A = JtJ + damp[idx, None, None] * eye
         d = -torch.linalg.solve(A, grad.unsqueeze(-1)).squeeze(-1)       # (b, H)
+        d = d * (max_step / d.norm(dim=1, keepdim=True).clamp_min(max_step))   # trust region
         x_new = x + d
         q_new = speed(x_new)
         better = torch.isfinite(q_new) & (q_new < q[idx])
