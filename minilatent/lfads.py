@@ -8,6 +8,8 @@ References:
   Keshtkaran & Pandarinath (2019) "Enabling hyperparameter optimization in sequential autoencoders
     for spiking neural data" (coordinated dropout)
   lfads-torch (Sedler & Pandarinath 2023), the reference PyTorch implementation
+  Sussillo & Barak (2013) "Opening the black box: low-dimensional dynamics in high-dimensional recurrent neural
+    networks"; Golub & Sussillo (2018) "FixedPointFinder" (the analysis section at the end)
 
 The model explains spike counts x (B trials, T bins, N neurons) as Poisson samples of rates that are
 a read-out of a low-dimensional dynamical system (the "generator") started from an inferred initial
@@ -67,6 +69,10 @@ Other likelihoods (recon=...; the read-out gives n_params numbers per channel, l
     'gamma'     [log alpha, log beta]           positive data; mean alpha / beta
     'zig'       [log alpha, log beta, logit q]  zero-inflated Gamma (EMG, calcium): 0 w.p. 1 - q, else
                                                 x - zig_loc ~ Gamma(alpha, beta); mean q (alpha / beta + zig_loc)
+
+Analysis (the last section): find_fixed_points(step, h0) finds the fixed and slow points of a step map, e.g. the
+trained generator's update (lfads_generator_step), by minimising q(h) = 1/2 ||step(h) - h||^2 from many starts, and
+classifies them by the eigenvalues of the Jacobian there.
 
 Several sessions (session_neurons=(N_1, N_2, ...), read_in_dim=D): recordings of different neurons share the
 encoders, controller, generator and factors; each session s has its own read-in Linear(N_s -> D) in front of
