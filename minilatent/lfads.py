@@ -808,10 +808,10 @@ def find_fixed_points(step, h0, tol=1e-8, max_iters=200, unique_tol=1e-3, slow_t
         trained into a network) q is tiny all along it but zero only at a few isolated points: polishing slides
         every start to those, an early stop (stop_q between the ring's q and the q off it) leaves the starts
         spread along the ring, as slow points.
-    max_iters: Levenberg-Marquardt iterations at most; mu: its initial damping; max_step: the longest step
-        (Euclidean) of one iteration, a trust region: near a nearly neutral direction the Gauss-Newton step is huge
-        and would throw a start far from where it began (into the saturated corners of a GRU, whose gates then
-        freeze every state: spurious fixed points no trajectory visits).
+    max_iters: Levenberg-Marquardt iterations at most; mu: its initial damping; max_step: the longest step of one
+        iteration relative to the state's size, max_step * (1 + ||h||) (a trust region): near a nearly neutral
+        direction the Gauss-Newton step is huge and would throw a start far from where it began (into the saturated
+        corners of a GRU, whose closed gates freeze every state: fixed points no trajectory visits).
     unique_tol: points closer than this (Euclidean) are one point (the one with the smallest q is kept).
     Returns a dict of torch tensors: points (K, H) and q (K,) of the fixed points, eigvals (K, H) complex (the
     eigenvalues of the Jacobian of step there, largest |lambda| first), stable (K,) bool (every |lambda| < 1),
@@ -871,7 +871,8 @@ def find_fixed_points(step, h0, tol=1e-8, max_iters=200, unique_tol=1e-3, slow_t
         grad = (Jf.transpose(1, 2) @ F_.unsqueeze(-1)).squeeze(-1)       # (b, H) = gradient of q
         A = JtJ + damp[idx, None, None] * eye
         d = -torch.linalg.solve(A, grad.unsqueeze(-1)).squeeze(-1)       # (b, H)
-        d = d * (max_step / d.norm(dim=1, keepdim=True).clamp_min(max_step))   # trust region
+        limit = max_step * (1 + x.norm(dim=1, keepdim=True))             # trust region, relative to |h|
+        d = d * (limit / torch.maximum(d.norm(dim=1, keepdim=True), limit))
         x_new = x + d
         q_new = speed(x_new)
         better = torch.isfinite(q_new) & (q_new < q[idx])
@@ -885,15 +886,15 @@ def find_fixed_points(step, h0, tol=1e-8, max_iters=200, unique_tol=1e-3, slow_t
     fixed = q < tol
     slow = (~fixed) & (q < slow_tol)
 
-    def unique(mask, keep_away=None):  # greedy: lowest q first, drop points within unique_tol of a kept one
+    def unique(mask, keep_away=()):  # greedy: lowest q first, drop points within unique_tol of a kept one
         order = mask.nonzero().squeeze(1)
-        order = order[torch.argsort(q[order])]
+        order = order[torch.argsort(q[order])].tolist()
         kept = []
-        others = [] if keep_away is None else list(keep_away)
-        for i in order.tolist():
-            p = h[i]
-            if all((p - h[j]).norm() > unique_tol for j in kept + others):
+        ref = h[list(keep_away)] if len(keep_away) else h[:0]              # (k, H) points kept so far
+        for i in order:
+            if len(ref) == 0 or (ref - h[i]).norm(dim=1).min() > unique_tol:
                 kept.append(i)
+                ref = torch.cat([ref, h[i:i + 1]])
         return kept
 
     keep_fixed = unique(fixed)

@@ -35,7 +35,16 @@ def test_affine_map_one_exact_point():
         assert len(r["slow_points"]) == 0
 
 
-@pytest.mark.parametrize("H,a", [(2, 1.5), (3, 2.0)])
+def test_affine_map_far_away_and_large_batch():
+    # the fixed point of h -> 0.5 h + b is 2 b: far from the starts when b is large (the trust region is relative)
+    H = 4
+    b = torch.full((H,), 500.0, dtype=D64)
+    r = find_fixed_points(lambda h: 0.5 * h + b, rand_starts(2000, H, 1.0))
+    assert r["points"].shape == (1, H) and torch.allclose(r["points"][0], 2 * b, rtol=1e-12)
+    assert bool(r["stable"][0])
+
+
+@pytest.mark.parametrize("H,a", [(2, 1.5), (3, 2.0), (5, 2.0)])
 def test_tanh_diagonal_three_to_the_H_points(H, a):
     # h -> tanh(a h) elementwise: each coordinate sits at 0 (unstable: slope a > 1) or at +-x*, x* = tanh(a x*)
     # (stable: slope a (1 - x*^2) < 1). So 3^H fixed points, 2^H of them stable (all coordinates nonzero).
