@@ -496,9 +496,22 @@ class Circuit:
         for k in record:
             if k not in ("rates", "currents", "inputs", "stp"):
                 raise ValueError(f"simulate: unknown record {k!r}; choose from rates, currents, inputs, stp")
+        if isinstance(duration, bool) or not isinstance(duration, (int, float, np.number)) or not math.isfinite(duration):
+            raise ValueError(f"simulate: duration must be a finite number of seconds, got {duration!r}")
         n = int(round(duration / self.cfg.dt))
         if n < 1:
             raise ValueError(f"simulate: duration {duration} s is shorter than one step dt={self.cfg.dt}")
+        if isinstance(record_every, bool) or not isinstance(record_every, (int, np.integer)) or not 1 <= record_every <= n:
+            raise ValueError(f"simulate: record_every must be an integer in [1, {n}] (steps in the run), got {record_every!r}")
+        if not (isinstance(noise, (int, float, np.number)) and math.isfinite(noise) and noise >= 0):
+            raise ValueError(f"simulate: noise must be a finite number >= 0, got {noise!r}")
+        if stimulus is not None and not callable(stimulus):
+            st_ = torch.as_tensor(stimulus)
+            if st_.dim() not in (2, 3):
+                raise ValueError(f"simulate: stimulus must be (n_steps={n}, N={self.N}) or (B, n_steps, N), got shape "
+                                 f"{tuple(st_.shape)}")
+            if st_.is_floating_point() and not torch.isfinite(st_).all():
+                raise ValueError("simulate: stimulus contains NaN or infinite values")
         st = self.init_state(params, r0, seed, **overrides)
         B = st["p"]["B"]
         stim = _stimulus_fn(stimulus, n, B, self.N)

@@ -101,7 +101,19 @@ class SPARKSConfig:
                                     # (built on first use, see native_kernel); False: pure torch, same numbers
 
     def __post_init__(self):
-        if isinstance(self.n_neurons, int):
+        for f in fields(self):                                  # types first: 2.5 bins is not a window
+            v = getattr(self, f.name)
+            if f.type in (int, "int") and (isinstance(v, bool) or not isinstance(v, (int, np.integer))):
+                raise TypeError(f"SPARKSConfig.{f.name} must be an integer, got {v!r}")
+            if f.type in (float, "float") and (isinstance(v, bool) or not isinstance(v, (int, float, np.number))
+                                               or not math.isfinite(v)):
+                raise TypeError(f"SPARKSConfig.{f.name} must be a finite number, got {v!r}")
+        for name in ("n_neurons", "n_outputs"):
+            v = getattr(self, name)
+            for n in (v if isinstance(v, (list, tuple)) else [v] if v is not None else []):
+                if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+                    raise TypeError(f"SPARKSConfig.{name} must hold integers, got {n!r}")
+        if isinstance(self.n_neurons, (int, np.integer)):
             self.n_neurons = [self.n_neurons]
         self.n_neurons = [int(n) for n in self.n_neurons]
         if isinstance(self.n_outputs, int):
@@ -751,18 +763,25 @@ class SPARKS(nn.Module):
         """ Add a recording with its own neurons: a new Hebbian block, latent projection and decoder output
         layer; the shared layers are kept. Returns the new session id. """
         cfg = self.cfg
-        if cfg.n_outputs is None and n_outputs is not None and n_outputs != n_neurons:
-            cfg.n_outputs = list(cfg.n_neurons)
-        cfg.n_neurons.append(int(n_neurons))
-        if cfg.n_outputs is not None:
-            cfg.n_outputs.append(int(n_outputs if n_outputs is not None else n_neurons))
-        dev = next(self.parameters()).device
-        self.blocks.append(HebbianBlock(n_neurons, cfg).to(dev))
-        self.to_latent.append(nn.Linear(n_neurons * cfg.embed_dim, 2 * cfg.latent_dim).to(dev))
+        for name, v in (("n_neurons", n_neurons), ("n_outputs", n_outputs)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1):
+                raise ValueError(f"add_session: {name} must be an integer >= 1, got {v!r}")
         if not hasattr(self.decoder, "add_session"):
             raise ValueError("add_session: the custom decoder has no add_session(n_out) method")
-        self.decoder.add_session(cfg.outputs(self.n_sessions - 1))
+        n_neurons = int(n_neurons)
+        n_out = int(n_outputs) if n_outputs is not None else n_neurons
+        dev = next(self.parameters()).device
+        block = HebbianBlock(n_neurons, cfg).to(dev)            # build everything before changing anything
+        to_latent = nn.Linear(n_neurons * cfg.embed_dim, 2 * cfg.latent_dim).to(dev)
+        self.decoder.add_session(n_out)                          # may refuse (e.g. a joint decoder): model untouched
         self.decoder.to(dev)
+        if cfg.n_outputs is None and n_outputs is not None and n_outputs != n_neurons:
+            cfg.n_outputs = list(cfg.n_neurons)
+        cfg.n_neurons.append(n_neurons)
+        if cfg.n_outputs is not None:
+            cfg.n_outputs.append(n_out)
+        self.blocks.append(block)
+        self.to_latent.append(to_latent)
         return self.n_sessions - 1
 
     def init_output_bias(self, x, session=0):
@@ -785,7 +804,9 @@ class SPARKS(nn.Module):
             raise KeyError(f"unknown session id {session!r}: this model has sessions 0..{self.n_sessions - 1}")
         return int(session)
 
-    def _check_input(self, x, session):
+    def _check_input(self, x, session, values=True):
+        """ shape and dtype (cheap, every forward pass); with values also NaN and binary spikes (reads the data:
+        once where data enter, check_data / predict) """
         N = self.cfg.n_neurons[session]
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"SPARKS input: expected a torch.Tensor of shape (trials, time, neurons), got {type(x).__name__}")
@@ -797,6 +818,8 @@ class SPARKS(nn.Module):
             raise ValueError(f"SPARKS input: session {session} has {N} neurons, got {x.shape[2]} (shape {tuple(x.shape)})")
         if x.shape[1] < 1 or x.shape[0] < 1:
             raise ValueError(f"SPARKS input: empty (shape {tuple(x.shape)})")
+        if not values:
+            return
         if not torch.isfinite(x).all():
             raise ValueError("SPARKS input: contains NaN or infinite values")
         if self.cfg.data_type == "ephys" and not ((x == 0) | (x == 1)).all():
@@ -804,7 +827,7 @@ class SPARKS(nn.Module):
             raise ValueError(f"SPARKS input: data_type 'ephys' needs binary spikes (0 or 1 per bin), found {bad:g}; "
                              "clip counts with (x > 0).float() or use data_type='calcium'")
 
-    def _check_target(self, y, x, session):
+    def _check_target(self, y, x, session, values=True):
         n_out = self.cfg.outputs(session)
         if not isinstance(y, torch.Tensor) or y.dim() < 2:
             raise ValueError(f"SPARKS target: expected a tensor of shape (trials, time, ...), got "
@@ -818,9 +841,17 @@ class SPARKS(nn.Module):
         if y.shape[2] != n_out:
             raise ValueError(f"SPARKS target: session {session} predicts {n_out} outputs per bin (n_outputs), got "
                              f"{y.shape[2]}; build the model with n_outputs={y.shape[2]}")
-        if not torch.isfinite(y).all():
+        if values and not torch.isfinite(y).all():
             raise ValueError("SPARKS target: contains NaN or infinite values")
         return y.to(x.dtype)
+
+    def check_data(self, batch, session=0):
+        """ The full check of a dataset (x or (x, target)) before training; the Trainer calls it once. """
+        session = self._session(session)
+        x, y = (batch, None) if isinstance(batch, torch.Tensor) else (batch[0], batch[1] if len(batch) > 1 else None)
+        self._check_input(x, session)
+        if y is not None:
+            self._check_target(y, x, session)
 
     # -------------------------------------------------------------------------
 
@@ -865,7 +896,8 @@ class SPARKS(nn.Module):
         previous chunk of the same trials (init_state / the returned 'state'), detached.
         Returns dict(mu, logvar, z (B, T, L), prediction (B, T, tau_f, n_out), state). """
         session = self._session(session)
-        self._check_input(x, session)
+        self._check_input(x, session, values=False)
+        x = x.to(self.to_latent[session].weight.dtype)          # float64 input: cast to the model's dtype
         cfg = self.cfg
         B, T, _ = x.shape
         sample = self.training if sample is None else sample
@@ -919,9 +951,10 @@ class SPARKS(nn.Module):
             x, y = batch[0], None
         else:
             x, y = batch[0], batch[1]
-        self._check_input(x, session)
+        self._check_input(x, session, values=False)             # values: checked once by check_data
+        x = x.to(self.to_latent[session].weight.dtype)
         if y is not None:
-            y = self._check_target(y, x, session)
+            y = self._check_target(y, x, session, values=False)
         else:
             if self.cfg.outputs(session) != x.shape[2]:
                 raise ValueError(f"SPARKS: no target was given (unsupervised) but session {session} predicts "
@@ -974,9 +1007,13 @@ class SPARKS(nn.Module):
         latents are sampled and the predictions averaged over the samples. Returns numpy arrays:
         mu, logvar (B, T, L), prediction (B, T, tau_f, n_out) and now (B, T, n_out) = prediction[:, :, 0]
         (for spikes: probabilities (bernoulli) or rates (poisson), not logits). """
+        session = self._session(session)
+        self._check_input(x, session)
+        for name, v, lo in (("n_samples", n_samples, 0), ("batch_size", batch_size, 1)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+                raise ValueError(f"predict: {name} must be an integer >= {lo}, got {v!r}")
         was = self.training
         self.eval()
-        session = self._session(session)
         kind = self.loss_kind()
         pieces = {}
         try:

@@ -167,7 +167,7 @@ def test_posterior_average_averages_rates_not_log_rates():
     (torch.ones(5, 6), "3 dims"),
     (torch.ones(5, 12, 4), "expects 6 neurons"),
     (torch.ones(5, 12, 6, dtype=torch.int64), "floating-point"),
-    (torch.full((5, 12, 6), float("nan")), "NaN"),
+    (torch.ones(0, 12, 6), "empty"),
     (np.ones((5, 12, 6)), "torch.Tensor"),
 ])
 def test_forward_rejects_bad_input_with_a_clear_message(bad, msg):
@@ -176,12 +176,21 @@ def test_forward_rejects_bad_input_with_a_clear_message(bad, msg):
         m(bad)
 
 
-def test_negative_counts_are_rejected_in_the_loss():
+def test_values_are_checked_where_data_enter_not_in_every_step():
+    """ NaN and negative counts: refused by posterior_average, check_data and Trainer.fit (once), while
+    forward/compute_losses only check shapes (issue 13: no full-tensor reads in the hot path) """
+    from minilatent import Trainer
     m = LFADS(small_cfg())
     x = counts()
-    x[0, 0, 0] = -1
+    nan, neg = x.clone(), x.clone()
+    nan[1, 2, 3], neg[0, 0, 0] = float("nan"), -1
+    with pytest.raises(ValueError, match="NaN"):
+        m.posterior_average(nan, n_samples=2)
     with pytest.raises(ValueError, match=">= 0"):
-        m.compute_losses((x, x))
+        m.check_data((neg, neg))
+    with pytest.raises(ValueError, match=">= 0"):
+        Trainer(m, (neg, neg), None, max_epochs=1, progress=False).fit()
+    m.compute_losses((neg, neg))                                      # no value check in the step itself
 
 
 def test_config_errors_and_from_config_dict():

@@ -95,13 +95,13 @@ def test_gamma_rejects_negative_and_zero_data_with_clear_errors():
     x = torch.rand(4, 12, 6) + 0.5
     bad = x.clone(); bad[1, 2, 3] = -0.5
     with pytest.raises(ValueError, match="Gamma likelihood needs data > 0.*-0.5"):
-        m.compute_losses((x, bad))
+        m.check_data((x, bad))                    # the check where data enter (Trainer.fit runs it)
     zero = x.clone(); zero[0, 0, 0] = 0.0
     with pytest.raises(ValueError, match="recon='zig'"):
-        m.compute_losses((x, zero))
+        m.check_data((x, zero))
     mz = LFADS(small_cfg(recon="zig", zig_loc=0.2))
     with pytest.raises(ValueError, match="zig_loc=0.2"):
-        mz.compute_losses((x, torch.where(x > 1.0, x, torch.full_like(x, 0.1))))
+        mz.check_data((x, torch.where(x > 1.0, x, torch.full_like(x, 0.1))))
     with pytest.raises(ValueError, match="unknown likelihood"):
         LFADSConfig(recon="gamma2")
 

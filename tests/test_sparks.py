@@ -310,8 +310,10 @@ def test_kl_is_the_analytic_gaussian_kl_summed_over_dims():
 ])
 def test_bad_inputs_name_the_problem(make, msg):
     m = SPARKS(small())
+    with pytest.raises(ValueError, match=msg):      # where data enter: check_data (Trainer.fit) and predict
+        m.check_data(make())
     with pytest.raises(ValueError, match=msg):
-        m(make())
+        m.predict(make())
 
 
 def test_bad_targets_name_the_problem():
@@ -362,7 +364,7 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys):
     counts = np.full((4, 6, 3), 2.0, np.float32)
     for name, arrays, msg in [
         ("counts.h5", dict(train_data=counts, valid_data=counts), "needs binary spikes"),
-        ("target.h5", dict(train_data=counts * 0, valid_data=counts * 0, train_latents=np.zeros((4, 5, 2))),
+        ("target.h5", dict(train_data=counts / 2, valid_data=counts / 2, train_latents=np.zeros((4, 5, 2))),
          "train_latents: expected shape"),
         ("missing.h5", dict(train_encod_data=counts), "missing key 'valid_encod_data'"),
     ]:
@@ -373,7 +375,7 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys):
         assert code == 2 and err.count("\n") == 1 and err.startswith("error: ") and msg in err, err
         assert not out.exists()
     code = main(["train", "sparks", "--out", str(tmp_path / "o"), "--epochs", "0"])
-    assert code == 2 and "--epochs must be >= 1" in capsys.readouterr().err
+    assert code == 2 and "--epochs must be in [1, " in capsys.readouterr().err
 
 
 def test_rotation_examples_carry_their_truth():
