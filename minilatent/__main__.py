@@ -238,6 +238,9 @@ def build_parser():
     sp.add_argument("--online", action="store_true", help="online learning: an optimiser step per bin")
     sp.set_defaults(fn=train_sparks)
 
+    from .tune import add_tune_parser
+    add_tune_parser(sub, prog, _Formatter, _Parser, RUN_FOLDERS.split("\n")[0].replace("run folders:", "the run folder: as train lfads (--resume continues DIR/ray, --overwrite replaces)."))
+
     eg = sub.add_parser("make-eg-data", help="regenerate the example datasets in eg_data/ bit for bit",
                         formatter_class=_Formatter, description="Regenerate the shipped example datasets from their "
                         "generators (a test checks they come out bit for bit).", epilog=f"""examples:

@@ -70,6 +70,20 @@ def require_ray():
     return ray, tune
 
 
+def start_ray(address=None, num_cpus=None, verbose=0):
+    """ Join the Ray cluster at address, or start a local Ray with num_cpus (default: this machine's cores). """
+    ray, _ = require_ray()
+    if ray.is_initialized():
+        return ray
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    if address:
+        ray.init(address=address, log_to_driver=bool(verbose))
+    else:
+        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=bool(verbose),
+                 configure_logging=bool(verbose))
+    return ray
+
+
 def searched_names(co_dim):
     """ the hyperparameters searched for a model with (co_dim > 0) or without a controller """
     skip = set() if co_dim else {"kl_co_scale", "l2_con_scale"}
@@ -109,7 +123,7 @@ def _member(config, setup=None):
     torch.manual_seed(setup["seed"] + config["member"])
     model = LFADS(LFADSConfig(**{**setup["model_kw"], **model_hps}))
     train, valid = setup["train"], setup["valid"]
-    model.init_readout_bias(train[1])
+    setup["init_fn"](model)
     tcfg = TrainerConfig(**{**setup["trainer_kw"], "lr": hps["lr"], "lr_schedule": "constant",
                             "seed": setup["seed"] + config["member"], "monitor": "recon", "progress": False,
                             "checkpoint_path": None})
@@ -153,7 +167,7 @@ def _member(config, setup=None):
 
 def run_pbt(train, valid, model_kw, out_dir, trials=8, max_seconds=600.0, seed=0, trainer_kw=None,
             perturbation_interval=4, cpus_per_trial=1.0, gpus_per_trial=0.0, address=None, num_cpus=None,
-            resume=False, verbose=0):
+            resume=False, verbose=0, init_fn=None):
     """ Run AutoLFADS-style PBT. train/valid: tuples of tensors as the Trainer takes them (one session).
     model_kw: LFADSConfig fields that are not searched (sizes, likelihood, ...). Returns the Ray
     ResultGrid; results and Ray's state live in out_dir/ray. """
@@ -161,14 +175,10 @@ def run_pbt(train, valid, model_kw, out_dir, trials=8, max_seconds=600.0, seed=0
     from ray.tune.schedulers import PopulationBasedTraining
 
     names = searched_names(model_kw.get("co_dim", 0))
-    if not ray.is_initialized():
-        if address:
-            ray.init(address=address, log_to_driver=bool(verbose))
-        else:
-            ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=bool(verbose),
-                     configure_logging=bool(verbose))
-    # members checkpoint at each perturbation point (when PBT may copy them); Ray keeps the last few
-    setup = {"train": train, "valid": valid, "model_kw": model_kw, "seed": seed,
+    start_ray(address, num_cpus, verbose)
+    if init_fn is None:                     # one session: start the read-out bias at the mean rates
+        init_fn = lambda model: model.init_readout_bias(train[1])
+    setup = {"train": train, "valid": valid, "model_kw": model_kw, "seed": seed, "init_fn": init_fn,
              "checkpoint_every": perturbation_interval,
              "trainer_kw": {"max_epochs": 10 ** 6, **(trainer_kw or {})}}
     trainable = tune.with_resources(tune.with_parameters(_member, setup=setup),
@@ -230,6 +240,15 @@ def trial_rows(results):
     return rows
 
 
+def count_exploits(exp_dir):
+    """ how many exploit steps PBT took (Ray logs one line per exploit in pbt_global.txt) """
+    try:
+        with open(os.path.join(exp_dir, "pbt_global.txt")) as f:
+            return sum(1 for line in f if line.strip())
+    except OSError:
+        return 0
+
+
 def best_result(results):
     """ the member whose last smoothed validation metric is lowest (errored members count with what they reported) """
     best = None
@@ -284,3 +303,229 @@ def load_best(best, model_kw, device="cpu"):
     model.load_state_dict(ck["final_model"])
     model.eval()
     return model, hps, ck
+
+
+# -----------------------------------------------------------------------------
+# the command line: python -m minilatent tune lfads [DATA ...] --out DIR --trials N --max-seconds S ...
+
+TUNE_FILES = ("best_config.json", "trials.csv", "pbt.png", "best", "ray", "run.json")
+
+
+def add_tune_parser(sub, prog, formatter, parser_class, run_folder_note):
+    """ the `tune` subcommand (argparse), next to `train` in __main__.py """
+    from . import __main__ as cli
+    from .lfads import LFADSConfig, LIKELIHOODS
+    from .trainer import TrainerConfig
+    from .data import TRUTH_UNITS
+    t = sub.add_parser("tune", help="hyperparameter search (population-based training on Ray Tune)",
+                       formatter_class=formatter, description="Search hyperparameters by population-based training "
+                       "(AutoLFADS) on Ray Tune; needs the extra: pip install 'minilatent[tune]'.")
+    ts = t.add_subparsers(dest="model", metavar="MODEL", required=True, parser_class=parser_class)
+    space = "\n".join(f"  {k:13s} {lo:g} .. {hi:g} ({'log' if log else 'linear'})"
+                      for k, (lo, hi, log, _) in SEARCH_SPACE.items())
+    p = ts.add_parser("lfads", help="AutoLFADS: PBT over LFADS's learning rate, dropout, coordinated dropout, KL "
+                      "and L2 weights", formatter_class=formatter,
+                      description="Train a population of LFADS models on Ray Tune; population-based training copies "
+                      "good members into poor ones and perturbs their hyperparameters. Without --address it starts "
+                      "a local Ray with this machine's cores; with it, it joins an existing Ray cluster. Writes "
+                      "best_config.json, best/lfads_output.h5 (as train lfads), best/checkpoint.pt, trials.csv and "
+                      "pbt.png into DIR (Ray's own state in DIR/ray).", epilog=f"""examples:
+  {prog} tune lfads --out runs/pbt --trials 8 --max-seconds 900
+  {prog} tune lfads data.h5 --out runs/pbt --trials 32 --max-seconds 7200 --address auto --cpus-per-trial 2
+  {prog} tune lfads data.h5 --out runs/pbt --trials 16 --max-seconds 3600 --gpus-per-trial 0.25
+  {prog} tune lfads data.h5 --out runs/pbt --resume          # continue an interrupted search
+
+searched (AutoLFADS's ranges; see minilatent/tune.py):
+{space}
+
+{run_folder_note}""")
+    p.add_argument("data", nargs="*", metavar="DATA.h5", help="HDF5 file(s) as for train lfads (default: the shipped "
+                   "Lorenz example)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--trials", type=cli._number(int, 2, 10000), default=8, help="population size")
+    p.add_argument("--max-seconds", type=cli._number(float, 0, 1e9, lo_open=True), default=900.0,
+                   help="wall-clock budget of the whole search")
+    p.add_argument("--perturbation-interval", type=cli._number(int, 1, 100000), default=10,
+                   help="epochs between PBT's exploit/explore decisions for a member")
+    p.add_argument("--address", default=None, help="join this Ray cluster ('auto' or HOST:PORT) instead of starting "
+                   "a local Ray")
+    p.add_argument("--cpus-per-trial", type=cli._number(float, 0, 1024, lo_open=True), default=1.0,
+                   help="CPUs each member reserves (fractions share a core)")
+    p.add_argument("--gpus-per-trial", type=cli._number(float, 0, 64), default=0.0,
+                   help="GPUs each member reserves (e.g. 0.25: four members per GPU); > 0 trains on CUDA")
+    p.add_argument("--seed", type=cli._number(int, 0, 2**32 - 1), default=0, help="seeds the population's starting "
+                   "hyperparameters and each member's weights")
+    p.add_argument("--batch-size", type=cli._number(int, 1, 10**6), default=TrainerConfig().batch_size,
+                   help="trials per optimiser step")
+    d = cli._defaults(LFADSConfig)
+    for flag, field, typ, h in cli.LFADS_MODEL_OPTIONS:
+        if field in SEARCH_SPACE:
+            continue
+        if field == "recon":
+            p.add_argument(flag, default=d[field], choices=sorted(LIKELIHOODS), help=h)
+        else:
+            p.add_argument(flag, type=typ, default=d[field], help=h)
+    p.add_argument("--ramp-epochs", type=cli._number(int, 0), default=d["kl_ramp_epochs"],
+                   help="epochs over which the KL and L2 weights rise to 1")
+    p.add_argument("--read-in-dim", type=cli._number(int, 1, 4096), default=None,
+                   help="several sessions: read-in size (default: --fac-dim)")
+    p.add_argument("--samples", type=cli._number(int, 0, 100000), default=50,
+                   help="posterior samples averaged for the best model's outputs")
+    p.add_argument("--truth-units", default="auto", choices=TRUTH_UNITS, help="units of *_truth without a "
+                   "conversion_factor (as train lfads)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--resume", action="store_true", help="continue the interrupted search in DIR (DIR/ray)")
+    g.add_argument("--overwrite", action="store_true", help="replace the search in DIR; the old files stay until the "
+                   "new search has finished")
+    p.set_defaults(fn=tune_lfads, epochs=None, lr=None, dropout=LFADSConfig.dropout, cd_rate=LFADSConfig.cd_rate,
+                   kl_co_scale=LFADSConfig.kl_co_scale)
+    return t
+
+
+def _previous(path):
+    return [f for f in TUNE_FILES if os.path.exists(os.path.join(path, f))]
+
+
+def tune_lfads(args):
+    """ `python -m minilatent tune lfads`: check everything, search, write the best member's outputs. """
+    import argparse
+    from . import __main__ as cli
+    from .files import RunFolder, RunFolderError
+    from .trainer import History
+    try:
+        ray, _ = require_ray()
+    except ImportError as e:
+        raise cli.UsageError(str(e)) from None
+    if args.gpus_per_trial > 0 and not torch.cuda.is_available() and not args.address:
+        raise cli.UsageError("--gpus-per-trial > 0 but torch sees no CUDA GPU on this machine")
+    inp = cli.read_lfads_inputs(args)                    # the same checks as train lfads
+    model, _ = cli.build_lfads(args, inp)                # options the data cannot take fail here, before DIR
+    base_kw = {f.name: getattr(model.cfg, f.name) for f in __import__("dataclasses").fields(model.cfg)}
+    for k in SEARCH_SPACE:
+        base_kw.pop(k, None)
+    folder = RunFolder(args.out)
+    try:
+        folder.check_path()
+    except RunFolderError as e:
+        raise cli.UsageError(str(e)) from None
+    pid = folder.active_pid()
+    if pid is not None:
+        raise cli.UsageError(f"--out {args.out} is in use by another run (process {pid})")
+    prev = _previous(args.out) if os.path.isdir(args.out) else []
+    if args.resume and not os.path.isdir(os.path.join(args.out, "ray")):
+        raise cli.UsageError(f"--resume: no search to continue in {args.out} (no {os.path.join(args.out, 'ray')})")
+    if prev and not (args.resume or args.overwrite):
+        raise cli.UsageError(f"--out {args.out} already holds a search ({', '.join(prev)}); add --resume to continue "
+                             "it or --overwrite to replace it")
+    if args.resume:
+        stored = os.path.join(args.out, "ray", "minilatent_options.json")
+        try:
+            with open(stored) as f:
+                old = json.load(f)
+        except (OSError, ValueError):
+            raise cli.UsageError(f"--resume: {stored} is missing or unreadable: start again with --overwrite") from None
+        mine = _search_options(args, inp)
+        diffs = [f"{k} {mine.get(k)} (stored: {old.get(k)})" for k in sorted(set(old) | set(mine))
+                 if k not in ("max_seconds", "samples") and old.get(k) != mine.get(k)]
+        if diffs:
+            raise cli.UsageError(f"--resume: options differ from the stored search: {'; '.join(diffs)}")
+    try:                                                  # before DIR is touched
+        start_ray(args.address)
+    except Exception as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise cli.RunFailed(f"could not {'join the Ray cluster at ' + args.address if args.address else 'start a local Ray'}"
+                            f": {msg}; nothing was written") from None
+    staged = bool(prev) and args.overwrite
+    folder.open(staged)
+    work = folder.work if not args.resume else folder.path
+    try:
+        os.makedirs(os.path.join(work, "ray"), exist_ok=True)
+        with open(os.path.join(work, "ray", "minilatent_options.json"), "w") as f:
+            json.dump(_search_options(args, inp), f)
+        multi = inp["multi"]
+        train = inp["train"] if multi else inp["train"][0]
+        valid = inp["valid"] if multi else inp["valid"][0]
+        device = "cuda" if args.gpus_per_trial > 0 else "cpu"
+        print(f"PBT: {args.trials} members, {args.max_seconds:g} s, perturbation every {args.perturbation_interval} "
+              f"epochs, {args.cpus_per_trial:g} CPU + {args.gpus_per_trial:g} GPU per member; "
+              f"Ray {'at ' + args.address if args.address else 'local'}", flush=True)
+        results = run_pbt(train, valid, base_kw, work, trials=args.trials, max_seconds=args.max_seconds,
+                          seed=args.seed, trainer_kw={"batch_size": args.batch_size, "device": device},
+                          perturbation_interval=args.perturbation_interval, cpus_per_trial=args.cpus_per_trial,
+                          gpus_per_trial=args.gpus_per_trial, address=args.address, resume=args.resume,
+                          init_fn=_init_fn(inp))
+        rows = trial_rows(results)
+        try:
+            best = best_result(results)
+        except RuntimeError as e:
+            raise cli.RunFailed(f"{e}; Ray's state is in {os.path.join(work, 'ray')}") from None
+        model, hps, ck = load_best(best, base_kw)
+        os.makedirs(os.path.join(work, "best"), exist_ok=True)
+        write_trials_csv(rows, os.path.join(work, "trials.csv"))
+        plot_population(rows, os.path.join(work, "pbt.png"))
+        n_exploits = count_exploits(os.path.join(work, "ray"))
+        summary = {"metric": METRIC, "value": best.metrics[METRIC], "trial_id": best.metrics.get("trial_id"),
+                   "epoch": ck["epoch"], "hyperparameters": hps, "model_config": base_kw,
+                   "trainer": {"batch_size": args.batch_size, "lr_schedule": "constant", "lr": hps["lr"]},
+                   "exploits": n_exploits, "members": len(results)}
+        with open(os.path.join(work, "best_config.json"), "w") as f:
+            json.dump(summary, f, indent=1, default=str)
+        torch.save(ck, os.path.join(work, "best", "checkpoint.pt"))
+        print(f"best member {summary['trial_id']}: {METRIC} {summary['value']:.5f} at epoch {ck['epoch']}, "
+              + ", ".join(f"{k} {v:.3g}" for k, v in hps.items()) + f"; {n_exploits} exploits in the population")
+        sub = argparse.Namespace(**vars(args))
+        sub.out = os.path.join(args.out, "best")
+        best_folder = _Sub(os.path.join(work, "best"))
+        cli.write_lfads_outputs(sub, best_folder, inp, model, History(list(ck["history"])))
+        if staged:                                        # replace the old search only now
+            for name in prev:
+                p = os.path.join(folder.path, name)
+                shutil.rmtree(p) if os.path.isdir(p) else os.remove(p)
+            for name in _previous(work):
+                os.replace(os.path.join(work, name), os.path.join(folder.path, name))
+            shutil.rmtree(work, ignore_errors=True)
+        with open(os.path.join(folder.path, "run.json"), "w") as f:
+            json.dump({"command": "tune lfads", "finished": True, **summary}, f, indent=1, default=str)
+    finally:
+        folder.release()
+        if ray.is_initialized() and not args.address:
+            ray.shutdown()
+    return 0
+
+
+class _Sub:
+    """ the part of RunFolder that write_lfads_outputs uses, pointed at DIR/best """
+    def __init__(self, path):
+        self.path = self.work = path
+
+    def file(self, name):
+        return os.path.join(self.path, name)
+
+
+def _search_options(args, inp):
+    """ what a resumed search must share with the stored one """
+    keep = ["trials", "perturbation_interval", "seed", "batch_size", "ramp_epochs", "read_in_dim", "truth_units"]
+    from . import __main__ as cli
+    keep += [f for _, f, _, _ in cli.LFADS_MODEL_OPTIONS if f not in SEARCH_SPACE]
+    out = {k: getattr(args, k) for k in keep}
+    out["data"] = cli._fingerprint([x for t in inp["train"] + inp["valid"] for x in t])
+    return out
+
+
+def _init_fn(inp):
+    """ what a new member does to its fresh model before training (read-out bias from the data, PCR read-ins) """
+    from .data import psths
+    datasets, train, multi = inp["datasets"], inp["train"], inp["multi"]
+    conds = [set(np.unique(d["train_cond_idx"]).tolist()) if "train_cond_idx" in d else None for d in datasets]
+    pcr = multi and all(c is not None and c == conds[0] for c in conds)
+    mats = [psths(d, "train") for d in datasets] if pcr else None
+
+    def init(model):
+        if multi:
+            if pcr:
+                model.init_pcr(mats)
+            for s, t in enumerate(train):
+                model.init_readout_bias(t[1], session=s)
+        else:
+            model.init_readout_bias(train[0][1])
+    return init
