@@ -334,6 +334,8 @@ def plan_folder(args):
         if not os.path.exists(folder.final("checkpoint.pt")):
             raise UsageError(f"--resume: no checkpoint at {folder.final('checkpoint.pt')}")
         return folder, folder.finished()
+    if previous and args.overwrite:
+        return folder, True
     if previous:
         state = "a finished run" if folder.finished() else "an unfinished run"
         raise UsageError(f"--out {args.out} already holds {state} ({', '.join(previous)}); add --resume to continue "
@@ -441,7 +443,7 @@ def _kept(folder, staged, saved):
         return (f"{folder.path} still holds the previous run, untouched"
                 + (f" (this run's checkpoint of epoch {saved} is in {folder.work})" if saved is not None else ""))
     if saved is None:
-        return "no epoch finished, so no checkpoint was saved"
+        return "no checkpoint was saved"
     return f"{folder.final('checkpoint.pt')} holds epoch {saved}"
 
 

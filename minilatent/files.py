@@ -41,9 +41,27 @@ def atomic_write(path, write_fn, binary=True):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        if e.filename is None and e.errno:           # name the file the user will look for
+            raise OSError(e.errno, e.strerror or os.strerror(e.errno), path) from None
+        raise
+    except RuntimeError as e:                        # torch.save reports a full disk as a RuntimeError
+        raise _io_error(e, folder, path) from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _io_error(e, folder, path):
+    """ an OSError for a writer's non-OSError failure: ENOSPC when the disk is (nearly) full """
+    try:
+        st = os.statvfs(folder)
+        full = st.f_bavail * st.f_frsize < 1 << 20
+    except OSError:
+        full = False
+    if full:
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+    return OSError(errno.EIO, f"write failed ({str(e).splitlines()[0][:100]})", path)
 
 
 def atomic_write_with(path, write_path_fn):
@@ -60,6 +78,10 @@ def atomic_write_with(path, write_path_fn):
         finally:
             os.close(fd)
         os.replace(tmp, path)
+    except OSError as e:
+        if e.errno and (e.filename is None or e.filename == tmp):
+            raise OSError(e.errno, e.strerror or os.strerror(e.errno), path) from None
+        raise
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -217,7 +239,12 @@ class RunFolder:
             self.work = self.path
 
     def release(self):
-        """ drop the lock (always; also after a failure) """
+        """ drop the lock (always; also after a failure) and an empty staging folder """
+        if self.work != self.path:
+            try:
+                os.rmdir(self.work)                      # only if empty: a failed run's checkpoint stays
+            except OSError:
+                pass
         if self.held:
             try:
                 with open(self.lock) as f:
