@@ -78,10 +78,16 @@ def start_ray(address=None, num_cpus=None, verbose=0):
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     if address:
         ray.init(address=address, log_to_driver=bool(verbose))
-    else:
-        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=bool(verbose),
-                 configure_logging=bool(verbose))
-    return ray
+        return ray
+    for attempt in (1, 2):     # a raylet that misses Ray's 30 s start-up deadline on a loaded machine: try once more
+        try:
+            ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=bool(verbose),
+                     configure_logging=bool(verbose))
+            return ray
+        except Exception as e:
+            if attempt == 2 or "timed out during startup" not in str(e):
+                raise
+            ray.shutdown()
 
 
 def searched_names(co_dim):
@@ -353,6 +359,9 @@ searched (AutoLFADS's ranges; see minilatent/tune.py):
                    help="CPUs each member reserves (fractions share a core)")
     p.add_argument("--gpus-per-trial", type=cli._number(float, 0, 64), default=0.0,
                    help="GPUs each member reserves (e.g. 0.25: four members per GPU); > 0 trains on CUDA")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where members train: auto = "
+                   "cuda when --gpus-per-trial > 0, else cpu; cuda needs --gpus-per-trial > 0 (Ray hides the GPUs "
+                   "from members that reserve none)")
     p.add_argument("--seed", type=cli._number(int, 0, 2**32 - 1), default=0, help="seeds the population's starting "
                    "hyperparameters and each member's weights")
     p.add_argument("--batch-size", type=cli._number(int, 1, 10**6), default=TrainerConfig().batch_size,
@@ -397,7 +406,12 @@ def tune_lfads(args):
     except ImportError as e:
         raise cli.UsageError(str(e)) from None
     if args.gpus_per_trial > 0 and not torch.cuda.is_available() and not args.address:
-        raise cli.UsageError("--gpus-per-trial > 0 but torch sees no CUDA GPU on this machine")
+        raise cli.UsageError("--gpus-per-trial > 0 but torch sees no CUDA GPU on this machine (with --address the "
+                             "cluster's GPUs count)")
+    if args.device == "cuda" and args.gpus_per_trial == 0:
+        raise cli.UsageError("--device cuda needs --gpus-per-trial > 0 (e.g. 0.25: four members share a GPU)")
+    if args.device == "cpu" and args.gpus_per_trial > 0:
+        raise cli.UsageError("--device cpu with --gpus-per-trial > 0 would reserve GPUs that no member uses")
     inp = cli.read_lfads_inputs(args)                    # the same checks as train lfads
     model, _ = cli.build_lfads(args, inp)                # options the data cannot take fail here, before DIR
     base_kw = {f.name: getattr(model.cfg, f.name) for f in __import__("dataclasses").fields(model.cfg)}
