@@ -841,4 +841,7 @@ def _sparks_figures(folder, history, pred_valid, valid, supervised, dt, loss_kin
 
 
 if __name__ == "__main__":
+    # `python -m minilatent` runs this file as __main__; modules that import minilatent.__main__ (tune.py) must
+    # get this same module, so that their UsageError is the one main() catches
+    sys.modules.setdefault("minilatent.__main__", sys.modules[__name__])
     sys.exit(main())
