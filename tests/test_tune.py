@@ -42,7 +42,12 @@ def test_missing_extra_is_one_line_naming_it(tiny, tmp_path, monkeypatch, capsys
 def search(tiny, tmp_path_factory):
     """ one search shared by the tests below: 4 members, PBT decisions every 2 epochs, 90 s """
     out = str(tmp_path_factory.mktemp("pbt") / "run")
-    mt.start_ray(num_cpus=2)
+    try:
+        mt.start_ray(num_cpus=2)
+    except Exception as e:   # Ray's raylet has a fixed 30 s start-up deadline that an overloaded machine can miss
+        if "timed out during startup" not in str(e):
+            raise
+        pytest.skip("Ray could not start here: its raylet missed Ray's 30 s start-up deadline (machine overloaded)")
     code = main(["tune", "lfads", tiny, "--out", out, "--trials", "4", "--max-seconds", "90",
                  "--perturbation-interval", "2", "--cpus-per-trial", "0.5"] + SMALL)
     return code, out
