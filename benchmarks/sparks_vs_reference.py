@@ -1,7 +1,7 @@
 """
 SPARKS: minilatent's sparks.py against the reference package sparks-ai 0.2.1, side by side on the same data.
 
-Data and settings of references.md §2: make_rotation() — 100 Bernoulli neurons tuned to the phase of a
+Data and settings of the SPARKS comparison (Skatchkovsky et al. 2024; sparks-ai 0.2.1): make_rotation() — 100 Bernoulli neurons tuned to the phase of a
 2-D rotation (0.5-1.5 Hz), 100 trials x 150 bins of 10 ms (80 train / 20 test); batch 10, embed 32,
 latent 8, tau_p 5, tau_f 1, tau_s 0.5 s, Adam lr 1e-3, beta 1e-3; supervised decoding of the 2-D latent
 (cos, sin of the phase), posterior means on the test trials. One torch thread. Every run is a fresh
@@ -11,7 +11,7 @@ and cached here before any timing); --also-torch adds one run of the pure-torch 
 
 Printed per package: CPU s per epoch (training, median over epochs), peak memory (VmHWM) of offline
 (full BPTT) training, also above the worker's own baseline (libraries imported, data loaded), test R^2 after 10 epochs, and one training batch's CPU time and peak memory at N = 100, 200, 400
-(ours measured; the reference's quoted from references.md unless --ref-batches). Then the online mode's
+(ours measured; the reference's quoted from our earlier sparks-ai runs unless --ref-batches). Then the online mode's
 memory at T = 150 and 600 (flat in T) and MET / NOT MET against the targets:
     >= 5x less CPU time per epoch, >= 4x less peak memory offline, R^2 >= 0.9 after 10 epochs.
 
@@ -38,7 +38,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 REF_VENV = "/tmp/sparks_ref"
-QUOTED = {  # references.md §2, sparks-ai 0.2.1 on 2 shared CPU cores, one torch thread
+QUOTED = {  # sparks-ai 0.2.1 as measured earlier for this project on 2 shared CPU cores, one torch thread
     "epoch_s": 11.2, "peak_mb": 1260, "r2": 0.918,
     "batch": {100: (1.2, 1240), 200: (3.5, 4000), 400: (17.1, 15000)},
 }
@@ -290,7 +290,7 @@ def main():
         ref_src = "measured here, side by side"
     else:
         ref = {"epoch_s": QUOTED["epoch_s"], "peak_mb": QUOTED["peak_mb"], "r2": QUOTED["r2"], "base_mb": None}
-        ref_src = f"quoted from references.md ({why or res['ref'][0].get('error')})"
+        ref_src = f"quoted from our earlier sparks-ai runs ({why or res['ref'][0].get('error')})"
 
     print(f"\n--- offline (full BPTT) training, {args.epochs} epochs; reference: {ref_src}")
     print(f"{'':28s}{'minilatent':>14s}{'sparks-ai 0.2.1':>18s}{'ratio':>9s}")
