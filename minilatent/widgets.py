@@ -402,3 +402,83 @@ def plot_inferred_input_frame(t, inferred_input, true_input=None, gen_states=Non
                           title="spikes, true (grey) and inferred rates")
     fig.tight_layout()
     return fig
+
+
+# -----------------------------------------------------------------------------
+# circuits to latents (notebook 07): the ring's bump against the phase a model reads out, and its slow points
+
+
+def _wrap_deg(a):
+    return np.degrees(np.mod(np.asarray(a, dtype=np.float64), 2 * np.pi))
+
+
+def plot_ring_decoding_frame(t, spikes, neuron_angles, true_phase, decoded_phase, dt=None, cue_bins=None,
+                             labels=("true bump phase", "decoded phase")):
+    """ One ring trial up to bin t: spikes of the recorded neurons sorted by preferred angle, with the true bump
+    phase and a decoded phase drawn over them (left); the two phases as points on the ring at bin t (right).
+    spikes (T, N); neuron_angles (N,) radians; true_phase, decoded_phase (T,) radians; cue_bins: bins where a cue
+    is on (shaded). Returns the figure. """
+    spikes = np.asarray(spikes)
+    T = spikes.shape[0]
+    t = _upto(t, T)
+    order = np.argsort(neuron_angles)
+    ang = _wrap_deg(np.asarray(neuron_angles)[order])
+    x = np.arange(T) * (dt or 1.0)
+    fig = plt.figure(figsize=(11, 3.6))
+    ax = fig.add_subplot(1, 3, (1, 2))
+    ti, ni = np.nonzero(spikes[: t + 1][:, order])
+    ax.scatter(x[ti], ang[ni], s=4, color="k", marker="|", alpha=0.5)
+    for ph, c, lab in ((true_phase, "C3", labels[0]), (decoded_phase, "C0", labels[1])):
+        y = _wrap_deg(ph)[: t + 1].copy()
+        y[1:][np.abs(np.diff(y)) > 180] = np.nan                         # no line across the 0/360 seam
+        ax.plot(x[: t + 1], y, color=c, lw=2, label=lab)
+    if cue_bins is not None and len(np.atleast_1d(cue_bins)):
+        cb = np.atleast_1d(cue_bins)
+        ax.axvspan(x[cb.min()], x[cb.max()] + (dt or 1.0), color="y", alpha=0.3, label="cue")
+    ax.set_xlim(x[0], x[-1] + (dt or 1.0)); ax.set_ylim(0, 360)
+    ax.set_xlabel("time (s)" if dt else "bin"); ax.set_ylabel("preferred angle (deg)")
+    ax.legend(loc="upper right", fontsize=8); ax.set_title("spikes sorted by preferred angle")
+    axp = fig.add_subplot(1, 3, 3, projection="polar")
+    axp.plot(np.linspace(0, 2 * np.pi, 100), np.ones(100), color="grey", lw=1)
+    for ph, c, lab in ((true_phase, "C3", labels[0]), (decoded_phase, "C0", labels[1])):
+        axp.plot([ph[t]], [1.0], "o", color=c, ms=12, alpha=0.8, label=lab)
+    axp.set_ylim(0, 1.2); axp.set_yticks([])
+    err = abs((np.degrees(decoded_phase[t] - true_phase[t]) + 180) % 360 - 180)
+    axp.set_title(f"bin {t}: error {err:.0f} deg", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_slow_point_frame(k, points_2d, phases, eigvals, rates, neuron_angles, trajectories_2d=None):
+    """ Walk around a ring of slow points, at point k: all points in a 2-D projection coloured by the phase each is
+    mapped to, point k circled, over the model's trajectories (left); the eigenvalues of the Jacobian at point k
+    against the unit circle (middle); the rates the model reads out at point k against the neurons' preferred
+    angles, with the mapped phase (right). points_2d (K, 2); phases (K,) radians; eigvals (K, H) complex;
+    rates (K, N); neuron_angles (N,) radians; trajectories_2d (trials, T, 2). Returns the figure. """
+    points_2d, eigvals, rates = np.asarray(points_2d), np.asarray(eigvals), np.asarray(rates)
+    K = len(points_2d)
+    k = _upto(k, K)
+    fig, ax = plt.subplots(1, 3, figsize=(12, 3.6))
+    if trajectories_2d is not None:
+        for tr in np.asarray(trajectories_2d):
+            ax[0].plot(tr[:, 0], tr[:, 1], color="0.8", lw=0.5, zorder=0)
+    sc = ax[0].scatter(points_2d[:, 0], points_2d[:, 1], c=_wrap_deg(phases), cmap="hsv", vmin=0, vmax=360, s=18)
+    ax[0].scatter(points_2d[k, 0], points_2d[k, 1], s=160, facecolors="none", edgecolors="k", lw=2)
+    fig.colorbar(sc, ax=ax[0], label="mapped phase (deg)")
+    ax[0].set_xlabel("PC 1"); ax[0].set_ylabel("PC 2"); ax[0].set_title(f"slow point {k} of {K}")
+    ax[0].set_aspect("equal", "datalim")
+    c = np.linspace(0, 2 * np.pi, 200)
+    ax[1].plot(np.cos(c), np.sin(c), color="grey", lw=1)
+    ax[1].scatter(eigvals[k].real, eigvals[k].imag, s=16, color="C0")
+    top = eigvals[k][np.argmax(np.abs(eigvals[k]))]
+    ax[1].scatter([top.real], [top.imag], s=60, color="C3", label=f"largest |lambda| = {abs(top):.3f}")
+    ax[1].set_aspect("equal"); ax[1].set_xlim(-1.15, 1.15); ax[1].set_ylim(-1.15, 1.15)
+    ax[1].legend(fontsize=8, loc="lower left"); ax[1].set_title("Jacobian eigenvalues")
+    order = np.argsort(neuron_angles)
+    ax[2].plot(_wrap_deg(np.asarray(neuron_angles)[order]), rates[k][order], "o-", ms=3, color="C1")
+    ax[2].axvline(_wrap_deg(phases[k]), color="k", ls="--", lw=1, label="mapped phase")
+    ax[2].set_ylim(0, 1.1 * rates.max()); ax[2].set_xlim(0, 360)
+    ax[2].set_xlabel("preferred angle (deg)"); ax[2].set_ylabel("rate (Hz)"); ax[2].legend(fontsize=8)
+    ax[2].set_title("read-out at the slow point")
+    fig.tight_layout()
+    return fig
