@@ -20,9 +20,9 @@ import matplotlib.pyplot as plt
 
 def stepper(plot_fn, n_steps, start=0, step=1, interval_ms=150, description="time bin", label=None):
     """ A Play button and a slider over t in [0, n_steps) that redraws plot_fn(t) in an output area.
-    plot_fn draws with matplotlib (and may call plt.show()); returns the ipywidgets container. """
+    plot_fn draws with matplotlib (and may call plt.show()). Returns the ipywidgets container without
+    displaying it: end a cell with the call (or pass the result to display) to show it, once. """
     import ipywidgets as widgets
-    from IPython.display import display
 
     if n_steps < 1:
         raise ValueError(f"stepper: n_steps must be >= 1, got {n_steps}")
@@ -43,9 +43,7 @@ def stepper(plot_fn, n_steps, start=0, step=1, interval_ms=150, description="tim
     children = [widgets.HBox([play, slider])]
     if label:
         children.insert(0, widgets.HTML(f"<b>{label}</b>"))
-    box = widgets.VBox(children + [out])
-    display(box)
-    return box
+    return widgets.VBox(children + [out])
 
 
 # -----------------------------------------------------------------------------
@@ -64,7 +62,9 @@ def plot_raster_rates(spikes, t=None, true_rates=None, inferred_rates=None, neur
 
 def plot_trajectory(traj, t=None, ax=None, color="C0", label=None, others=None, title=None):
     """ Draw a (T, D) trajectory (D >= 2; the first three dims) up to bin t, with a dot at t.
-    others: optional list of (T, D) trajectories drawn faintly in full for context. """
+    others: optional list of (T, D) trajectories drawn faintly in full for context. The axis limits cover
+    the whole trajectory (and the others, and whatever earlier calls drew on the same axes), so they stay
+    put while t moves. """
     traj = np.asarray(traj)
     T, D = traj.shape
     if D < 2:
@@ -81,6 +81,15 @@ def plot_trajectory(traj, t=None, ax=None, color="C0", label=None, others=None, 
         ax.plot(*[np.asarray(o)[:, d] for d in dims], color="0.8", lw=0.6)
     ax.plot(*[traj[: t + 1, d] for d in dims], color=color, lw=1.5, label=label)
     ax.scatter(*[traj[t:t + 1, d] for d in dims], color=color, s=30)
+    # limits from every point this axes is asked to show, not only the part drawn so far
+    pts = np.concatenate([traj[:, list(dims)]] + [np.asarray(o)[:, list(dims)] for o in others or []])
+    lo, hi = np.nanmin(pts, 0), np.nanmax(pts, 0)
+    if hasattr(ax, "_minilatent_limits"):
+        lo, hi = np.minimum(lo, ax._minilatent_limits[0]), np.maximum(hi, ax._minilatent_limits[1])
+    ax._minilatent_limits = (lo, hi)
+    pad = 0.05 * np.where(hi > lo, hi - lo, 1.0)
+    for d, set_lim in zip(range(len(dims)), (ax.set_xlim, ax.set_ylim, getattr(ax, "set_zlim", None))):
+        set_lim(lo[d] - pad[d], hi[d] + pad[d])
     if title:
         ax.set_title(title)
     if label:
