@@ -296,6 +296,8 @@ def main(argv=None):
     eg = sub.add_parser("make-eg-data", help="regenerate the example datasets in eg_data/ bit for bit")
     eg.add_argument("--out", default=None, help="folder (default: the package's eg_data/)")
     eg.set_defaults(fn=make_eg_data)
+    from .lessons import add_lessons_parser
+    add_lessons_parser(sub)  # python -m minilatent lessons {student,instructor,html} OUT_DIR
     args = ap.parse_args(argv)
     try:
         return args.fn(args)
