@@ -254,14 +254,13 @@ def write_html(out_dir, overwrite=False, sources=None, fast=True, timeout=600, k
     try:
         for name, nb in nbs.items():
             node = nbformat.from_dict(nb)
-            print(f"executing {name} ({'fast' if fast else 'full'} mode)", file=sys.stderr, flush=True)
+            print(f"executing {name} ({'fast' if fast else 'full'} mode)", flush=True)
             # the stubs raise by design (tag raises-exception); any other error stops the build
             try:
                 NotebookClient(node, timeout=timeout, kernel_name=kernel_name,
                                resources={"metadata": {"path": out_dir}}).execute()
             except CellExecutionError as e:
-                last = [line for line in str(e).strip().splitlines() if line.strip()][-1:]
-                raise LessonError(f"{name}: a cell failed while executing: {' '.join(last)[:300]}") from None
+                raise LessonError(f"{name}: a cell raised {e.ename}: {str(e.evalue)[:200]}") from None
             body, _ = HTMLExporter().from_notebook_node(node)
             page = os.path.join(out_dir, name[:-len(".ipynb")] + ".html")
             with open(page, "w", encoding="utf-8") as f:
