@@ -249,6 +249,22 @@ def test_instructor_version_equals_source_without_outputs(real):
             assert b["outputs"] == [] and b["execution_count"] is None
 
 
+def test_first_cell_installs_only_where_the_package_is_missing(real):
+    """ the Colab/JupyterHub line: every %pip sits under `if find_spec("minilatent") is None`, which is False here
+    (and in tests/test_installed.py, where the lessons run from a non-editable install) """
+    import importlib.util
+    name, nb, _, _ = real
+    first = next(c for c in nb["cells"] if c["cell_type"] == "code")
+    lines = L.source(first).splitlines()
+    guard = [i for i, s in enumerate(lines) if s.startswith("if importlib.util.find_spec(\"minilatent\") is None")]
+    assert guard, f"{name}: the first code cell does not guard its install with find_spec('minilatent')"
+    for c in nb["cells"]:
+        for i, s in enumerate(L.source(c).splitlines()):
+            if s.lstrip().startswith(("%pip", "!pip")):
+                assert c is first and s.startswith((" ", "\t")) and guard[0] < i, f"{name}: unguarded {s.strip()}"
+    assert importlib.util.find_spec("minilatent") is not None
+
+
 def test_every_lesson_is_on_the_scheme_or_reported():
     """ the CLI over the shipped lessons: either all on the scheme (exit 0) or one line naming the first problem """
     import tempfile
