@@ -189,6 +189,10 @@ def test_lesson_in_the_browser(lab, name):
         assert not problems, f"{name}: " + "; ".join(problems)
         check_a_slider(page, nb, name)
     finally:
+        try:                                      # free the kernel's memory before the next lesson
+            page.evaluate("() => window.jupyterapp.shell.currentWidget.sessionContext.shutdown()")
+        except Exception:
+            pass
         page.close()
 
 
