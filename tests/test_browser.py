@@ -125,9 +125,11 @@ def shot(page, name):
 
 
 def run_all(page, url, name):
-    page.goto(f"{url}/lab/tree/{name}?token={TOKEN}")
-    page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget "
-                           "&& window.jupyterapp.shell.currentWidget.context", timeout=120_000)
+    # a workspace of its own per lesson (reset), so JupyterLab does not reopen the lessons of earlier tests
+    page.goto(f"{url}/lab/workspaces/{name[:-6]}/tree/{name}?reset&token={TOKEN}")
+    page.wait_for_function("(name) => window.jupyterapp && window.jupyterapp.shell.currentWidget "
+                           "&& window.jupyterapp.shell.currentWidget.context "
+                           "&& window.jupyterapp.shell.currentWidget.context.path === name", arg=name, timeout=120_000)
     page.wait_for_function(KERNEL_IDLE.replace("return k ? k.status : null;", "return k && k.status === 'idle';"),
                            timeout=120_000)
     page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
@@ -137,6 +139,10 @@ def run_all(page, url, name):
         time.sleep(2)
         nb = notebook(page)
         code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+        if time.time() - t0 > 120 and not any(c.get("execution_count") for c in code) \
+                and page.evaluate(KERNEL_IDLE) == "idle":
+            shot(page, f"not_started_{name[:-6]}.png")
+            pytest.fail(f"{name}: Run > Run All Cells started nothing within 120 s")
         if all(c.get("execution_count") for c in code) and page.evaluate(KERNEL_IDLE) == "idle":
             return nb
     shot(page, f"timeout_{name}.png")
@@ -156,7 +162,8 @@ def test_lesson_in_the_browser(lab, name):
     if not any("exercise" in c.get("metadata", {}).get("tags", []) for c in nb["cells"]):
         pytest.skip(f"{name} has no cells tagged 'exercise' yet (marking scheme not applied): Run All would stop "
                     "at its first stub")
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    context = browser.new_context(viewport={"width": 1280, "height": 900})   # fresh storage per lesson
+    page = context.new_page()
     try:
         nb = run_all(page, url, name)
         shot(page, f"{name[:-6]}_end.png")
@@ -193,7 +200,7 @@ def test_lesson_in_the_browser(lab, name):
             page.evaluate("() => window.jupyterapp.shell.currentWidget.sessionContext.shutdown()")
         except Exception:
             pass
-        page.close()
+        context.close()
 
 
 def check_a_slider(page, nb, name):

@@ -1,7 +1,7 @@
 """ The lesson generator (minilatent/lessons.py): its logic on small synthetic notebooks, and the student and
 instructor versions of every real lesson against the marking scheme (no solution code in the student version,
-no answers, no outputs, matching signatures, instructor == source minus outputs). Running each student version
-top to bottom lives in tests/test_lessons_run.py, so pytest-xdist can put it on another worker. """
+no answers, no outputs, matching signatures, instructor == source minus outputs). Each student version is
+run top to bottom in tests/test_installed.py, from the installed package (with run_errors below). """
 
 import ast
 import json
@@ -157,11 +157,31 @@ def test_cli_refuses_a_lesson_off_the_scheme_before_writing(tmp_path):
     assert r.returncode == 2 and "no lessons folder" in r.stderr and r.stderr.count("\n") == 1
 
 
+def run_errors(nb, cwd, timeout=600):
+    """ execute notebook dict `nb` in a fresh kernel with MINILATENT_FAST=1, running every cell whatever
+    fails; returns {cell index: exception name} of the cells that raised """
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    node = nbformat.from_dict(nb)
+    old = os.environ.get("MINILATENT_FAST")
+    os.environ["MINILATENT_FAST"] = "1"                  # the kernel inherits this process's environment
+    try:
+        nbclient.NotebookClient(node, timeout=timeout, allow_errors=True, kernel_name="python3",
+                                resources={"metadata": {"path": str(cwd)}}).execute()
+    finally:
+        if old is None:
+            os.environ.pop("MINILATENT_FAST")
+        else:
+            os.environ["MINILATENT_FAST"] = old
+    return {i: o["ename"] for i, c in enumerate(node.cells) if c.cell_type == "code"
+            for o in c.outputs if o["output_type"] == "error"}
+
+
 def test_student_version_runs_with_only_the_stub_raising(tmp_path):
-    from test_lessons_run import run_errors
     st = L.student_version(lesson(), "x.ipynb")
     assert run_errors(st, tmp_path) == {1: "NotImplementedError"}
     # a later cell that calls the student's function fails in the student version: the run test sees it
+    # (test_installed.py::test_student_versions_run_to_the_end applies the same check to every lesson)
     st = L.student_version(lesson(code("print(double(3))")), "x.ipynb")
     assert run_errors(st, tmp_path) == {1: "NotImplementedError", len(st["cells"]) - 1: "NotImplementedError"}
 
