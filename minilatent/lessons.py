@@ -23,7 +23,6 @@ This module needs only the standard library for `student` and `instructor` (note
 `html` executes the lessons and needs nbclient and nbconvert (installed with JupyterLab).
 """
 
-import argparse
 import ast
 import copy
 import json
