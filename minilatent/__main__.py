@@ -261,6 +261,8 @@ def build_parser():
   {prog} make-eg-data --out /tmp/eg""")
     eg.add_argument("--out", default=None, metavar="FOLDER", help="folder (default: the package's eg_data/)")
     eg.set_defaults(fn=make_eg_data)
+    from .lessons import add_lessons_parser
+    add_lessons_parser(sub)  # python -m minilatent lessons {student,instructor,html} OUT_DIR
     return ap
 
 

@@ -31,7 +31,11 @@ from .files import atomic_write
 
 MAX_COUNT = 10_000     # spikes per bin above this are refused as spike counts (a unit or bin-size mistake)
 DATA_KEYS = ("train_encod_data", "train_recon_data", "valid_encod_data", "valid_recon_data")
-EG_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "eg_data")
+# the example datasets: package data when installed (minilatent/eg_data/), else the checkout's eg_data/
+_HERE = os.path.dirname(os.path.abspath(__file__))
+EG_DATA = os.path.join(_HERE, "eg_data")
+if not os.path.isdir(EG_DATA):
+    EG_DATA = os.path.join(os.path.dirname(_HERE), "eg_data")
 
 # -----------------------------------------------------------------------------
 # synthetic data with ground truth
