@@ -40,6 +40,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import tempfile
 import time
 
@@ -154,7 +155,8 @@ def _member(config, setup=None):
         metrics = {METRIC: meta["smooth"], "valid_recon": recon, "epoch": row["epoch"],
                    "train_recon": float(row.get("train_recon", math.nan)), "exploits": meta["exploits"],
                    "parent": meta["lineage"][-2] if len(meta["lineage"]) > 1 else "", **hps}
-        if row["epoch"] % setup["checkpoint_every"]:
+        if row["epoch"] % setup["checkpoint_every"] and row["epoch"] > 1:   # the first epoch too: a member
+            # always has something to be judged and copied by
             tune.report(metrics)
             return
         with tempfile.TemporaryDirectory() as d:
@@ -463,11 +465,27 @@ def tune_lfads(args):
         print(f"PBT: {args.trials} members, {args.max_seconds:g} s, perturbation every {args.perturbation_interval} "
               f"epochs, {args.cpus_per_trial:g} CPU + {args.gpus_per_trial:g} GPU per member; "
               f"Ray {'at ' + args.address if args.address else 'local'}", flush=True)
-        results = run_pbt(train, valid, base_kw, work, trials=args.trials, max_seconds=args.max_seconds,
-                          seed=args.seed, trainer_kw={"batch_size": args.batch_size, "device": device},
-                          perturbation_interval=args.perturbation_interval, cpus_per_trial=args.cpus_per_trial,
-                          gpus_per_trial=args.gpus_per_trial, address=args.address, resume=args.resume,
-                          init_fn=_init_fn(inp))
+        t0 = time.time()
+        try:
+            results = run_pbt(train, valid, base_kw, work, trials=args.trials, max_seconds=args.max_seconds,
+                              seed=args.seed, trainer_kw={"batch_size": args.batch_size, "device": device},
+                              perturbation_interval=args.perturbation_interval, cpus_per_trial=args.cpus_per_trial,
+                              gpus_per_trial=args.gpus_per_trial, address=args.address, resume=args.resume,
+                              init_fn=_init_fn(inp))
+            errors = list(results.errors)
+            if errors and len(errors) == len(results):
+                first = str(errors[0]).strip().splitlines()[-1][:200]
+                raise cli.RunFailed(f"every population member failed; the last line of the first error: {first}; "
+                                    f"Ray's state is in {os.path.join(work, 'ray')}")
+            # members train until the budget runs out, so a search that ends well before it was stopped (Ctrl-C,
+            # SIGTERM): Ray has saved its state, and nothing that looks finished is written
+            interrupted = not args.resume and time.time() - t0 < 0.9 * args.max_seconds
+        except KeyboardInterrupt:
+            interrupted = True
+        if interrupted:
+            print(f"error: the search was interrupted after {time.time() - t0:.0f} s; its state is in "
+                  f"{os.path.join(work, 'ray')}: continue it with the same command plus --resume", file=sys.stderr)
+            return 130
         rows = trial_rows(results)
         try:
             best = best_result(results)

@@ -4,10 +4,14 @@ tiny data, a budget of about a minute. Skipped with a reason where Ray Tune is n
 (pip install 'minilatent[tune]'; .ci/run installs it).
 """
 import csv
+import glob
 import importlib.util
 import json
 import os
+import signal
+import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -38,24 +42,58 @@ def test_missing_extra_is_one_line_naming_it(tiny, tmp_path, monkeypatch, capsys
     assert not out.exists()
 
 
+def _max_epoch(out):
+    """ the largest epoch any member has reported (Ray's result.json lines) """
+    best = 0
+    for f in glob.glob(os.path.join(out, "ray", "_member*", "result.json")):
+        for line in open(f).read().splitlines():
+            best = max(best, int(json.loads(line).get("epoch", 0)))
+    return best
+
+
 @pytest.fixture(scope="module")
 def search(tiny, tmp_path_factory):
-    """ one search shared by the tests below: 4 members, PBT decisions every 2 epochs, 90 s """
+    """ One search shared by the tests below: 4 members, PBT decisions every 2 epochs, 90 s. It is started as a user
+    would, interrupted with Ctrl-C once the members are training, then continued with --resume to the end. """
     out = str(tmp_path_factory.mktemp("pbt") / "run")
-    try:
-        mt.start_ray(num_cpus=2)
-    except Exception as e:   # Ray's raylet has a fixed 30 s start-up deadline that an overloaded machine can miss
-        if "timed out during startup" not in str(e):
-            raise
-        pytest.skip("Ray could not start here: its raylet missed Ray's 30 s start-up deadline (machine overloaded)")
-    code = main(["tune", "lfads", tiny, "--out", out, "--trials", "4", "--max-seconds", "90",
-                 "--perturbation-interval", "2", "--cpus-per-trial", "0.5"] + SMALL)
-    return code, out
+    argv = ["tune", "lfads", tiny, "--out", out, "--trials", "4", "--max-seconds", "90",
+            "--perturbation-interval", "2", "--cpus-per-trial", "0.5"] + SMALL
+    p = subprocess.Popen([sys.executable, "-m", "minilatent"] + argv, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and p.poll() is None and _max_epoch(out) < 3:
+        time.sleep(1)
+    if p.poll() is not None:
+        err = p.stderr.read()
+        if "timed out during startup" in err:   # Ray's raylet has a fixed 30 s start-up deadline
+            pytest.skip("Ray could not start here: its raylet missed Ray's 30 s start-up deadline (machine overloaded)")
+        pytest.fail(f"the search ended before it was interrupted (exit {p.returncode}): {err[-2000:]}")
+    p.send_signal(signal.SIGINT)
+    rc = p.wait(timeout=180)
+    err = p.stderr.read().strip().splitlines()
+    state = {"interrupted_rc": rc, "interrupted_err": err, "epoch_at_interrupt": _max_epoch(out),
+             "finished_after_interrupt": os.path.exists(os.path.join(out, "run.json"))}
+    state["code"] = main(argv + ["--resume"])
+    state["out"] = out
+    return state
+
+
+@needs_ray
+def test_interrupted_search_keeps_its_state_and_says_how_to_resume(search):
+    assert search["interrupted_rc"] == 130
+    assert search["interrupted_err"] and "--resume" in search["interrupted_err"][-1]
+    assert not search["finished_after_interrupt"]          # nothing that looks finished was written
+
+
+@needs_ray
+def test_resume_continues_the_search(search):
+    assert search["code"] == 0
+    assert _max_epoch(search["out"]) > search["epoch_at_interrupt"] + 2   # members went on from their checkpoints
 
 
 @needs_ray
 def test_search_writes_the_files_and_exploits(search):
-    code, out = search
+    code, out = search["code"], search["out"]
     assert code == 0
     for name in ("best_config.json", "trials.csv", "pbt.png", "run.json", "best/lfads_output.h5", "best/checkpoint.pt"):
         assert os.path.exists(os.path.join(out, name)), name
@@ -80,7 +118,7 @@ def test_search_writes_the_files_and_exploits(search):
 @needs_ray
 def test_best_output_has_train_lfads_layout(search):
     import h5py
-    _, out = search
+    out = search["out"]
     with h5py.File(os.path.join(out, "best", "lfads_output.h5")) as f:
         rates = f["valid_output_params"][()]
         spikes = f["valid_recon_data"][()]
@@ -91,7 +129,7 @@ def test_best_output_has_train_lfads_layout(search):
 
 @needs_ray
 def test_second_search_into_the_folder_is_refused(search, tiny, capsys):
-    _, out = search
+    out = search["out"]
     before = sorted(os.listdir(out))
     assert main(["tune", "lfads", tiny, "--out", out, "--trials", "2", "--max-seconds", "5"] + SMALL) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -100,19 +138,8 @@ def test_second_search_into_the_folder_is_refused(search, tiny, capsys):
 
 
 @needs_ray
-def test_resume_continues_the_search(search, tiny):
-    _, out = search
-    rows_before = list(csv.DictReader(open(os.path.join(out, "trials.csv"))))
-    assert main(["tune", "lfads", tiny, "--out", out, "--trials", "4", "--max-seconds", "150",
-                 "--perturbation-interval", "2", "--cpus-per-trial", "0.5", "--resume"] + SMALL) == 0
-    rows = list(csv.DictReader(open(os.path.join(out, "trials.csv"))))
-    epochs = lambda rs: max(int(float(r["epoch"])) for r in rs)
-    assert epochs(rows) > epochs(rows_before)          # the members went on training from their checkpoints
-
-
-@needs_ray
 def test_resume_refuses_changed_options(search, tiny, capsys):
-    _, out = search
+    out = search["out"]
     assert main(["tune", "lfads", tiny, "--out", out, "--trials", "4", "--max-seconds", "10",
                  "--perturbation-interval", "2", "--resume", "--gen-dim", "32"] + SMALL[2:]) == 2
     assert "gen_dim" in capsys.readouterr().err
