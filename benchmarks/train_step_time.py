@@ -3,6 +3,8 @@ Training-step time of LFADS (autonomous and with a controller) and SPARKS (full 
 generic Trainer: each batch is timed on its own (a callback at the end of every batch), and the minimum and
 median per optimiser step are printed. The minimum is the figure to compare on a shared, loaded machine.
 Used to check that input validation left the hot path (issue 13): run it before and after a change.
+It also times the value checks on their own (NaN/negative scans of a batch): what every training step paid
+before they moved to Trainer.fit (once per fit), against the shape checks that stay in every step.
 
     .venv/bin/python benchmarks/train_step_time.py
 """
@@ -14,6 +16,29 @@ import torch
 from minilatent import LFADS, LFADSConfig, Trainer, TrainerConfig
 from minilatent.sparks import SPARKS, SPARKSConfig
 from minilatent.data import make_lorenz, lfads_tensors
+from minilatent.lfads import check_counts, check_shape, PoissonLikelihood
+
+
+def mean_us(fn, n=2000):
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return (time.perf_counter() - t0) / n * 1e6
+
+
+def check_costs():
+    x = torch.poisson(torch.ones(32, 100, 30))                   # one LFADS batch
+    values = lambda: (check_counts(x, "x", 30, spikes=False), check_counts(x, "r", 30, spikes=False),
+                      PoissonLikelihood.check(x, "r"))            # forward + compute_losses + likelihood, as before
+    shapes = lambda: (check_shape(x, "x", 30), check_shape(x, "r", 30))
+    print(f"LFADS per-step checks, batch (32, 100, 30): value scans {mean_us(values):.0f} us, shape checks "
+          f"{mean_us(shapes):.0f} us")
+    m = SPARKS(SPARKSConfig(n_neurons=60))
+    xs = (torch.rand(10, 100, 60) < 0.1).float()
+    print(f"SPARKS input check, batch (10, 100, 60): values {mean_us(lambda: m._check_input(xs, 0)):.0f} us, shape "
+          f"{mean_us(lambda: m._check_input(xs, 0, values=False)):.0f} us; one online bin (10, 1, 60): values "
+          f"{mean_us(lambda: m._check_input(xs[:, :1], 0)):.0f} us, shape "
+          f"{mean_us(lambda: m._check_input(xs[:, :1], 0, values=False)):.0f} us")
 
 
 def per_step(model, train, epochs, batch_size, steps_per_batch=1):
@@ -27,6 +52,9 @@ def per_step(model, train, epochs, batch_size, steps_per_batch=1):
 
 
 if __name__ == "__main__":
+    torch.set_num_threads(1)
+    if hasattr(SPARKS, "check_data"):                            # this version has both kinds of check
+        check_costs()
     torch.manual_seed(0)
     d = make_lorenz(seed=0)
     tr = lfads_tensors(d, "train")[:2]
