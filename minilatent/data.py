@@ -23,7 +23,6 @@ Benchmark (bits per spike) and the LFADS papers (rate R^2, latent R^2 via an aff
 
 import math
 import os
-from typing import Optional
 
 import numpy as np
 import torch
@@ -32,7 +31,11 @@ from .files import atomic_write
 
 MAX_COUNT = 10_000     # spikes per bin above this are refused as spike counts (a unit or bin-size mistake)
 DATA_KEYS = ("train_encod_data", "train_recon_data", "valid_encod_data", "valid_recon_data")
-EG_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "eg_data")
+# the example datasets: package data when installed (minilatent/eg_data/), else the checkout's eg_data/
+_HERE = os.path.dirname(os.path.abspath(__file__))
+EG_DATA = os.path.join(_HERE, "eg_data")
+if not os.path.isdir(EG_DATA):
+    EG_DATA = os.path.join(os.path.dirname(_HERE), "eg_data")
 
 # -----------------------------------------------------------------------------
 # synthetic data with ground truth
@@ -383,22 +386,6 @@ def lfads_tensors(data, split, device="cpu"):
     return tuple(t)
 
 
-class TrialDataset(torch.utils.data.Dataset):
-    """ a torch Dataset over trials of one or more aligned (trials, ...) arrays, for DataLoader users """
-
-    def __init__(self, *arrays):
-        self.tensors = [torch.as_tensor(np.asarray(a, dtype=np.float32)) for a in arrays]
-        n = {t.shape[0] for t in self.tensors}
-        if len(n) != 1:
-            raise ValueError(f"all arrays must have the same number of trials, got {[t.shape[0] for t in self.tensors]}")
-
-    def __len__(self):
-        return self.tensors[0].shape[0]
-
-    def __getitem__(self, i):
-        return tuple(t[i] for t in self.tensors) if len(self.tensors) > 1 else self.tensors[0][i]
-
-
 # -----------------------------------------------------------------------------
 # metrics
 
@@ -451,8 +438,10 @@ def poisson_nll(rates, spikes):
 
 
 def bits_per_spike(rates, spikes):
-    """ Neural Latents Benchmark co-bps: (NLL_null - NLL_model) / (total spikes * ln 2), where the null
-    model predicts each neuron's mean count (over trials and time) at every bin. """
+    """ Bits per spike, the Neural Latents Benchmark's definition: (NLL_null - NLL_model) / (total spikes * ln 2),
+    where the null model predicts each neuron's mean count (over trials and time) at every bin. On neurons the
+    model reconstructs from their own spikes this is an in-sample figure; only on held-out neurons is it NLB's
+    co-bps (see co_bps). """
     x = np.asarray(spikes, np.float64)
     n = x.reshape(-1, x.shape[-1])
     null = np.broadcast_to(n.mean(0), x.shape)
@@ -759,3 +748,629 @@ def noise_leak(inferred_rates, spikes, true_rates):
         raise ValueError(f"noise_leak: shapes differ: {r_hat.shape}, {x.shape}, {r.shape}")
     noise = x - r
     return float(((r_hat - r) * noise).sum() / max((noise ** 2).sum(), 1e-12))
+
+
+# -----------------------------------------------------------------------------
+# held-out neurons and forward prediction, the Neural Latents Benchmark way (Pei et al. 2021)
+#
+# lfads-torch's layout: encod_data (trials, T, N_in) holds the held-in neurons the encoders see; recon_data
+# (trials, T + T_fp, N_in + N_out) holds the same neurons first, then the held-out ones, over the same bins
+# followed by T_fp forward-prediction bins. The model reconstructs all of recon_data. NLB scores:
+#   co-bps  bits/spike of the held-out neurons over the T observed bins (their spikes never reach the model)
+#   fp-bps  bits/spike of all neurons over the T_fp forward bins (the future of the trial)
+#   bps     bits/spike of the held-in neurons over the T observed bins (in-sample: the model saw these spikes)
+# each with the NLB null: every neuron's mean count over the evaluated trials and bins.
+
+
+def regional_bits_per_spike(rates, recon_data, n_heldin, n_bins):
+    """ NLB's three figures from rates and counts over recon_data's layout (see above):
+    rates, recon_data (trials, T + T_fp, N_in + N_out) in counts per bin; n_heldin = N_in; n_bins = T.
+    Returns {'bps', 'co_bps', 'fp_bps'}; a region with no neurons or bins gives NaN, and so does one without a
+    single spike. """
+    r, x = np.asarray(rates, np.float64), np.asarray(recon_data, np.float64)
+    if r.shape != x.shape or r.ndim != 3:
+        raise ValueError(f"regional_bits_per_spike: rates {r.shape} and recon_data {x.shape} must be the same "
+                         "(trials, bins, neurons) shape")
+    if not (0 < n_heldin <= x.shape[2] and 0 < n_bins <= x.shape[1]):
+        raise ValueError(f"regional_bits_per_spike: need 0 < n_heldin <= {x.shape[2]} and 0 < n_bins <= {x.shape[1]}, "
+                         f"got n_heldin={n_heldin}, n_bins={n_bins}")
+
+    def bps(sl_t, sl_n):
+        xs = x[:, sl_t, sl_n]
+        if xs.size == 0 or xs.sum() == 0:
+            return float("nan")
+        return float(bits_per_spike(r[:, sl_t, sl_n], xs))
+    return {"bps": bps(slice(0, n_bins), slice(0, n_heldin)),
+            "co_bps": bps(slice(0, n_bins), slice(n_heldin, None)),
+            "fp_bps": bps(slice(n_bins, None), slice(None))}
+
+
+def co_bps(rates, recon_data, n_heldin, n_bins=None):
+    """ NLB co-bps: bits/spike of the held-out neurons (recon_data's channels from n_heldin on) over the first
+    n_bins bins (default: all). rates and recon_data (trials, bins, neurons), counts per bin. """
+    n_bins = np.shape(recon_data)[1] if n_bins is None else n_bins
+    if np.shape(recon_data)[2] <= n_heldin:
+        raise ValueError(f"co_bps: recon_data has {np.shape(recon_data)[2]} neurons, none held out after n_heldin={n_heldin}")
+    return regional_bits_per_spike(rates, recon_data, n_heldin, n_bins)["co_bps"]
+
+
+def fp_bps(rates, recon_data, n_bins):
+    """ NLB fp-bps: bits/spike of all neurons over the forward-prediction bins (from bin n_bins on) """
+    if np.shape(recon_data)[1] <= n_bins:
+        raise ValueError(f"fp_bps: recon_data has {np.shape(recon_data)[1]} bins, no forward bins after n_bins={n_bins}")
+    return regional_bits_per_spike(rates, recon_data, np.shape(recon_data)[2], n_bins)["fp_bps"]
+
+
+def split_heldout(data, n_heldout, seed=0):
+    """ Hold out n_heldout neurons, NLB style: a seeded random choice of neurons disappears from encod_data
+    (the model never sees their spikes) and moves to the end of recon_data (held-in neurons first, then
+    held-out, as lfads-torch expects); `{split}_truth` is reordered the same way. The chosen indices (into
+    the original neuron order) are stored as 'heldin_idx' and 'heldout_idx'. Returns a new dict.
+    The data must not already hold held-out neurons (recon_data as wide as encod_data). """
+    if isinstance(n_heldout, bool) or not isinstance(n_heldout, (int, np.integer)):
+        raise TypeError(f"split_heldout: n_heldout must be a whole number, got {n_heldout!r}")
+    N = np.shape(data["train_encod_data"])[2]
+    for split in ("train", "valid"):
+        if np.shape(data[f"{split}_recon_data"])[2] != N:
+            raise ValueError(f"split_heldout: {split}_recon_data already has {np.shape(data[f'{split}_recon_data'])[2]} "
+                             f"neurons for {N} held-in ones; the data hold held-out neurons already")
+    if not 0 < n_heldout < N:
+        raise ValueError(f"split_heldout: n_heldout must be between 1 and {N - 1} (the data have {N} neurons), got {n_heldout}")
+    rng = np.random.default_rng(seed)
+    heldout = np.sort(rng.choice(N, size=int(n_heldout), replace=False))
+    heldin = np.setdiff1d(np.arange(N), heldout)
+    order = np.concatenate([heldin, heldout])
+    out = dict(data)
+    for split in ("train", "valid"):
+        out[f"{split}_encod_data"] = np.asarray(data[f"{split}_encod_data"])[..., heldin]
+        out[f"{split}_recon_data"] = np.asarray(data[f"{split}_recon_data"])[..., order]
+        if f"{split}_truth" in data and np.shape(data[f"{split}_truth"])[2] == N:
+            out[f"{split}_truth"] = np.asarray(data[f"{split}_truth"])[..., order]
+    out["heldin_idx"], out["heldout_idx"] = heldin.astype(np.int64), heldout.astype(np.int64)
+    return out
+
+
+# -----------------------------------------------------------------------------
+# real recordings: NWB files (Neurodata Without Borders), in the layout of the Neural Latents Benchmark's
+# datasets: a units table with each unit's `spike_times` (s) and `obs_intervals`, and a trials table with
+# `start_time`, `stop_time` and event columns (e.g. `move_onset_time`), optionally a `split` column
+# ('train' / 'val' / 'test') and, in the units table, a boolean `heldout` column.
+
+NWB_EXTRA = "reading NWB files needs pynwb: pip install 'minilatent[nwb]' (or pip install pynwb)"
+
+
+def _nwb_column(table, name):
+    return np.asarray(table[name].data[:]) if hasattr(table[name], "data") else np.asarray(table[name][:])
+
+
+def bin_spike_times(spike_times, starts, n_bins, bin_s):
+    """ Count spikes in n_bins bins of bin_s seconds from each start: (units' spike-time arrays, (trials,)) ->
+    (trials, n_bins, units) float32 counts. Bins are half-open [edge, edge + bin_s): a spike on an edge counts
+    in the bin that starts there (edges are matched to 1e-6 of a bin, so a spike written as start + k * bin_s
+    lands in bin k despite rounding), and a spike at the end of the last bin is not counted. """
+    starts = np.asarray(starts, np.float64)
+    out = np.zeros((len(starts), n_bins, len(spike_times)), np.float32)
+    order = np.argsort(starts)
+    for u, st in enumerate(spike_times):
+        st = np.sort(np.asarray(st, np.float64))
+        for i in order:
+            lo = np.searchsorted(st, starts[i] - 1e-6 * bin_s, side="left")
+            hi = np.searchsorted(st, starts[i] + n_bins * bin_s + 1e-6 * bin_s, side="left")
+            k = np.floor((st[lo:hi] - starts[i]) / bin_s + 1e-6).astype(np.int64)
+            k = k[(k >= 0) & (k < n_bins)]
+            np.add.at(out[i, :, u], k, 1.0)
+    return out
+
+
+def load_nwb(path, bin_ms=10.0, align=None, window=None, split_column=None, valid_fraction=0.2, seed=0,
+             heldout=None, condition_column=None):
+    """ Read spike times and trials from an NWB file and return the dict load_h5 returns (trials x bins x
+    units counts per split, float32), so that LFADS trains on it as on any dataset.
+
+    bin_ms          bin width in milliseconds
+    align           trials-table column with the time (s) each trial is aligned to; None: `start_time`
+    window          (start_ms, end_ms) around the align time; None: from each trial's start to its stop,
+                    cut to the shortest trial (with align=None). It must lie inside every trial; a last
+                    partial bin is dropped.
+    split_column    trials-table column naming each trial's split: 'train' -> train, 'val'/'valid' ->
+                    valid, anything else (e.g. NLB's 'test', which has no held-out data) is left out.
+                    None: a seeded random valid_fraction of the trials is valid.
+    heldout         None: every unit is held in. 'column': the units table's boolean `heldout` column picks
+                    the held-out units (NLB files); an int K: a seeded random choice of K units
+                    (split_heldout). Held-out units are left out of encod_data and put last in recon_data.
+    condition_column trials-table column whose values label conditions -> `{split}_cond_idx` (ints in the
+                    order of the sorted unique values, which are stored as 'cond_values')
+    Also returned: dt (s), conversion_factor 1, `{split}_trial_idx` (rows of the trials table),
+    `{split}_align_time` (s), unit_ids, and the binning settings (bin_ms, window_ms).
+    Units whose obs_intervals do not cover a trial's window make that trial unusable: such trials are left
+    out and counted in 'n_unobserved_trials'. Raises ValueError (one line) for a file without units or trials,
+    an unknown column or a window outside a trial, and ImportError naming the [nwb] extra without pynwb. """
+    try:
+        import pynwb
+    except ImportError:
+        raise ImportError(NWB_EXTRA) from None
+    import warnings
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no such NWB file: {path}")
+    if not (np.isfinite(bin_ms) and bin_ms > 0):
+        raise ValueError(f"load_nwb: bin_ms must be a positive number of milliseconds, got {bin_ms}")
+    if not 0 < valid_fraction < 1:
+        raise ValueError(f"load_nwb: valid_fraction must be in (0, 1), got {valid_fraction}")
+    bin_s = bin_ms / 1000.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            io = pynwb.NWBHDF5IO(path, "r", load_namespaces=True)
+            nwb = io.read()
+        except Exception as e:  # pynwb raises many kinds; the user needs one line
+            raise ValueError(f"{path}: not a readable NWB file ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+        try:
+            units, trials = nwb.units, nwb.trials
+            if units is None or len(units) == 0:
+                raise ValueError(f"{path}: the NWB file has no units table (spike times of sorted units)")
+            if trials is None or len(trials) == 0:
+                raise ValueError(f"{path}: the NWB file has no trials table")
+            if "spike_times" not in units.colnames:
+                raise ValueError(f"{path}: the units table has no spike_times column; columns: {list(units.colnames)}")
+            n_units = len(units)
+            spikes = [np.asarray(units["spike_times"][u], np.float64) for u in range(n_units)]
+            obs = ([np.asarray(units["obs_intervals"][u], np.float64).reshape(-1, 2) for u in range(n_units)]
+                   if "obs_intervals" in units.colnames else None)
+            unit_ids = np.asarray(units.id[:])
+            held_col = _nwb_column(units, "heldout").astype(bool) if "heldout" in units.colnames else None
+            tcols = ("start_time", "stop_time") + tuple(trials.colnames)
+            t_start, t_stop = _nwb_column(trials, "start_time"), _nwb_column(trials, "stop_time")
+            for name, what in ((align, "align"), (split_column, "split_column"), (condition_column, "condition_column")):
+                if name is not None and name not in tcols:
+                    raise ValueError(f"{path}: {what} column {name!r} is not in the trials table; columns: {list(tcols)}")
+            align_t = t_start if align is None else _nwb_column(trials, align).astype(np.float64)
+            split_vals = None if split_column is None else _nwb_column(trials, split_column)
+            cond_vals = None if condition_column is None else _nwb_column(trials, condition_column)
+        finally:
+            io.close()
+    split_vals = None if split_vals is None else np.array([v.decode() if isinstance(v, bytes) else str(v) for v in split_vals])
+    n_trials = len(t_start)
+    # --- the window of every trial
+    if window is None:
+        if align is not None:
+            raise ValueError("load_nwb: with align=..., give window=(start_ms, end_ms) around the align time")
+        w0, w1 = 0.0, float(np.min(t_stop - t_start)) * 1000.0
+    else:
+        if len(window) != 2 or not all(np.isfinite(window)) or not window[1] > window[0]:
+            raise ValueError(f"load_nwb: window must be (start_ms, end_ms) with end > start, got {window}")
+        w0, w1 = float(window[0]), float(window[1])
+    n_bins = int(math.floor((w1 - w0) / bin_ms + 1e-9))
+    if n_bins < 1:
+        raise ValueError(f"load_nwb: the window ({w0:g}, {w1:g}) ms is shorter than one {bin_ms:g} ms bin")
+    starts = align_t + w0 / 1000.0
+    ends = starts + n_bins * bin_s
+    bad = np.flatnonzero(~np.isfinite(starts))
+    if len(bad):
+        raise ValueError(f"{path}: trial {bad[0]} has no {align or 'start_time'} time (NaN)")
+    tol = 1e-6 * bin_s
+    outside = np.flatnonzero((starts < t_start - tol) | (ends > t_stop + tol))
+    if len(outside):
+        i = outside[0]
+        raise ValueError(f"{path}: the window ({w0:g}, {w1:g}) ms around {align or 'start_time'} falls outside trial {i} "
+                         f"({t_start[i]:.3f}-{t_stop[i]:.3f} s) and {len(outside) - 1} more")
+    usable = np.ones(n_trials, bool)
+    if obs is not None:
+        for iv in obs:
+            if len(iv):
+                covered = ((iv[None, :, 0] <= starts[:, None] + tol) & (iv[None, :, 1] >= ends[:, None] - tol)).any(1)
+                usable &= covered
+    # --- train / valid
+    if split_vals is not None:
+        is_train, is_valid = split_vals == "train", np.isin(split_vals, ("val", "valid"))
+    else:
+        perm = np.random.default_rng(seed).permutation(n_trials)
+        is_valid = np.zeros(n_trials, bool)
+        is_valid[perm[: max(1, int(round(valid_fraction * n_trials)))]] = True
+        is_train = ~is_valid
+    is_train, is_valid = is_train & usable, is_valid & usable
+    for name, m in (("train", is_train), ("valid", is_valid)):
+        if not m.any():
+            raise ValueError(f"{path}: no usable {name} trials" + (f" (split column {split_column!r})" if split_vals is not None else ""))
+    counts = bin_spike_times(spikes, starts, n_bins, bin_s)          # (trials, T, units)
+    data = {}
+    for name, m in (("train", is_train), ("valid", is_valid)):
+        idx = np.flatnonzero(m)
+        data[f"{name}_encod_data"] = counts[idx]
+        data[f"{name}_recon_data"] = counts[idx]
+        data[f"{name}_trial_idx"] = idx.astype(np.int64)
+        data[f"{name}_align_time"] = align_t[idx]
+    if cond_vals is not None:
+        values, inverse = np.unique(np.asarray(cond_vals), return_inverse=True)
+        for name, m in (("train", is_train), ("valid", is_valid)):
+            data[f"{name}_cond_idx"] = inverse[m].astype(np.int64)
+        data["cond_values"] = values
+    data.update(dt=np.float64(bin_s), conversion_factor=np.float64(1.0), unit_ids=unit_ids,
+                bin_ms=np.float64(bin_ms), window_ms=np.array([w0, w0 + n_bins * bin_ms]),
+                n_unobserved_trials=np.int64((~usable).sum()))
+    if heldout is not None:
+        if isinstance(heldout, str):
+            if heldout != "column":
+                raise ValueError(f"load_nwb: heldout must be None, 'column' or a number of units, got {heldout!r}")
+            if held_col is None:
+                raise ValueError(f"{path}: heldout='column' but the units table has no 'heldout' column")
+            if held_col.all() or not held_col.any():
+                raise ValueError(f"{path}: the units table's heldout column must mark some but not all units")
+            hi, ho = np.flatnonzero(~held_col), np.flatnonzero(held_col)
+            order = np.concatenate([hi, ho])
+            for name in ("train", "valid"):
+                data[f"{name}_encod_data"] = data[f"{name}_encod_data"][..., hi]
+                data[f"{name}_recon_data"] = data[f"{name}_recon_data"][..., order]
+            data["heldin_idx"], data["heldout_idx"] = hi.astype(np.int64), ho.astype(np.int64)
+        else:
+            data = split_heldout(data, heldout, seed=seed)
+    validate(data)
+    return data
+
+
+# -----------------------------------------------------------------------------
+# a suite of datasets that spans what labs record (issue 11): Lorenz and chaotic-RNN dynamics at mean rates of
+# 1-20 Hz, 20-200 neurons, 200-2000 trials, 50-200 bins. benchmarks/lfads_datasets.py trains the command line's
+# defaults on every one of them. Each dataset has its true rates (Hz) and, for Lorenz, its true latents.
+
+
+def make_lorenz_rate(n_neurons=30, n_trials=1300, n_bins=100, mean_rate_hz=5.0, valid_fraction=0.2,
+                     trials_per_condition=10, gain=1.0, dt=0.01, integration_dt=0.006, seed=0):
+    """ make_lorenz's Lorenz-driven Poisson neurons at a chosen mean rate: log rate = W z + b with
+    W ~ gain * U(-1, 1) (3 x N; gain sets how deeply the rates are modulated) and one offset b set so that the true rates average mean_rate_hz over neurons, trials
+    and bins. n_trials are n_trials / trials_per_condition conditions (Lorenz initial states) of
+    trials_per_condition trials each; the last round(valid_fraction * trials_per_condition) trials of every
+    condition are validation trials. Keys as make_lorenz (truth in Hz, conversion_factor 1/dt, latents). """
+    if n_trials % trials_per_condition:
+        raise ValueError(f"make_lorenz_rate: n_trials={n_trials} is not a multiple of trials_per_condition={trials_per_condition}")
+    n_valid = int(round(valid_fraction * trials_per_condition))
+    if not 0 < n_valid < trials_per_condition:
+        raise ValueError(f"make_lorenz_rate: valid_fraction={valid_fraction} leaves no train or no valid trials")
+    if not mean_rate_hz > 0:
+        raise ValueError(f"make_lorenz_rate: mean_rate_hz must be > 0, got {mean_rate_hz}")
+    rng = np.random.default_rng(seed)
+    C = n_trials // trials_per_condition
+    z = lorenz_latents(rng, C, n_bins, integration_dt)               # (C, T, 3)
+    W = gain * rng.uniform(-1.0, 1.0, size=(3, n_neurons))
+    shape = np.exp(z @ W)                                            # (C, T, N), up to the offset
+    rates = shape * (mean_rate_hz * dt / shape.mean())               # counts per bin, mean = mean_rate_hz * dt
+    cond, train, valid = _split_by_condition(C, trials_per_condition, n_valid)
+    rates_tr = rates[cond]
+    counts = rng.poisson(rates_tr).astype(np.float32)
+    data = _assemble(counts, (rates_tr / dt).astype(np.float32), z[cond].astype(np.float32), None,
+                     cond, train, valid, dt)
+    data["readout_weights"] = W.astype(np.float32)
+    return data
+
+
+def make_chaotic_rnn_rate(n_neurons=50, n_trials=1000, n_bins=100, mean_rate_hz=5.0, valid_fraction=0.2,
+                          trials_per_condition=10, g=1.5, tau=0.025, dt=0.01, seed=0):
+    """ make_chaotic_rnn's autonomous chaotic network (no inputs) at a chosen mean rate: the [0, 1] rate
+    profiles are scaled so that the true rates average mean_rate_hz. Conditions and splits as
+    make_lorenz_rate. The network's state is its own latent (N-dimensional): no `latents` key. """
+    if n_trials % trials_per_condition:
+        raise ValueError(f"make_chaotic_rnn_rate: n_trials={n_trials} is not a multiple of trials_per_condition={trials_per_condition}")
+    n_valid = int(round(valid_fraction * trials_per_condition))
+    if not 0 < n_valid < trials_per_condition:
+        raise ValueError(f"make_chaotic_rnn_rate: valid_fraction={valid_fraction} leaves no train or no valid trials")
+    d = make_chaotic_rnn(n_conditions=n_trials // trials_per_condition, trials_per_condition=trials_per_condition,
+                         n_valid_per_condition=n_valid, n_neurons=n_neurons, n_bins=n_bins, g=g, tau=tau, dt=dt,
+                         max_rate=1.0, seed=seed)
+    # make_chaotic_rnn drew Poisson counts at max_rate 1 Hz; draw them again at the chosen rate
+    rng = np.random.default_rng([seed, 11])
+    scale = mean_rate_hz / np.mean(np.concatenate([d["train_truth"].ravel(), d["valid_truth"].ravel()]))
+    for split in ("train", "valid"):
+        truth = (d[f"{split}_truth"] * scale).astype(np.float32)      # Hz
+        d[f"{split}_truth"] = truth
+        counts = rng.poisson(truth.astype(np.float64) * dt).astype(np.float32)
+        d[f"{split}_encod_data"] = counts
+        d[f"{split}_recon_data"] = counts
+    return d
+
+
+def to_original_lfads(data):
+    """ the same dataset in the original (TensorFlow) LFADS file layout, as public files are often shared:
+    train_data / valid_data (counts), train_truth / valid_truth in Hz and *no* conversion_factor (the reader must
+    know the units), plus any latents and condition labels. """
+    out = {"train_data": data["train_encod_data"], "valid_data": data["valid_encod_data"],
+           "train_truth": data["train_truth"], "valid_truth": data["valid_truth"]}
+    for k in ("train_latents", "valid_latents", "train_cond_idx", "valid_cond_idx", "dt"):
+        if k in data:
+            out[k] = data[k]
+    return out
+
+
+# name -> (generator, keyword arguments). Spans rates 1-20 Hz, 20-200 neurons, 200-2000 trials, 50-200 bins.
+# 'lorenz_sparse' is built like the public dataset of issue 11: 60 neurons at ~1.8 Hz, 640 / 160 trials of
+# 100 bins, saved in the original LFADS layout with truth in Hz and no conversion_factor; gain 1.09 makes its true
+# rates score ~0.95 bits/spike, as the public file's do (0.958).
+SUITE = {
+    "lorenz_sparse": (make_lorenz_rate, dict(n_neurons=60, n_trials=800, n_bins=100, mean_rate_hz=1.8, gain=1.09,
+                                             trials_per_condition=10, seed=101)),
+    "lorenz_small": (make_lorenz_rate, dict(n_neurons=20, n_trials=200, n_bins=50, mean_rate_hz=10.0,
+                                            trials_per_condition=10, seed=102)),
+    "lorenz_dense": (make_lorenz_rate, dict(n_neurons=200, n_trials=400, n_bins=100, mean_rate_hz=20.0,
+                                            trials_per_condition=10, seed=103)),
+    "lorenz_long": (make_lorenz_rate, dict(n_neurons=40, n_trials=600, n_bins=200, mean_rate_hz=1.0,
+                                           trials_per_condition=10, seed=104)),
+    "rnn_sparse": (make_chaotic_rnn_rate, dict(n_neurons=50, n_trials=1000, n_bins=100, mean_rate_hz=2.0,
+                                               trials_per_condition=10, seed=105)),
+    "rnn_many": (make_chaotic_rnn_rate, dict(n_neurons=100, n_trials=2000, n_bins=50, mean_rate_hz=8.0,
+                                             trials_per_condition=10, seed=106)),
+}
+
+
+def make_suite(name):
+    """ one dataset of the suite (see SUITE) by name; 'lorenz_sparse' in the original LFADS layout """
+    if name not in SUITE:
+        raise KeyError(f"unknown suite dataset {name!r}; choose from {sorted(SUITE)}")
+    fn, kw = SUITE[name]
+    d = fn(**kw)
+    return to_original_lfads(d) if name == "lorenz_sparse" else d
+
+
+def affine_latent_r2(fit_factors, fit_latents, test_factors, test_latents):
+    """ R^2 per latent dimension of an affine map from factors to true latents fit by least squares on one set
+    of trials (e.g. the training trials) and evaluated on another (the validation trials). (trials, T, F/D). """
+    Xf = np.asarray(fit_factors, np.float64)
+    Xt = np.asarray(test_factors, np.float64)
+    A = np.concatenate([Xf.reshape(-1, Xf.shape[-1]), np.ones((Xf.shape[0] * Xf.shape[1], 1))], axis=1)
+    Y = np.asarray(fit_latents, np.float64).reshape(-1, np.shape(fit_latents)[-1])
+    if A.shape[0] != Y.shape[0]:
+        raise ValueError(f"affine_latent_r2: fit factors {Xf.shape} and latents {np.shape(fit_latents)} do not match")
+    coef, *_ = np.linalg.lstsq(A, Y, rcond=None)
+    pred = np.concatenate([Xt, np.ones(Xt.shape[:2] + (1,))], axis=-1) @ coef
+    return r2_score(pred, test_latents, per_column=True)
+
+
+# -----------------------------------------------------------------------------
+# what the command line uses: one reader for .h5 and .nwb files, and NLB's figures for a split
+
+
+def load_dataset(path, counts=True, nonnegative=True, bin_ms=10.0, align=None, window=None, heldout_neurons=None,
+                 seed=0):
+    """ load_h5 for HDF5 files, load_nwb (bin_ms, align, window; split by the trials table's 'split' column when
+    it has one, else by seed) for .nwb files; then, with heldout_neurons=K, hold out K neurons (split_heldout,
+    seeded). The NWB options are refused for HDF5 files, which are binned already. """
+    path = os.fspath(path)
+    if path.lower().endswith(".nwb"):
+        data = load_nwb(path, bin_ms=bin_ms, align=align, window=window, seed=seed,
+                        split_column=_nwb_split_column(path))
+    else:
+        if align is not None or window is not None:
+            raise ValueError(f"{path}: align and window apply to NWB recordings only (an HDF5 dataset is binned already)")
+        data = load_h5(path, counts=counts, nonnegative=nonnegative)
+    if heldout_neurons:
+        data = split_heldout(data, heldout_neurons, seed=seed)
+    return data
+
+
+def _nwb_split_column(path):
+    """ 'split' when the NWB file's trials table has that column (the NLB files do), else None """
+    import warnings
+    import pynwb
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            with pynwb.NWBHDF5IO(path, "r", load_namespaces=True) as io:
+                trials = io.read().trials
+                return "split" if trials is not None and "split" in trials.colnames else None
+        except Exception:
+            return None        # load_nwb reports what is wrong with the file
+
+
+def heldout_figures(rates, data, split="valid"):
+    """ NLB's figures for a split of a dataset with held-out neurons and/or forward bins (see
+    regional_bits_per_spike): {'bps' (held-in, in-sample), 'co_bps', 'fp_bps'} with only the ones that apply;
+    {} when recon_data has neither more neurons nor more bins than encod_data. """
+    e, r = np.shape(data[f"{split}_encod_data"]), np.shape(data[f"{split}_recon_data"])
+    if r[1:] == e[1:]:
+        return {}
+    out = regional_bits_per_spike(rates, data[f"{split}_recon_data"], e[2], e[1])
+    return {k: v for k, v in out.items() if (k != "co_bps" or r[2] > e[2]) and (k != "fp_bps" or r[1] > e[1])}
+
+
+# circuits with a known truth (notebook 07): spikes from the ring attractor and from a bistable E/I network
+
+
+def _split_trials(arrays, n_trials, n_valid):
+    """ {name: (trials, ...) array} -> {train_name, valid_name}: the first n_trials - n_valid trials are 'train' """
+    out = {}
+    for split, sl in (("train", slice(0, n_trials - n_valid)), ("valid", slice(n_trials - n_valid, n_trials))):
+        for k, v in arrays.items():
+            out[f"{split}_{k}"] = v[sl]
+    return out
+
+
+def _check_trials(fn, n_trials, n_valid, n_bins, dt):
+    if not 0 < n_valid < n_trials:
+        raise ValueError(f"{fn}: need 0 < n_valid < n_trials, got n_valid={n_valid}, n_trials={n_trials}")
+    if n_bins < 2:
+        raise ValueError(f"{fn}: n_bins must be >= 2, got {n_bins}")
+    if not 0 < dt:
+        raise ValueError(f"{fn}: dt must be > 0 s, got {dt}")
+
+
+def ring_phase(rates, angles=None):
+    """ the bump's position on the ring: the angle of the first Fourier mode of rates (..., N) -> (...) in [0, 2 pi) """
+    r = np.asarray(rates, np.float64)
+    th = np.arange(r.shape[-1]) * 2 * np.pi / r.shape[-1] if angles is None else np.asarray(angles, np.float64)
+    return np.mod(np.angle((r * np.exp(1j * th)).sum(-1)), 2 * np.pi)
+
+
+def make_ring_trials(n_trials=500, n_valid=100, n_recorded=60, n_ring=120, n_bins=50, dt=0.02, J0=-2.0, J1=4.0,
+                     I=1.0, tau=0.02, noise=0.2, cue_prob=0.5, cue_window=(0.3, 0.7), cue_duration=0.1,
+                     cue_amplitude=1.5, init_scale=(1.0, 1.0), base_rate=2.0, rate_scale=20.0, sim_dt=1e-3, seed=0):
+    """ Spikes from the ring attractor of notebook 06 (circuits.ring_config: threshold-linear, cosine couplings
+    J0 + J1 cos, a bump for J1 > 2), with the circuit's state as truth. Each trial starts from the theory's bump
+    (circuits.ring_bump) at a random phase, scaled by a factor uniform in init_scale (away from 1: the trial starts
+    off the attractor and relaxes onto it); input noise (std `noise`, circuits' convention) makes it drift; on a
+    fraction cue_prob of the trials a cue cue_amplitude * cos(theta - angle) at a random angle, for cue_duration s
+    at a random time in cue_window, moves the bump there. A random subset of n_recorded of the n_ring neurons is
+    recorded: rate (Hz) = base_rate + rate_scale * r at the end of each bin of dt s, and Poisson counts per bin.
+    All trials run as one batched simulation (sim_dt steps), in a few seconds.
+    Keys: {split}_encod_data / _recon_data (counts), _truth (Hz; / conversion_factor = counts per bin),
+    _latents (cos, sin of the bump phase, (trials, T, 2)), _phase (trials, T) radians, _cue_time (s, nan without
+    a cue), _cue_angle (nan without), _inputs (trials, T, 1): 1 in the bins where the cue is on;
+    neuron_angles (n_recorded,) preferred angle of each recorded neuron, neuron_index, dt, conversion_factor,
+    ring_params [J0, J1, I, tau, noise]. """
+    from .circuits import Circuit, ring_config, ring_bump
+    _check_trials("make_ring_trials", n_trials, n_valid, n_bins, dt)
+    if not 0 < n_recorded <= n_ring:
+        raise ValueError(f"make_ring_trials: need 0 < n_recorded <= n_ring, got n_recorded={n_recorded}, n_ring={n_ring}")
+    if J1 <= 2:
+        raise ValueError(f"make_ring_trials: J1 must be > 2 for a bump to exist, got J1={J1}")
+    steps_per_bin = int(round(dt / sim_dt))
+    if steps_per_bin < 1 or abs(steps_per_bin * sim_dt - dt) > 1e-9:
+        raise ValueError(f"make_ring_trials: dt={dt} must be a whole number of sim_dt={sim_dt} steps")
+    rng = np.random.default_rng(seed)
+    ring = Circuit(ring_config(J0=J0, J1=J1, I=I, n=n_ring, tau=tau, dt=sim_dt), native=False)
+    th = ring.angles(0).numpy()                                               # (n_ring,)
+    tc, A = ring_bump(J0, J1, I)
+    phi0 = rng.uniform(0, 2 * np.pi, n_trials)
+    scale = rng.uniform(*init_scale, n_trials)[:, None]
+    r0 = scale * A * np.clip(np.cos(th[None] - phi0[:, None]) - math.cos(tc), 0, None)   # (trials, n_ring): the bump
+    has_cue = rng.random(n_trials) < cue_prob
+    cue_angle = np.where(has_cue, rng.uniform(0, 2 * np.pi, n_trials), np.nan)
+    cue_time = np.where(has_cue, rng.uniform(*cue_window, n_trials), np.nan)
+    cue_time = np.round(cue_time / sim_dt) * sim_dt                           # on the simulation's grid
+    start = np.where(has_cue, np.round(np.nan_to_num(cue_time) / sim_dt), -1).astype(np.int64)
+    stop = np.where(has_cue, start + int(round(cue_duration / sim_dt)), -1)   # no cue: an empty interval
+    V = torch.tensor(cue_amplitude * np.cos(th[None] - np.nan_to_num(cue_angle)[:, None]), dtype=torch.float32)
+    start_t, stop_t = torch.as_tensor(start), torch.as_tensor(stop)
+
+    def cue(i):  # (trials, n_ring): the cue on the trials where it is on at step i
+        return V * ((start_t <= i) & (i < stop_t)).float()[:, None]
+
+    out = ring.simulate(n_bins * dt, r0=torch.tensor(r0, dtype=torch.float32), M0=torch.ones(n_trials),
+                        stimulus=cue, noise=noise, seed=int(rng.integers(2 ** 31)), record_every=steps_per_bin)
+    r = out["rates"].numpy()                                                  # (trials, T, n_ring)
+    phase = ring_phase(r, th)                                                 # (trials, T)
+    idx = np.sort(rng.choice(n_ring, n_recorded, replace=False))
+    hz = base_rate + rate_scale * r[..., idx]                                 # (trials, T, n_recorded)
+    counts = rng.poisson(hz * dt).astype(np.float32)
+    t_end = (np.arange(n_bins) + 1) * dt                                      # end of each bin (s)
+    t_beg = t_end - dt
+    on = (np.nan_to_num(cue_time, nan=np.inf)[:, None] < t_end) & \
+         (np.nan_to_num(cue_time, nan=np.inf)[:, None] + cue_duration > t_beg)   # (trials, T) bins the cue overlaps
+    arrays = dict(encod_data=counts, recon_data=counts, truth=hz.astype(np.float32),
+                  latents=np.stack([np.cos(phase), np.sin(phase)], -1).astype(np.float32),
+                  phase=phase.astype(np.float32), cue_time=cue_time.astype(np.float32),
+                  cue_angle=cue_angle.astype(np.float32), inputs=on[..., None].astype(np.float32))
+    data = _split_trials(arrays, n_trials, n_valid)
+    data.update(neuron_angles=th[idx].astype(np.float32), neuron_index=idx.astype(np.int64),
+                ring_params=np.array([J0, J1, I, tau, noise], np.float64),
+                conversion_factor=np.float64(1.0 / dt), dt=np.float64(dt))
+    return data
+
+
+def make_bistable_trials(n_trials=500, n_valid=100, n_recorded=40, frac_exc=0.75, n_bins=50, dt=0.02,
+                         J=((12.0, -4.0), (10.0, -2.0)), I=(-5.0, -6.0), tau=(0.05, 0.025), pulse_prob=0.5,
+                         pulse_window=(0.3, 0.7), pulse_duration=0.05, pulse_amplitude=6.0, max_rate=30.0,
+                         base_range=(2.0, 5.0), gain_range=(0.5, 1.5), sim_dt=1e-3, seed=0):
+    """ Spikes from the bistable E/I network of notebook 06 (two all-to-all sigmoid populations,
+    tau_A dr_A/dt = -r_A + sigmoid(sum_B J_AB r_B + I_A); low and high stable states and a saddle between them,
+    circuits.ei_fixed_points). Each trial starts from a random state (r_E, r_I uniform in [0, 1]) and relaxes to
+    one of the two states; on a fraction pulse_prob of the trials a pulse of pulse_amplitude on the E input, for
+    pulse_duration s at a random time in pulse_window, pushes it to the high state. n_recorded neurons, the
+    first round(frac_exc * n_recorded) excitatory: neuron n fires at base_n + gain_n * max_rate * r_pop(n) Hz
+    (base_n, gain_n uniform in base_range, gain_range), Poisson counts in bins of dt s.
+    Keys: {split}_encod_data / _recon_data, _truth (Hz), _latents (r_E, r_I) (trials, T, 2), _state (trials, T):
+    1 where r_E is above the saddle's r_E, _pulse_time (s, nan without a pulse), _inputs (trials, T, 1): 1 in the
+    bins the pulse overlaps; neuron_pop (0 = E, 1 = I), neuron_base, neuron_gain, max_rate, J, I, tau,
+    fixed_points (K, 3): the circuit's fixed points [r_E, r_I, stable] from ei_fixed_points, dt, conversion_factor. """
+    from .circuits import Circuit, CircuitConfig, ei_fixed_points
+    _check_trials("make_bistable_trials", n_trials, n_valid, n_bins, dt)
+    n_exc = int(round(frac_exc * n_recorded))
+    if n_recorded < 2 or not 0 < n_exc < n_recorded:
+        raise ValueError(f"make_bistable_trials: need excitatory and inhibitory neurons, got n_recorded={n_recorded}, "
+                         f"frac_exc={frac_exc}")
+    steps_per_bin = int(round(dt / sim_dt))
+    if steps_per_bin < 1 or abs(steps_per_bin * sim_dt - dt) > 1e-9:
+        raise ValueError(f"make_bistable_trials: dt={dt} must be a whole number of sim_dt={sim_dt} steps")
+    fps = ei_fixed_points(J, I, "sigmoid", tau)
+    if sum(s for *_, s in fps) != 2:
+        raise ValueError(f"make_bistable_trials: J={J}, I={I} do not give two stable states (fixed points {fps})")
+    rng = np.random.default_rng(seed)
+    n_pop = 10                                                                # all-to-all: every neuron of a population is alike
+    cfg = CircuitConfig(names=("E", "I"), sizes=(n_pop, n_pop), tau=tuple(tau), tau_syn=(0.0, 0.0),
+                        transfer="sigmoid", threshold=(0.0, 0.0), J=J, J0=tuple(I), M0=1.0, conn="all",
+                        K=(n_pop, n_pop), balanced=False, dt=sim_dt)
+    net = Circuit(cfg, native=False)
+    r0 = rng.uniform(0, 1, (n_trials, 2))
+    has = rng.random(n_trials) < pulse_prob
+    pulse_time = np.where(has, np.round(rng.uniform(*pulse_window, n_trials) / sim_dt) * sim_dt, np.nan)
+    start_t = torch.as_tensor(np.where(has, np.round(np.nan_to_num(pulse_time) / sim_dt), -1).astype(np.int64))
+    stop_t = torch.where(start_t >= 0, start_t + int(round(pulse_duration / sim_dt)), -1)   # no pulse: empty
+    kick = torch.cat([torch.full((n_pop,), float(pulse_amplitude)), torch.zeros(n_pop)])   # (N,) onto E only
+
+    def stim(i):
+        return kick[None] * ((start_t <= i) & (i < stop_t)).float()[:, None]
+
+    out = net.simulate(n_bins * dt, r0=torch.tensor(np.repeat(r0, n_pop, axis=1), dtype=torch.float32),
+                       M0=torch.ones(n_trials), stimulus=stim, record_every=steps_per_bin)
+    pop = out["pop_rates"].numpy().astype(np.float64)                         # (trials, T, 2)
+    neuron_pop = (np.arange(n_recorded) >= n_exc).astype(np.int64)
+    base = rng.uniform(*base_range, n_recorded)
+    gain = rng.uniform(*gain_range, n_recorded)
+    hz = base + gain * max_rate * pop[..., neuron_pop]                        # (trials, T, n_recorded)
+    counts = rng.poisson(hz * dt).astype(np.float32)
+    saddle = [f for f in fps if not f[2]][0]
+    t_end = (np.arange(n_bins) + 1) * dt
+    pt = np.nan_to_num(pulse_time, nan=np.inf)[:, None]
+    on = (pt < t_end) & (pt + pulse_duration > t_end - dt)
+    arrays = dict(encod_data=counts, recon_data=counts, truth=hz.astype(np.float32), latents=pop.astype(np.float32),
+                  state=(pop[..., 0] > saddle[0]).astype(np.int8), pulse_time=pulse_time.astype(np.float32),
+                  inputs=on[..., None].astype(np.float32))
+    data = _split_trials(arrays, n_trials, n_valid)
+    data.update(neuron_pop=neuron_pop, neuron_base=base.astype(np.float32), neuron_gain=gain.astype(np.float32),
+                max_rate=np.float64(max_rate), J=np.asarray(J, np.float64), I=np.asarray(I, np.float64),
+                tau=np.asarray(tau, np.float64), fixed_points=np.array([[a, b, s] for a, b, s in fps], np.float64),
+                conversion_factor=np.float64(1.0 / dt), dt=np.float64(dt))
+    return data
+
+
+def bistable_readout(data, r_pop):
+    """ the recorded neurons' rates (Hz) for population rates r_pop (..., 2) = (r_E, r_I) of a make_bistable_trials
+    dataset: base_n + gain_n * max_rate * r_pop(n) -> (..., n_recorded) """
+    r = np.asarray(r_pop, np.float64)
+    return data["neuron_base"] + data["neuron_gain"] * float(data["max_rate"]) * r[..., np.asarray(data["neuron_pop"])]
+
+
+# -----------------------------------------------------------------------------
+# circular metrics (notebook 07): phases on a ring
+
+
+def circular_distance(a, b):
+    """ |a - b| on the circle, in degrees in [0, 180], for angles a, b in radians (broadcast) """
+    d = np.angle(np.exp(1j * (np.asarray(a, np.float64) - np.asarray(b, np.float64))))
+    return np.degrees(np.abs(d))
+
+
+def circular_correlation(a, b):
+    """ Fisher & Lee (1983) circular-circular correlation of paired angles a, b (n,) radians:
+        rho = sum_{i<j} sin(a_i - a_j) sin(b_i - b_j) / sqrt(sum_{i<j} sin^2(a_i - a_j) sum_{i<j} sin^2(b_i - b_j)),
+    1 when b = a + c, -1 when b = -a + c (the same ring traversed the other way), ~0 for unrelated angles. """
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    if a.shape != b.shape or a.size < 3:
+        raise ValueError(f"circular_correlation: need two paired arrays of >= 3 angles, got {a.size} and {b.size}")
+    sa, sb = np.sin(a[:, None] - a[None]), np.sin(b[:, None] - b[None])
+    return float((sa * sb).sum() / max(math.sqrt((sa ** 2).sum() * (sb ** 2).sum()), 1e-300))
+
+
+def fit_phase_decoder(features, phase):
+    """ least squares from [features, 1] (..., F) to (cos, sin) of phase (...): returns W (F + 1, 2) for decode_phase """
+    X = np.asarray(features, np.float64).reshape(-1, np.shape(features)[-1])
+    ph = np.asarray(phase, np.float64).ravel()
+    if len(X) != len(ph):
+        raise ValueError(f"fit_phase_decoder: {len(X)} feature rows but {len(ph)} phases")
+    X = np.concatenate([X, np.ones((len(X), 1))], 1)
+    W, *_ = np.linalg.lstsq(X, np.stack([np.cos(ph), np.sin(ph)], 1), rcond=None)
+    return W
+
+
+def decode_phase(features, W):
+    """ the phase (radians in [0, 2 pi)) read out from features (..., F) by a decoder of fit_phase_decoder """
+    f = np.asarray(features, np.float64)
+    cs = f @ W[:-1] + W[-1]
+    return np.mod(np.arctan2(cs[..., 1], cs[..., 0]), 2 * np.pi)

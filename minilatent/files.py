@@ -249,11 +249,15 @@ class RunFolder:
         checkpoint of a failed staged run """
         stage = getattr(self, "stage", None)
         if stage and os.path.isdir(stage):
-            if self.staged and os.path.exists(os.path.join(stage, "checkpoint.pt")):
-                for name in run_files(stage):                   # keep only the checkpoint
+            if self.staged:                                     # a failed replacement: keep its checkpoint
+                for name in run_files(stage):
                     if name != "checkpoint.pt":
                         os.remove(os.path.join(stage, name))
-            else:
+                try:
+                    os.rmdir(stage)                             # only if nothing else is left
+                except OSError:
+                    pass
+            else:                                               # a fresh run's partial outputs: its checkpoint is in DIR
                 shutil.rmtree(stage, ignore_errors=True)
         if self.held:
             try:
