@@ -405,19 +405,21 @@ def run_training(args, folder, staged, trainer, extra, write_outputs):
     """ Take the folder, train (reporting each epoch), write the outputs, finish the folder. Failures and
     signals end in one line (module docstring); the lock is always released. """
     import torch
-    work = folder.work
     ck = folder.file("checkpoint.pt")
     trainer.cfg.checkpoint_path = ck
-    prev_term = signal.getsignal(signal.SIGTERM)
+    seen = {"signal": None}
+    previous = {}
 
-    def on_term(signum, frame):
+    def on_signal(signum, frame):
+        seen["signal"] = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C"
         raise Interrupted()
     stage = "training"
     try:
-        try:
-            signal.signal(signal.SIGTERM, on_term)
-        except ValueError:           # not the main thread: no SIGTERM handler
-            prev_term = None
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                previous[sig] = signal.signal(sig, on_signal)
+            except ValueError:       # not the main thread: no handlers
+                pass
 
         def report(tr):
             r = tr.history.rows[-1]
@@ -445,26 +447,26 @@ def run_training(args, folder, staged, trainer, extra, write_outputs):
         raise RunFailed(f"training failed: {e}; likely cause: a learning rate too high for these data (--lr {args.lr:g}) "
                         f"or extreme values in the data; try --lr {args.lr / 3:.3g} with --overwrite. "
                         + _kept(folder, staged, saved) + "; no outputs written") from None
-    except KeyboardInterrupt as e:
-        name = "SIGTERM" if isinstance(e, Interrupted) else "Ctrl-C"
+    except (KeyboardInterrupt, OSError) as e:
         saved = trainer.saved_epoch
-        if stage == "writing outputs":
-            msg = (f"interrupted ({name}) while writing the outputs: training is complete in {ck}; rerun the same "
-                   "command with --resume to write them")
+        if isinstance(e, OSError) and not seen["signal"]:   # (a signal inside torch.save surfaces as an I/O error)
+            what = os.strerror(e.errno) if e.errno else str(e)
+            where = f" {e.filename}" if getattr(e, "filename", None) else ""
+            hint = " (disk full: free some space)" if disk_full(e) else ""
+            raise RunFailed(f"could not write{where} while {stage}: {what}{hint}; " + _kept(folder, staged, saved)) from None
+        name = seen["signal"] or "Ctrl-C"
+        if stage == "writing outputs" and not staged:
+            msg = (f"interrupted ({name}) while writing the outputs: training is complete ({_kept(folder, staged, saved)}); "
+                   "rerun the same command with --resume to write them")
         else:
-            msg = f"interrupted ({name}) in epoch {trainer.epoch + 1}: " + _kept(folder, staged, saved)
+            msg = f"interrupted ({name}) after {trainer.epoch} complete epochs: " + _kept(folder, staged, saved)
             if not staged and saved is not None:
                 msg += "; continue with the same command plus --resume"
         print(f"error: {msg}", file=sys.stderr)
-        return 143 if isinstance(e, Interrupted) else 130
-    except OSError as e:
-        what = os.strerror(e.errno) if e.errno else str(e)
-        where = f" {e.filename}" if getattr(e, "filename", None) else ""
-        hint = " (disk full: free some space)" if disk_full(e) else ""
-        raise RunFailed(f"could not write{where} while {stage}: {what}{hint}; " + _kept(folder, staged, trainer.saved_epoch)) from None
+        return 143 if name == "SIGTERM" else 130
     finally:
-        if prev_term is not None:
-            signal.signal(signal.SIGTERM, prev_term)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         folder.release()
 
 

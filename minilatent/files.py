@@ -11,7 +11,8 @@ RunFolder: the rules of `python -m minilatent train ... --out DIR`
   - a lock file DIR/.lock (the owner's PID) exists while a run is active; a second run into DIR refuses at
     once; a lock whose PID is no longer alive (a killed run) is taken over
   - DIR holding a previous run (a checkpoint or outputs) is refused unless --overwrite or --resume
-  - a run into a new or empty DIR writes its checkpoint straight into DIR (an interrupted run can be resumed)
+  - a run into a new or empty DIR writes its checkpoint straight into DIR (an interrupted run can be resumed);
+    its outputs go to DIR/.staging and move into DIR at the end
   - a run into a DIR that already holds a run (--overwrite, or --resume of a finished run) trains and writes
     everything into DIR/.staging/; only when it has finished are the old run's files removed and the new
     ones moved into DIR, run.json last. If it fails or is interrupted, DIR keeps the old run untouched
@@ -104,7 +105,9 @@ class RunFolder:
     def __init__(self, path):
         self.path = os.fspath(path)
         self.lock = os.path.join(self.path, ".lock")
-        self.work = self.path          # where this run writes until finish()
+        self.work = self.path          # where this run's checkpoint goes until finish()
+        self.stage = None              # DIR/.staging: outputs (and, when staged, the checkpoint) until finish()
+        self.staged = False
         self.held = False
 
     # --- checks that write nothing -----------------------------------------------
@@ -160,13 +163,11 @@ class RunFolder:
             raise RunFolderError(f"--out {self.path}: cannot write there ({os.strerror(e.errno) if e.errno else e})") from None
         self.held = True
         self.clean_temporaries(self.path)
-        if staged:
-            self.work = os.path.join(self.path, STAGING)
-            shutil.rmtree(self.work, ignore_errors=True)        # a failed earlier attempt
-            os.makedirs(self.work)
-        else:
-            self.work = self.path
-            shutil.rmtree(os.path.join(self.path, STAGING), ignore_errors=True)
+        self.stage = os.path.join(self.path, STAGING)
+        shutil.rmtree(self.stage, ignore_errors=True)           # a failed earlier attempt
+        os.makedirs(self.stage)
+        self.staged = staged
+        self.work = self.stage if staged else self.path
         return self.work
 
     def _take_lock(self):
@@ -216,8 +217,12 @@ class RunFolder:
                     pass
 
     def file(self, name):
-        """ where this run writes `name` now """
-        return os.path.join(self.work, name)
+        """ where this run writes `name` now: outputs always into DIR/.staging (moved into DIR by finish, so an
+        interrupted write never leaves outputs that look finished); the checkpoint there too when staged, else
+        straight into DIR (a fresh run's checkpoint is resumable at once) """
+        if name == "checkpoint.pt" and not self.staged:
+            return os.path.join(self.path, name)
+        return os.path.join(self.stage, name)
 
     def final(self, name):
         """ where `name` ends up when the run has finished """
@@ -226,26 +231,34 @@ class RunFolder:
     # --- the end ---------------------------------------------------------------------
 
     def finish(self, summary):
-        """ Mark the run finished (run.json, written last) and, when staged, replace the old run's files
-        with the new ones. """
+        """ Mark the run finished (run.json, written last) and move its files into DIR; when staged, the
+        previous run's files that the new run does not replace are removed first (never a mix). """
         atomic_write(self.file("run.json"), lambda f: f.write(json.dumps(summary, indent=1, default=str)), binary=False)
-        if self.work != self.path:
-            new = run_files(self.work)
+        new = run_files(self.stage)
+        if self.staged:
             for name in run_files(self.path):
                 if name not in new:
                     os.remove(os.path.join(self.path, name))
-            for name in sorted(new, key=lambda n: n == "run.json"):   # run.json last
-                os.replace(os.path.join(self.work, name), os.path.join(self.path, name))
-            shutil.rmtree(self.work, ignore_errors=True)
-            self.work = self.path
+        for name in sorted(new, key=lambda n: n == "run.json"):   # run.json last
+            os.replace(os.path.join(self.stage, name), os.path.join(self.path, name))
+        shutil.rmtree(self.stage, ignore_errors=True)
+        self.work = self.path
 
     def release(self):
-        """ drop the lock (always; also after a failure) and an empty staging folder """
-        if self.work != self.path:
-            try:
-                os.rmdir(self.work)                      # only if empty: a failed run's checkpoint stays
-            except OSError:
-                pass
+        """ drop the lock (always; also after a failure) and the staging folder unless it holds the
+        checkpoint of a failed staged run """
+        stage = getattr(self, "stage", None)
+        if stage and os.path.isdir(stage):
+            if self.staged:                                     # a failed replacement: keep its checkpoint
+                for name in run_files(stage):
+                    if name != "checkpoint.pt":
+                        os.remove(os.path.join(stage, name))
+                try:
+                    os.rmdir(stage)                             # only if nothing else is left
+                except OSError:
+                    pass
+            else:                                               # a fresh run's partial outputs: its checkpoint is in DIR
+                shutil.rmtree(stage, ignore_errors=True)
         if self.held:
             try:
                 with open(self.lock) as f:

@@ -328,7 +328,7 @@ def test_a_full_disk_seen_by_torch_save_is_named_as_such(tiny_h5, tmp_path, caps
 
 def test_two_runs_started_together_into_one_folder_never_mix(tiny_h5, tmp_path):
     out = tmp_path / "run"
-    a, b = start(tiny_h5[0], out, "--epochs", 30, "--seed", 1), start(tiny_h5[0], out, "--epochs", 30, "--seed", 2)
+    a, b = start(tiny_h5[0], out, "--epochs", 10, "--seed", 1), start(tiny_h5[0], out, "--epochs", 10, "--seed", 2)
     ra, rb = [(p.wait(timeout=300), p.stdout.read(), p.stderr.read()) for p in (a, b)]
     assert sorted([ra[0], rb[0]]) == [0, 2], (ra, rb)
     loser = ra if ra[0] == 2 else rb
