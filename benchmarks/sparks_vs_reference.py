@@ -22,7 +22,7 @@ epoch than the reference (>= 3x in pure torch), >= 4x less memory added by train
 one N = 400 batch <= 1 s and <= 1 GB.
 
     python benchmarks/sparks_vs_reference.py --install-ref      # first: sparks-ai 0.2.1 into /tmp/sparks_ref
-    python benchmarks/sparks_vs_reference.py                    # everything (about 15 minutes at load ~4)
+    python benchmarks/sparks_vs_reference.py                    # everything (63 min at load 12-20 on 2 cores)
     python benchmarks/sparks_vs_reference.py --runs 5 --ref-batches
 
 The reference venv: `python3 -m venv /tmp/sparks_ref && /tmp/sparks_ref/bin/pip install torch==2.13.0
