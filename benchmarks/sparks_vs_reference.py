@@ -51,11 +51,8 @@ REF_DEFAULT_LR = 1e-3                  # the reference run with its own defaults
 def ours_lr():
     """ the learning rate `train sparks` uses by default (read from the CLI, so the benchmark follows it) """
     sys.path.insert(0, ROOT)
-    import argparse as _ap
-    from minilatent.__main__ import _add_sparks_parser
-    sub = _ap.ArgumentParser().add_subparsers()
-    _add_sparks_parser(sub)
-    return sub.choices["sparks"].parse_args(["--out", "x"]).lr
+    from minilatent.__main__ import build_parser
+    return build_parser().parse_args(["train", "sparks", "--out", os.path.join(tempfile.gettempdir(), "unused")]).lr
 
 
 def peak_mb():
