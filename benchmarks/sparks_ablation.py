@@ -7,7 +7,7 @@ Every variant starts from SPARKSConfig(n_neurons=100, n_outputs=2) with the opti
 the reference's: Adam lr 1e-3, betas (0.9, 0.999), no clipping) and changes one thing:
 
     base           sparks.py as it is
-    lr 3e-3        learning rate 3e-3 (the CLI's default before this study)
+    lr 3e-3        learning rate 3e-3 (the CLI's default)
     beta/8         the KL weighted as sparks-ai weights it: it averages the KL over the 8 latent dimensions where
                    sparks.py sums, so the same beta is 8x weaker there
     init sqrt(1/N) log-w spread sqrt(1/N) = 0.1 (sparks-ai) instead of 1/N = 0.01

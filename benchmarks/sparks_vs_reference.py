@@ -22,7 +22,7 @@ epoch than the reference (>= 3x in pure torch), >= 4x less memory added by train
 one N = 400 batch <= 1 s and <= 1 GB.
 
     python benchmarks/sparks_vs_reference.py --install-ref      # first: sparks-ai 0.2.1 into /tmp/sparks_ref
-    python benchmarks/sparks_vs_reference.py                    # everything (about 15 minutes at load ~4)
+    python benchmarks/sparks_vs_reference.py                    # everything (63 min at load 12-20 on 2 cores)
     python benchmarks/sparks_vs_reference.py --runs 5 --ref-batches
 
 The reference venv: `python3 -m venv /tmp/sparks_ref && /tmp/sparks_ref/bin/pip install torch==2.13.0
@@ -51,11 +51,8 @@ REF_DEFAULT_LR = 1e-3                  # the reference run with its own defaults
 def ours_lr():
     """ the learning rate `train sparks` uses by default (read from the CLI, so the benchmark follows it) """
     sys.path.insert(0, ROOT)
-    import argparse as _ap
-    from minilatent.__main__ import _add_sparks_parser
-    sub = _ap.ArgumentParser().add_subparsers()
-    _add_sparks_parser(sub)
-    return sub.choices["sparks"].parse_args(["--out", "x"]).lr
+    from minilatent.__main__ import build_parser
+    return build_parser().parse_args(["train", "sparks", "--out", os.path.join(tempfile.gettempdir(), "unused")]).lr
 
 
 def peak_mb():
