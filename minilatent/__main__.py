@@ -1,44 +1,255 @@
 """
 Command line: the headless main job.
 
-    python -m minilatent train lfads [DATA.h5 ...] --out DIR [--epochs N] [--max-seconds S] [--seed K]
-        [--co-dim K --kl-co-scale W] [--recon poisson|gaussian|gamma|zig] [--cd-rate R] [--read-in-dim D]
-    python -m minilatent train sparks [DATA.h5] --out DIR [--epochs N] [--max-seconds S] [--seed K]
+    python -m minilatent train lfads [DATA.h5 ...] --out DIR [--epochs N] [--max-seconds S] [--seed K] [...]
+    python -m minilatent train sparks [DATA.h5] --out DIR [--epochs N] [--max-seconds S] [--seed K] [...]
     python -m minilatent make-eg-data [--out FOLDER]
 
 `train lfads` reads DATA (lfads-torch keys or original LFADS keys; default: the shipped Lorenz example),
-trains LFADS with the package defaults, and writes into DIR:
-    checkpoint.pt        trainer checkpoint (model, optimiser, EMA, RNG states; resumable with --resume)
+trains LFADS and writes into DIR:
+    checkpoint.pt        trainer checkpoint (model, optimiser, EMA, RNG states, the options; --resume)
     metrics.csv          one row per epoch
     loss.png, rates.png  loss curves; inferred vs true rates of a validation trial
     lfads_output.h5      lfads-torch's output layout: a copy of the input plus {train,valid}_output_params
                          (posterior-mean rates, counts per bin), _factors, _ic_mean, _ic_std, _gen_states,
                          _gen_init (and _co_means, _co_stds, _gen_inputs, _con_states with a controller).
                          Several DATA files are several sessions: one lfads_output_<name>.h5 per session.
-Bad input ends with exit code 2 and one line on stderr, before anything is written to DIR.
+    run.json             written last: the options and results of a finished run
+
+The run folder (minilatent/files.py has the mechanics):
+  - everything that can be wrong with the options and the data is checked before DIR is touched: exit 2
+    and one line naming the problem
+  - a DIR that holds a run is refused unless --overwrite (replace it) or --resume (continue it); a DIR in
+    use by a live run is refused; a lock left by a killed run is taken over
+  - a run that replaces or extends a finished run works in DIR/.staging and swaps its files in at the end:
+    if it fails or is interrupted, DIR keeps the previous run untouched (never a mix of two runs)
+  - --resume compares the options with those stored in the checkpoint: the model, the data, --seed, --lr
+    and --batch-size must match; the budgets (--epochs, --max-seconds, totals counted from the start of the
+    run) may change, and the learning-rate schedule then continues from where it stood
+Exit codes: 0 done, 1 the run failed (NaN loss, disk full; one line says what is kept), 2 bad input,
+130 interrupted by Ctrl-C, 143 by SIGTERM (one line says which epoch is saved and how to resume).
 """
 
 import argparse
 import csv
+import hashlib
 import io
+import json
+import math
 import os
+import shutil
+import signal
 import sys
 import time
+from dataclasses import fields
+
+from .files import RunFolder, RunFolderError, atomic_write, disk_full
 
 
 class UsageError(Exception):
     """ a problem with the user's input: reported in one line, exit code 2 """
 
 
-def _write_atomic(path, write_fn, mode="w"):
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, mode) as f:
-            write_fn(f)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+class RunFailed(Exception):
+    """ the run could not finish (NaN loss, full disk): reported in one line, exit code 1 """
+
+
+class Interrupted(KeyboardInterrupt):
+    """ SIGTERM, raised in the main thread like Ctrl-C """
+
+
+# -----------------------------------------------------------------------------
+# options: one table per model, defaults read from the config dataclasses so they cannot drift
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """ help with the default of every option that has one """
+
+    def _get_help_string(self, action):
+        h = action.help or ""
+        quiet = action.default is None or action.default is False or action.default is argparse.SUPPRESS
+        if "%(default)" not in h and not quiet and action.option_strings:
+            h += " (default: %(default)s)"
+        return h
+
+
+class _Parser(argparse.ArgumentParser):
+    """ argparse that reports a bad option in one line (no usage block) and exits 2 """
+
+    def error(self, message):
+        message = message.replace("the following arguments are required", "missing required argument(s)")
+        for a in self._actions:                      # 'argument --lr: must be ...' -> '--lr must be ...'
+            for flag in a.option_strings:
+                message = message.replace(f"argument {flag}: must", f"{flag} must")
+        raise UsageError(f"{message} (see: {self.prog} --help)")
+
+
+def _number(kind, lo=None, hi=None, lo_open=False, hi_open=False):
+    """ an argparse type: an int or a finite float in a range; the error names the range """
+    fmt = lambda v: str(v) if isinstance(v, int) else f"{v:g}"
+    lo_s = "" if lo is None else f"{'>' if lo_open else '>='} {fmt(lo)}"
+    hi_s = "" if hi is None else f"{'<' if hi_open else '<='} {fmt(hi)}"
+    if lo is not None and hi is not None:
+        rng = f"in {'(' if lo_open else '['}{fmt(lo)}, {fmt(hi)}{')' if hi_open else ']'}"
+    else:
+        rng = lo_s or hi_s
+    what = "an integer" if kind is int else "a number"
+
+    def parse(s):
+        try:
+            v = kind(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what} {rng}, got {s!r}") from None
+        ok = math.isfinite(v) and (lo is None or (v > lo if lo_open else v >= lo)) \
+            and (hi is None or (v < hi if hi_open else v <= hi))
+        if not ok:
+            raise argparse.ArgumentTypeError(f"must be {rng}, got {s}")
+        return v
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _defaults(cls):
+    return {f.name: f.default for f in fields(cls)}
+
+
+# (flag, config field, parser type, help): the model options of `train lfads`, defaults from LFADSConfig
+LFADS_MODEL_OPTIONS = [
+    ("--gen-dim", "gen_dim", _number(int, 1, 4096), "generator GRU size"),
+    ("--fac-dim", "fac_dim", _number(int, 1, 1024), "number of factors (the generator's low-dimensional read-out)"),
+    ("--ic-enc-dim", "ic_enc_dim", _number(int, 1, 4096), "initial-condition encoder GRU size, per direction"),
+    ("--co-dim", "co_dim", _number(int, 0, 256), "inferred-input dimension (0: no controller)"),
+    ("--ci-enc-dim", "ci_enc_dim", _number(int, 1, 4096), "controller-input encoder size per direction (with --co-dim)"),
+    ("--con-dim", "con_dim", _number(int, 1, 4096), "controller GRU size (with --co-dim)"),
+    ("--ci-lag", "ci_lag", _number(int, 0, 100000), "bins the controller's forward encoding is delayed by "
+     "(less than the trial's bins)"),
+    ("--kl-co-scale", "kl_co_scale", _number(float, 0), "weight of the inferred-input KL (AR(1) prior); 1e-4 "
+     "recovered the pulse times on the chaotic-RNN benchmark, 1e-5 and 1e-3 did not"),
+    ("--co-prior-tau", "co_prior_tau", _number(float, 0, lo_open=True), "initial time constant of the AR(1) "
+     "prior, in bins (learned); short (e.g. 2) for brief inputs such as one-bin pulses"),
+    ("--recon", "recon", None, "reconstruction likelihood (gaussian/gamma/zig take continuous data)"),
+    ("--zig-loc", "zig_loc", _number(float, 0), "zero-inflated Gamma: smallest nonzero value"),
+    ("--cd-rate", "cd_rate", _number(float, 0, 1, hi_open=True), "coordinated dropout rate (0: off)"),
+    ("--dropout", "dropout", _number(float, 0, 1, hi_open=True), "dropout on the inputs, encodings and generator states"),
+]
+SPARKS_MODEL_OPTIONS = [
+    ("--embed-dim", "embed_dim", _number(int, 1, 4096), "features per neuron after the Hebbian attention"),
+    ("--latent-dim", "latent_dim", _number(int, 1, 4096), "dimension of the Gaussian latent per bin"),
+    ("--tau-p", "tau_p", _number(int, 1, 10000), "the decoder sees the last TAU_P latents"),
+]
+BUDGET_OPTIONS = ("epochs", "max_seconds", "samples", "truth_units")   # may change on --resume
+
+
+def _add_common(p, epochs, batch_size, lr, lr_note):
+    """ the options every train subcommand shares """
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (see 'run folders' below)")
+    p.add_argument("--epochs", type=_number(int, 1, 10**7), default=epochs, help="maximum epochs, counted from the "
+                   "start of the run (a resumed run continues to this total)")
+    p.add_argument("--max-seconds", type=_number(float, 0, 1e9, lo_open=True), default=None,
+                   help="wall-clock training budget in seconds (a total over resumed runs). The learning rate then "
+                   "follows the clock, so the same seed does not reproduce the run: the run prints the epochs it "
+                   "reached, and --epochs N alone gives a clock-free run of that length")
+    p.add_argument("--seed", type=_number(int, 0, 2**32 - 1), default=0, help="seeds the initial weights, batch "
+                   "order, dropout and sampling")
+    p.add_argument("--batch-size", type=_number(int, 1, 10**6), default=batch_size, help="trials per optimiser step")
+    p.add_argument("--lr", type=_number(float, 0, 10, lo_open=True), default=lr, help=lr_note)
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--resume", action="store_true", help="continue the run in DIR from DIR/checkpoint.pt (the same "
+                   "data and options; --epochs/--max-seconds may grow)")
+    g.add_argument("--overwrite", action="store_true", help="replace the run in DIR; the old files stay until the "
+                   "new run has finished")
+
+
+RUN_FOLDERS = """run folders:
+  DIR holding a run is refused unless --overwrite or --resume; a DIR in use by a live run is refused.
+  A run that replaces or extends a finished run works in DIR/.staging and swaps in at the end, so a failed
+  or interrupted run leaves the previous one untouched. --resume refuses changed model/data options,
+  --seed, --lr and --batch-size, and accepts new --epochs/--max-seconds (the learning-rate schedule
+  continues from where it stood). Exit codes: 0 done, 1 run failed (NaN loss, disk full), 2 bad input,
+  130 Ctrl-C, 143 SIGTERM."""
+
+
+def build_parser():
+    from .lfads import LFADSConfig, LIKELIHOODS
+    from .sparks import SPARKSConfig
+    from .trainer import TrainerConfig
+    from .data import TRUTH_UNITS
+    prog = "python -m minilatent"
+    ap = _Parser(prog=prog, formatter_class=_Formatter, description="minilatent: train latent-dynamics models of "
+                 "neural data (LFADS, SPARKS) from the command line.", epilog=f"""examples:
+  {prog} train lfads --out runs/lorenz --max-seconds 90      # the shipped Lorenz example
+  {prog} train lfads my_data.h5 --out runs/mine --epochs 100
+  {prog} train sparks --out runs/rotation --epochs 10
+  {prog} train lfads --help                                  # every option with its default""")
+    sub = ap.add_subparsers(dest="cmd", metavar="COMMAND", required=True, parser_class=_Parser)
+    tr = sub.add_parser("train", help="train a model on an HDF5 dataset", formatter_class=_Formatter,
+                        description="Train a model and write its outputs into a run folder.", epilog=f"""examples:
+  {prog} train lfads data.h5 --out runs/a --epochs 50
+  {prog} train sparks --out runs/s --epochs 10 --online""")
+    trs = tr.add_subparsers(dest="model", metavar="MODEL", required=True, parser_class=_Parser)
+
+    d = _defaults(LFADSConfig)
+    t = _defaults(TrainerConfig)
+    lf = trs.add_parser("lfads", help="LFADS (lfads-torch or original LFADS HDF5 keys)", formatter_class=_Formatter,
+                        description="Train LFADS on spike counts (or continuous data with --recon) and write the "
+                        "posterior-mean rates and latents in lfads-torch's output layout.",
+                        epilog=f"""examples:
+  {prog} train lfads --out runs/lorenz --max-seconds 90
+  {prog} train lfads a.h5 b.h5 --out runs/two --epochs 100          # two sessions
+  {prog} train lfads eg_data/chaotic_rnn_inputs.h5 --out runs/pulses --co-dim 1 --co-prior-tau 2 --ramp-epochs 3
+  {prog} train lfads data.h5 --out runs/a --resume --epochs 300     # continue to 300 epochs
+
+{RUN_FOLDERS}""")
+    lf.add_argument("data", nargs="*", metavar="DATA.h5", help="HDF5 file (default: the shipped Lorenz example); "
+                    "several files = several sessions sharing the dynamics, each with its own read-in/out (outputs "
+                    "lfads_output_<name>.h5)")
+    _add_common(lf, t["max_epochs"], t["batch_size"], t["lr"], "peak learning rate (cosine decay to 5%% of it)")
+    for flag, field, typ, h in LFADS_MODEL_OPTIONS:
+        if field == "recon":
+            lf.add_argument(flag, default=d[field], choices=sorted(LIKELIHOODS), help=h)
+        else:
+            lf.add_argument(flag, type=typ, default=d[field], help=h)
+    lf.add_argument("--ramp-epochs", type=_number(int, 0), default=d["kl_ramp_epochs"],
+                    help="epochs over which the KL and L2 weights rise to 1 (a few for short runs with a controller)")
+    lf.add_argument("--read-in-dim", type=_number(int, 1, 4096), default=None,
+                    help="several sessions: read-in size (default: --fac-dim)")
+    lf.add_argument("--samples", type=_number(int, 0, 100000), default=50,
+                    help="posterior samples averaged for the outputs (0: the posterior means)")
+    lf.add_argument("--truth-units", default="auto", choices=TRUTH_UNITS, help="units of *_truth when the file has "
+                    "no conversion_factor: hz (spikes/s, needs dt), counts (per bin), or auto (inferred when evident "
+                    "from the data, else the rate R2 is skipped)")
+    lf.set_defaults(fn=train_lfads)
+
+    s = _defaults(SPARKSConfig)
+    sp = trs.add_parser("sparks", help="SPARKS (Hebbian attention VAE) on binary spikes", formatter_class=_Formatter,
+                        description="Train SPARKS to decode a target from binary spikes (or to reconstruct them) and "
+                        "write the latents and predictions.", epilog=f"""examples:
+  {prog} train sparks --out runs/rotation --epochs 10
+  {prog} train sparks my_spikes.h5 --out runs/unsup --target none
+  {prog} train sparks --out runs/rotation --resume --epochs 20
+
+{RUN_FOLDERS}""")
+    sp.add_argument("data", nargs="?", metavar="DATA.h5", help="HDF5 file (default: the shipped rotation example)")
+    _add_common(sp, 30, 10, 3e-3, "learning rate (constant)")
+    sp.add_argument("--target", default=None, help="key suffix of the target to decode ('latents' -> train_latents); "
+                    "default: latents when present; 'none' for unsupervised")
+    for flag, field, typ, h in SPARKS_MODEL_OPTIONS:
+        sp.add_argument(flag, type=typ, default=s[field], help=h)
+    sp.add_argument("--online", action="store_true", help="online learning: an optimiser step per bin")
+    sp.set_defaults(fn=train_sparks)
+
+    eg = sub.add_parser("make-eg-data", help="regenerate the example datasets in eg_data/ bit for bit",
+                        formatter_class=_Formatter, description="Regenerate the shipped example datasets from their "
+                        "generators (a test checks they come out bit for bit).", epilog=f"""examples:
+  {prog} make-eg-data
+  {prog} make-eg-data --out /tmp/eg""")
+    eg.add_argument("--out", default=None, metavar="FOLDER", help="folder (default: the package's eg_data/)")
+    eg.set_defaults(fn=make_eg_data)
+    return ap
+
+
+# -----------------------------------------------------------------------------
+# writing: metrics, figures
 
 
 def write_metrics_csv(path, rows):
@@ -50,204 +261,392 @@ def write_metrics_csv(path, rows):
         wr = csv.DictWriter(f, fieldnames=keys)
         wr.writeheader()
         wr.writerows(rows)
-    _write_atomic(path, w)
+    atomic_write(path, w, binary=False)
 
 
-def save_figures(out_dir, history, rates_valid, data):
+def _save_fig(fig, path):
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    atomic_write(path, lambda f: f.write(buf.getvalue()))
+
+
+def save_figures(folder, history, rates_valid, data, truth_valid, recon):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
     from .widgets import plot_raster_rates
-    from .data import true_rates
 
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
     ep = history.column("epoch")
     for k, c in (("train_recon", "C0"), ("valid_recon", "C1")):
         y = history.column(k)
         ax[0].plot(ep[~np.isnan(y)], y[~np.isnan(y)], color=c, label=k)
-    ax[0].set_xlabel("epoch"); ax[0].set_ylabel("Poisson NLL per bin"); ax[0].legend()
+    ax[0].set_xlabel("epoch"); ax[0].set_ylabel(f"{recon} NLL per entry"); ax[0].legend()
     for k in ("train_kl_ic", "train_kl_co"):
         y = history.column(k)
         if not np.all(np.isnan(y)):
             ax[1].plot(ep, y, label=k)
     ax[1].set_xlabel("epoch"); ax[1].set_ylabel("KL (nats)"); ax[1].legend()
     fig.tight_layout()
-    _save_fig(fig, os.path.join(out_dir, "loss.png"))
+    _save_fig(fig, folder.file("loss.png"))
     plt.close(fig)
 
-    truth = true_rates(data, "valid") if "valid_truth" in data else None
     fig, ax = plt.subplots(figsize=(8, 5))
-    plot_raster_rates(data["valid_recon_data"][0], None, truth[0] if truth is not None else None,
+    plot_raster_rates(data["valid_recon_data"][0], None, truth_valid[0] if truth_valid is not None else None,
                       rates_valid[0], dt=float(data.get("dt", 0.01)), ax=ax,
                       title="validation trial 0: spikes, true (grey) and inferred (orange) rates")
-    _save_fig(fig, os.path.join(out_dir, "rates.png"))
+    _save_fig(fig, folder.file("rates.png"))
     plt.close(fig)
 
 
-def _save_fig(fig, path):
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    _write_atomic(path, lambda f: f.write(buf.getvalue()), mode="wb")
+# -----------------------------------------------------------------------------
+# the run: folder rules, resume checks, training with failures and signals reported in one line
 
 
-def check_run_args(args):
-    """ the options every train subcommand shares: --epochs, --max-seconds, --out """
-    if args.epochs is not None and args.epochs < 1:
-        raise UsageError(f"--epochs must be >= 1, got {args.epochs}")
-    if args.max_seconds is not None and args.max_seconds <= 0:
-        raise UsageError(f"--max-seconds must be > 0, got {args.max_seconds}")
-    if os.path.exists(args.out) and not os.path.isdir(args.out):
-        raise UsageError(f"--out {args.out} exists and is not a directory")
+def _fingerprint(arrays):
+    """ a short hash of the data arrays a run trains on (to refuse resuming on other data) """
+    import numpy as np
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(np.asarray(a, np.float32))
+        h.update(str(a.shape).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:16]
 
 
-def fit_with_progress(trainer, extra):
-    """ trainer.fit() printing one line per epoch: losses, then extra(row) (the model's KL terms) """
-    def report(tr):
-        r = tr.history.rows[-1]
-        print(f"epoch {r['epoch']:4d}  {r['seconds']:7.1f} s  train {r['train_recon']:.5f}  "
-              f"valid {r.get('valid_recon', float('nan')):.5f}  {extra(r)}", flush=True)
-    trainer.add_callback("on_epoch_end", report)
-    t0 = time.perf_counter()
-    history = trainer.fit()
-    print(f"stopped after {trainer.epoch} epochs ({trainer.stop_reason}) in {time.perf_counter() - t0:.1f} s")
-    return history
+def plan_folder(args):
+    """ Apply the run-folder rules (module docstring) without writing anything; returns (RunFolder, staged). """
+    folder = RunFolder(args.out)
+    try:
+        folder.check_path()
+    except RunFolderError as e:
+        raise UsageError(str(e)) from None
+    pid = folder.active_pid()
+    if pid is not None:
+        raise UsageError(f"--out {args.out} is in use by another run (process {pid}); wait for it to end or choose "
+                         "another folder")
+    previous = folder.previous_run()
+    if args.resume:
+        if not os.path.exists(folder.final("checkpoint.pt")):
+            raise UsageError(f"--resume: no checkpoint at {folder.final('checkpoint.pt')}")
+        return folder, folder.finished()
+    if previous and args.overwrite:
+        return folder, True
+    if previous:
+        state = "a finished run" if folder.finished() else "an unfinished run"
+        raise UsageError(f"--out {args.out} already holds {state} ({', '.join(previous)}); add --resume to continue "
+                         "it or --overwrite to replace it")
+    return folder, False
 
 
-def train_lfads(args):
+def read_checkpoint_for_resume(folder, command, options, fingerprint):
+    """ The stored options of DIR/checkpoint.pt, checked against this run's: one line naming every difference. """
+    import torch
+    path = folder.final("checkpoint.pt")
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+        extra = ck.get("extra") or {}
+        if not isinstance(ck, dict) or "model" not in ck:
+            raise ValueError("not a minilatent checkpoint")
+    except Exception as e:  # truncated, corrupt, another program's file: say so in one line
+        msg = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+        raise UsageError(f"--resume: {path} cannot be read (truncated or corrupt?): {msg}") from None
+    if extra.get("command") not in (None, command):
+        raise UsageError(f"--resume: {path} is from 'train {extra['command']}', not 'train {command}'")
+    old = extra.get("options")
+    if old is None:
+        raise UsageError(f"--resume: {path} stores no options (written by another version); start again with --overwrite")
+    diffs = [f"--{k.replace('_', '-')} {options.get(k)} (checkpoint: {old.get(k)})"
+             for k in sorted(set(old) | set(options)) if k not in BUDGET_OPTIONS and old.get(k) != options.get(k)]
+    if extra.get("data") != fingerprint:
+        diffs.insert(0, "the data differ from those the checkpoint was trained on")
+    if diffs:
+        raise UsageError(f"--resume: options differ from the checkpointed run: {'; '.join(diffs)}; use the run's "
+                         "options, or start again with --overwrite")
+    return ck
+
+
+def _open(folder, staged, trainer, ck, extra_state):
+    """ take the folder (lock, staging) and, with --resume, load the checkpoint; the lock is released if that fails """
+    try:
+        folder.open(staged)
+    except RunFolderError as e:
+        raise UsageError(str(e)) from None
+    try:
+        if ck is not None:
+            trainer.load_checkpoint(folder.final("checkpoint.pt"))
+            print(f"resumed from {folder.final('checkpoint.pt')} at epoch {trainer.epoch}")
+        trainer.extra_state = extra_state
+    except BaseException:
+        folder.release()
+        raise
+
+
+def run_training(args, folder, staged, trainer, extra, write_outputs):
+    """ Take the folder, train (reporting each epoch), write the outputs, finish the folder. Failures and
+    signals end in one line (module docstring); the lock is always released. """
+    import torch
+    work = folder.work
+    ck = folder.file("checkpoint.pt")
+    trainer.cfg.checkpoint_path = ck
+    prev_term = signal.getsignal(signal.SIGTERM)
+
+    def on_term(signum, frame):
+        raise Interrupted()
+    stage = "training"
+    try:
+        try:
+            signal.signal(signal.SIGTERM, on_term)
+        except ValueError:           # not the main thread: no SIGTERM handler
+            prev_term = None
+
+        def report(tr):
+            r = tr.history.rows[-1]
+            print(f"epoch {r['epoch']:4d}  {r['seconds']:7.1f} s  train {r['train_recon']:.5f}  "
+                  f"valid {r.get('valid_recon', float('nan')):.5f}  {extra(r)}", flush=True)
+        trainer.add_callback("on_epoch_end", report)
+        t0 = time.perf_counter()
+        history = trainer.fit()
+        print(f"stopped after {trainer.epoch} epochs ({trainer.stop_reason}) in {time.perf_counter() - t0:.1f} s")
+        if trainer.stop_reason == "time budget":
+            print(f"with --max-seconds the learning rate followed the clock; a clock-free run of the same length: "
+                  f"--epochs {trainer.epoch}")
+        if not os.path.exists(ck):      # a resumed run that had nothing left to train: carry its checkpoint over
+            shutil.copy2(folder.final("checkpoint.pt"), ck)
+        stage = "writing outputs"
+        torch.set_num_threads(1)
+        write_metrics_csv(folder.file("metrics.csv"), history.rows)
+        summary = write_outputs(history)
+        summary.update(epochs=trainer.epoch, stop_reason=trainer.stop_reason, seconds=round(trainer.elapsed, 2),
+                       finished=True)
+        folder.finish(summary)
+        return 0
+    except FloatingPointError as e:
+        saved = trainer.saved_epoch
+        raise RunFailed(f"training failed: {e}; likely cause: a learning rate too high for these data (--lr {args.lr:g}) "
+                        f"or extreme values in the data; try --lr {args.lr / 3:.3g} with --overwrite. "
+                        + _kept(folder, staged, saved) + "; no outputs written") from None
+    except KeyboardInterrupt as e:
+        name = "SIGTERM" if isinstance(e, Interrupted) else "Ctrl-C"
+        saved = trainer.saved_epoch
+        if stage == "writing outputs":
+            msg = (f"interrupted ({name}) while writing the outputs: training is complete in {ck}; rerun the same "
+                   "command with --resume to write them")
+        else:
+            msg = f"interrupted ({name}) in epoch {trainer.epoch + 1}: " + _kept(folder, staged, saved)
+            if not staged and saved is not None:
+                msg += "; continue with the same command plus --resume"
+        print(f"error: {msg}", file=sys.stderr)
+        return 143 if isinstance(e, Interrupted) else 130
+    except OSError as e:
+        what = os.strerror(e.errno) if e.errno else str(e)
+        where = f" {e.filename}" if getattr(e, "filename", None) else ""
+        hint = " (disk full: free some space)" if disk_full(e) else ""
+        raise RunFailed(f"could not write{where} while {stage}: {what}{hint}; " + _kept(folder, staged, trainer.saved_epoch)) from None
+    finally:
+        if prev_term is not None:
+            signal.signal(signal.SIGTERM, prev_term)
+        folder.release()
+
+
+def _kept(folder, staged, saved):
+    """ one clause: what the folder still holds after a failed or interrupted run """
+    if staged:
+        return (f"{folder.path} still holds the previous run, untouched"
+                + (f" (this run's checkpoint of epoch {saved} is in {folder.work})" if saved is not None else ""))
+    if saved is None:
+        return "no checkpoint was saved"
+    return f"{folder.final('checkpoint.pt')} holds epoch {saved}"
+
+
+# -----------------------------------------------------------------------------
+# train lfads: read inputs -> build the model -> train -> write outputs
+
+
+def read_lfads_inputs(args):
+    """ Load and check every DATA file and the options that depend on the data; raises UsageError. """
     import numpy as np
     import torch
-    from .data import (load_h5, save_h5, eg_path, lfads_tensors, true_rates, rate_r2, bits_per_spike, psths,
-                       pulse_timing_accuracy)
-    from .lfads import LFADS, LFADSConfig, LIKELIHOODS, check_sessions
-    from .trainer import Trainer, TrainerConfig
+    from .data import load_h5, eg_path, lfads_tensors, truth_conversion
+    from .lfads import LFADSConfig, LIKELIHOODS
 
-    # --- everything that can be wrong with the input is checked before DIR is touched
     paths = args.data or [eg_path("lorenz")]
-    counts = args.recon == "poisson"               # other likelihoods take continuous data
     datasets = []
     for path in paths:
         try:
-            datasets.append(load_h5(path, counts=counts, nonnegative=args.recon != "gaussian"))
+            datasets.append(load_h5(path, counts=args.recon == "poisson", nonnegative=args.recon != "gaussian"))
         except (KeyError, ValueError, FileNotFoundError) as e:
             msg = e.args[0] if e.args else str(e)
             raise UsageError(msg if len(paths) == 1 else f"{path}: {msg}") from None
-    check_run_args(args)
-    for name, lo in (("read_in_dim", 1), ("co_dim", 0), ("samples", 0), ("ramp_epochs", 0)):
-        v = getattr(args, name)
-        if v is not None and v < lo:
-            raise UsageError(f"--{name.replace('_', '-')} must be >= {lo}, got {v}")
-    if not args.co_prior_tau > 0:
-        raise UsageError(f"--co-prior-tau must be > 0, got {args.co_prior_tau}")
-    if not 0 <= args.cd_rate < 1:
-        raise UsageError(f"--cd-rate must be in [0, 1), got {args.cd_rate}")
-    ckpt = os.path.join(args.out, "checkpoint.pt")
-    if args.resume and not os.path.exists(ckpt):
-        raise UsageError(f"--resume: no checkpoint at {ckpt}")
-
-    multi = len(datasets) > 1
     names = [os.path.splitext(os.path.basename(p))[0] for p in paths]
     if len(set(names)) < len(names):
         names = [f"{n}_{i}" for i, n in enumerate(names)]
+    multi = len(datasets) > 1
     train = [lfads_tensors(d, "train") for d in datasets]
     valid = [lfads_tensors(d, "valid") for d in datasets]
     ext_dims = {t[2].shape[2] if len(t) == 3 else 0 for t in train}
     if len(ext_dims) > 1:
         raise UsageError(f"all sessions must have the same external inputs; ext_input dims: {sorted(ext_dims)}")
-    ext_dim = ext_dims.pop()
-    model_kw = dict(ext_input_dim=ext_dim, gen_dim=args.gen_dim, fac_dim=args.fac_dim, co_dim=args.co_dim,
-                    ci_enc_dim=args.ci_enc_dim, con_dim=args.con_dim, ci_lag=args.ci_lag, kl_co_scale=args.kl_co_scale,
-                    co_prior_tau=args.co_prior_tau, cd_rate=args.cd_rate, dropout=args.dropout, recon=args.recon,
-                    zig_loc=args.zig_loc)
-    if args.ramp_epochs is not None:
-        model_kw.update(kl_ramp_epochs=args.ramp_epochs, l2_ramp_epochs=args.ramp_epochs)
+    T = min(t[0].shape[1] for t in train)
+    if args.co_dim and args.ci_lag >= T:
+        raise UsageError(f"--ci-lag must be < the {T} time bins of a trial, got {args.ci_lag}")
+    lik = LIKELIHOODS[args.recon](LFADSConfig(recon=args.recon, zig_loc=args.zig_loc))
+    truth = []
+    for name, d in zip(names, datasets):
+        where = f"{name}: " if multi else ""
+        for split in ("train", "valid"):
+            try:
+                lik.check(torch.as_tensor(d[f"{split}_recon_data"]), f"{where}{split}_recon_data")
+            except ValueError as e:
+                raise UsageError(e.args[0]) from None
+            if not np.any(d[f"{split}_recon_data"]):
+                raise UsageError(f"{where}{split}_recon_data is all zeros: nothing to fit or to score")
+        try:
+            truth.append(truth_conversion(d, args.truth_units))
+        except ValueError as e:
+            raise UsageError(where + e.args[0]) from None
+    return dict(paths=paths, names=names, datasets=datasets, train=train, valid=valid, multi=multi,
+                ext_dim=ext_dims.pop(), truth=truth)
+
+
+def lfads_options(args):
+    """ the options a resumed run must share with the checkpoint's (plus the budgets, which may differ) """
+    keep = [f for _, f, _, _ in LFADS_MODEL_OPTIONS] + ["ramp_epochs", "read_in_dim", "seed", "batch_size", "lr",
+                                                         "epochs", "max_seconds", "samples", "truth_units"]
+    return {k: getattr(args, k) for k in keep}
+
+
+def build_lfads(args, inp):
+    """ The model for the inputs (initialised, seeded); raises UsageError for options the data cannot take. """
+    import numpy as np
+    import torch
+    from .data import psths
+    from .lfads import LFADS, LFADSConfig, check_sessions
+
+    kw = {f: getattr(args, f) for _, f, _, _ in LFADS_MODEL_OPTIONS}
+    kw.update(ext_input_dim=inp["ext_dim"], kl_ramp_epochs=args.ramp_epochs, l2_ramp_epochs=args.ramp_epochs)
+    train, names = inp["train"], inp["names"]
     try:
-        if multi:
+        if inp["multi"]:
             neurons = check_sessions(train, names)
-            for name, d, t in zip(names, datasets, train):
+            for name, t in zip(names, train):
                 if t[1].shape[2] != t[0].shape[2]:
                     raise ValueError(f"{name}: held-out channels (recon_data wider than encod_data) need a single session")
             cfg = LFADSConfig(n_neurons=neurons[0], session_neurons=neurons,
-                              read_in_dim=args.read_in_dim or args.fac_dim, **model_kw)
+                              read_in_dim=args.read_in_dim or args.fac_dim, **kw)
         else:
             n_neurons, n_recon = train[0][0].shape[2], train[0][1].shape[2]
-            cfg = LFADSConfig(n_neurons=n_neurons, n_recon=n_recon if n_recon != n_neurons else 0, **model_kw)
-        lik = LIKELIHOODS[cfg.recon](cfg)
-        for name, d in zip(names, datasets):
-            for split in ("train", "valid"):
-                lik.check(torch.as_tensor(d[f"{split}_recon_data"]), f"{name}: {split}_recon_data" if multi else f"{split}_recon_data")
+            cfg = LFADSConfig(n_neurons=n_neurons, n_recon=n_recon if n_recon != n_neurons else 0, **kw)
     except ValueError as e:
         raise UsageError(e.args[0]) from None
-
     torch.manual_seed(args.seed)
     model = LFADS(cfg)
-    init_note = ""
-    if multi:
-        conds = [set(np.unique(d["train_cond_idx"]).tolist()) if "train_cond_idx" in d else None for d in datasets]
+    note = ""
+    if inp["multi"]:
+        conds = [set(np.unique(d["train_cond_idx"]).tolist()) if "train_cond_idx" in d else None for d in inp["datasets"]]
         if all(c is not None and c == conds[0] for c in conds):
-            model.init_pcr([psths(d, "train") for d in datasets])
-            init_note = "read-in/out initialised by PCR on the condition averages"
+            model.init_pcr([psths(d, "train") for d in inp["datasets"]])
+            note = "read-in/out initialised by PCR on the condition averages"
         else:
-            init_note = "no shared condition labels (train_cond_idx): read-in/out start at random"
+            note = "no shared condition labels (train_cond_idx): read-in/out start at random"
         for s, t in enumerate(train):
             model.init_readout_bias(t[1], session=s)
     else:
         model.init_readout_bias(train[0][1])
-    tcfg = TrainerConfig(max_epochs=args.epochs or 200, max_seconds=args.max_seconds, seed=args.seed,
-                         batch_size=args.batch_size, lr=args.lr, checkpoint_path=ckpt, progress=False)
-    trainer = Trainer(model, train if multi else train[0], valid if multi else valid[0], tcfg)
-    os.makedirs(args.out, exist_ok=True)
-    if args.resume:
-        trainer.load_checkpoint(ckpt)
-        print(f"resumed from {ckpt} at epoch {trainer.epoch}")
+    return model, note
 
-    for p, name, t, v in zip(paths, names, train, valid):
+
+def train_lfads(args):
+    from .trainer import Trainer, TrainerConfig
+
+    inp = read_lfads_inputs(args)                       # everything is checked before DIR is touched
+    folder, staged = plan_folder(args)
+    model, init_note = build_lfads(args, inp)
+    cfg = model.cfg
+    multi = inp["multi"]
+    tcfg = TrainerConfig(max_epochs=args.epochs, max_seconds=args.max_seconds, seed=args.seed,
+                         batch_size=args.batch_size, lr=args.lr, progress=False)
+    trainer = Trainer(model, inp["train"] if multi else inp["train"][0], inp["valid"] if multi else inp["valid"][0], tcfg)
+    options = lfads_options(args)
+    fingerprint = _fingerprint([x for t in inp["train"] + inp["valid"] for x in t])
+    ck = read_checkpoint_for_resume(folder, "lfads", options, fingerprint) if args.resume else None
+    try:
+        trainer.check_data()
+    except ValueError as e:
+        raise UsageError(e.args[0]) from None
+    _open(folder, staged, trainer, ck, {"command": "lfads", "options": options, "data": fingerprint})
+    if staged:
+        print(f"{args.out} holds a previous run: this one works in {folder.work} and replaces it when it has finished")
+
+    for p, t, v in zip(inp["paths"], inp["train"], inp["valid"]):
         print(f"data: {p}\n  train {tuple(t[0].shape)}, valid {tuple(v[0].shape)} (trials, bins, neurons)")
+    for name, (factor, note) in zip(inp["names"], inp["truth"]):
+        if note:
+            print((f"{name}: " if multi else "") + note)
     parts = [f"{cfg.recon} likelihood"] + ([f"controller with {cfg.co_dim} inferred inputs"] if cfg.co_dim else []) \
-        + ([f"{len(names)} sessions, read-in dim {cfg.read_in_dim}"] if multi else [])
+        + ([f"{len(inp['names'])} sessions, read-in dim {cfg.read_in_dim}"] if multi else [])
     print(f"model: LFADS with {model.n_params:,} parameters ({', '.join(parts)}); budget: "
           f"{tcfg.max_epochs} epochs" + (f" or {args.max_seconds:g} s" if args.max_seconds else ""))
     if init_note:
         print(init_note)
 
-    history = fit_with_progress(trainer, lambda r: f"kl_ic {r['train_kl_ic']:.2f}"
-                                + (f"  kl_co {r['train_kl_co']:.2f}" if "train_kl_co" in r else ""))
+    def extra(r):
+        return f"kl_ic {r['train_kl_ic']:.2f}" + (f"  kl_co {r['train_kl_co']:.2f}" if "train_kl_co" in r else "")
+    return run_training(args, folder, staged, trainer, extra,
+                        lambda history: write_lfads_outputs(args, folder, inp, model, history))
 
-    # --- outputs: posterior sample-and-average, lfads-torch's output layout (one file per session)
-    torch.set_num_threads(1)
-    write_metrics_csv(os.path.join(args.out, "metrics.csv"), history.rows)
-    written, lines, first_rates = [], [], None
-    for s, (name, data) in enumerate(zip(names, datasets)):
+
+def write_lfads_outputs(args, folder, inp, model, history):
+    """ posterior sample-and-average, lfads-torch's output layout (one file per session), figures, results """
+    import numpy as np
+    from .data import save_h5, rate_r2, bits_per_spike, pulse_timing_accuracy
+    cfg, multi = model.cfg, inp["multi"]
+    written, lines, first = [], [], None
+    for s, (name, data) in enumerate(zip(inp["names"], inp["datasets"])):
         out = dict(data)
         results = {}
-        for split, tensors in (("train", train[s]), ("valid", valid[s])):
+        for split, tensors in (("train", inp["train"][s]), ("valid", inp["valid"][s])):
+            t0 = time.perf_counter()
+            print(f"posterior average{' of ' + name if multi else ''}, {split}: {tensors[0].shape[0]} trials x "
+                  f"{args.samples} samples ...", end="", flush=True)
             ext = tensors[2] if len(tensors) == 3 else None
             res = model.posterior_average(tensors[0], ext_input=ext, n_samples=args.samples,
                                           n_steps=tensors[1].shape[1], session=s if multi else None)
+            print(f" {time.perf_counter() - t0:.1f} s", flush=True)
             results[split] = res
             for k, v in res.items():
                 out[f"{split}_{k}"] = v.astype(np.float32)
+        factor, note = inp["truth"][s]
+        if factor is not None:
+            out["conversion_factor"] = np.float64(factor)       # the units used, stated in the output
         fname = f"lfads_output_{name}.h5" if multi else "lfads_output.h5"
-        save_h5(os.path.join(args.out, fname), out)
+        print(f"writing {fname} ...", flush=True)
+        save_h5(folder.file(fname), out)
         written.append(fname)
         rates = results["valid"]["output_params"]
-        first_rates = rates if first_rates is None else first_rates
-        line = (f"{name}: " if multi else "")
+        truth_valid = data["valid_truth"] / factor if factor is not None and "valid_truth" in data else None
+        if first is None:
+            first = (rates, data, truth_valid)
+        line = f"{name}: " if multi else ""
         if cfg.recon == "poisson":
             line += f"valid bits/spike {bits_per_spike(rates, data['valid_recon_data']):.4f}"
         else:
             line += f"valid {cfg.recon} NLL per entry {history.rows[-1].get('valid_recon', float('nan')):.5f}"
-        if "valid_truth" in data:
-            line += f"  valid rate R2 {rate_r2(rates, true_rates(data, 'valid')):.4f}"
+        if truth_valid is not None:
+            line += f"  valid rate R2 {rate_r2(rates, truth_valid):.4f}"
+        elif "valid_truth" in data:
+            line += "  (" + note.split(";")[0] + ")"
         if cfg.co_dim and "valid_inputs" in data:
             acc, chance = pulse_timing_accuracy(results["valid"]["co_means"], data["valid_inputs"])
             line += f"  pulse timing accuracy {acc:.3f} (chance {chance:.3f})"
         lines.append(line)
-    save_figures(args.out, history, first_rates, datasets[0])
-    print(f"wrote {args.out}/{', '.join(written)}, metrics.csv, loss.png, rates.png, checkpoint.pt")
+    print("writing metrics.csv, loss.png, rates.png ...", flush=True)
+    save_figures(folder, history, first[0], first[1], first[2], cfg.recon)
+    print(f"wrote {args.out}/{', '.join(written)}, metrics.csv, loss.png, rates.png, checkpoint.pt, run.json")
     for line in lines:
         print(line)
-    return 0
+    return {"command": "train lfads", "options": lfads_options(args), "data": inp["paths"], "results": lines}
 
 
 def make_eg_data(args):
@@ -258,54 +657,24 @@ def make_eg_data(args):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m minilatent", description="minilatent command line")
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    tr = sub.add_parser("train", help="train a model on an HDF5 dataset")
-    trs = tr.add_subparsers(dest="model", required=True)
-    lf = trs.add_parser("lfads", help="LFADS (lfads-torch or original LFADS HDF5 keys)")
-    lf.add_argument("data", nargs="*", help="HDF5 file (default: the shipped Lorenz example); several files = several "
-                    "sessions sharing the dynamics, each with its own read-in/out (outputs lfads_output_<name>.h5)")
-    lf.add_argument("--out", required=True, help="output directory")
-    lf.add_argument("--epochs", type=int, default=None, help="maximum epochs (default 200)")
-    lf.add_argument("--max-seconds", type=float, default=None, help="wall-clock training budget")
-    lf.add_argument("--seed", type=int, default=0)
-    lf.add_argument("--batch-size", type=int, default=32)
-    lf.add_argument("--lr", type=float, default=1e-2, help="peak learning rate (cosine decay)")
-    lf.add_argument("--gen-dim", type=int, default=64)
-    lf.add_argument("--fac-dim", type=int, default=20)
-    lf.add_argument("--co-dim", type=int, default=0, help="inferred-input dimension (0: no controller)")
-    lf.add_argument("--ci-enc-dim", type=int, default=64, help="controller-input encoder size per direction")
-    lf.add_argument("--con-dim", type=int, default=64, help="controller GRU size")
-    lf.add_argument("--ci-lag", type=int, default=1, help="bins the controller's forward encoding is delayed by")
-    lf.add_argument("--kl-co-scale", type=float, default=1e-4, help="weight of the inferred-input KL (AR(1) prior); "
-                    "1e-4 found the pulses of eg_data/chaotic_rnn_inputs.h5 in minutes, 1e-5 did not")
-    lf.add_argument("--ramp-epochs", type=int, default=None, help="epochs over which the KL and L2 weights rise "
-                    "to 1 (default 20; a few for short runs with a controller)")
-    lf.add_argument("--co-prior-tau", type=float, default=10.0, help="initial time constant of the AR(1) prior, in "
-                    "bins (learned); short (e.g. 2) for brief inputs such as one-bin pulses")
-    lf.add_argument("--recon", default="poisson", choices=["poisson", "gaussian", "gamma", "zig"],
-                    help="reconstruction likelihood (gaussian/gamma/zig take continuous data)")
-    lf.add_argument("--zig-loc", type=float, default=0.0, help="zero-inflated Gamma: smallest nonzero value")
-    lf.add_argument("--cd-rate", type=float, default=0.3, help="coordinated dropout rate (0: off)")
-    lf.add_argument("--dropout", type=float, default=0.1)
-    lf.add_argument("--read-in-dim", type=int, default=None, help="several sessions: read-in size (default: --fac-dim)")
-    lf.add_argument("--samples", type=int, default=50, help="posterior samples to average for the outputs")
-    lf.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt")
-    lf.set_defaults(fn=train_lfads)
-    _add_sparks_parser(trs)
-    eg = sub.add_parser("make-eg-data", help="regenerate the example datasets in eg_data/ bit for bit")
-    eg.add_argument("--out", default=None, help="folder (default: the package's eg_data/)")
-    eg.set_defaults(fn=make_eg_data)
-    args = ap.parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except SystemExit as e:                 # --help
+        return e.code
     try:
         return args.fn(args)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except RunFailed as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:               # before training started: nothing to save
+        print("error: interrupted before training started; nothing was written", file=sys.stderr)
         return 130
-
 
 
 # -----------------------------------------------------------------------------
@@ -315,42 +684,19 @@ def main(argv=None):
 # (trials, time, neurons)); with a target key (--target, default `*_latents` when present) the model learns to
 # decode it (supervised, MSE), else to reconstruct the spikes (unsupervised, Bernoulli). Writes into DIR:
 #     checkpoint.pt, metrics.csv, loss.png, decoding.png (target vs decoded on a validation trial, or
-#     spike probabilities), sparks_output.h5 ({split}_mu, _logvar, _prediction: posterior means).
+#     spike probabilities), sparks_output.h5 ({split}_mu, _logvar, _prediction: posterior means), run.json.
 # Prints the validation R^2 of the decoded target (supervised) or bits/spike (unsupervised).
 
 
-def _add_sparks_parser(trs):
-    sp = trs.add_parser("sparks", help="SPARKS (Hebbian attention VAE) on binary spikes, e.g. the rotation example")
-    sp.add_argument("data", nargs="?", help="HDF5 file (default: the shipped rotation example)")
-    sp.add_argument("--out", required=True, help="output directory")
-    sp.add_argument("--epochs", type=int, default=None, help="maximum epochs (default 30)")
-    sp.add_argument("--max-seconds", type=float, default=None, help="wall-clock training budget")
-    sp.add_argument("--seed", type=int, default=0)
-    sp.add_argument("--target", default=None, help="key suffix of the target to decode ('latents' -> "
-                    "train_latents); default: latents when present; 'none' for unsupervised")
-    sp.add_argument("--batch-size", type=int, default=10)
-    sp.add_argument("--lr", type=float, default=3e-3, help="learning rate (constant)")
-    sp.add_argument("--embed-dim", type=int, default=32)
-    sp.add_argument("--latent-dim", type=int, default=8)
-    sp.add_argument("--tau-p", type=int, default=5)
-    sp.add_argument("--online", action="store_true", help="online learning: an optimiser step per bin")
-    sp.set_defaults(fn=train_sparks)
-
-
-def train_sparks(args):
+def read_sparks_inputs(args):
     import numpy as np
     import torch
-    from .data import load_h5, save_h5, eg_path, r2_score, bits_per_spike
-    from .sparks import SPARKS, SPARKSConfig
-    from .trainer import Trainer, TrainerConfig
-
-    # --- everything that can be wrong with the input is checked before DIR is touched
+    from .data import load_h5, eg_path
     path = args.data or eg_path("rotation")
     try:
         data = load_h5(path)
     except (KeyError, ValueError, FileNotFoundError) as e:
         raise UsageError(e.args[0] if e.args else str(e)) from None
-    check_run_args(args)
     for split in ("train", "valid"):
         x = data[f"{split}_encod_data"]
         if x.max() > 1:
@@ -364,10 +710,13 @@ def train_sparks(args):
             if k not in data:
                 raise UsageError(f"--target {target}: missing key {k!r}; keys present: {sorted(data)}")
             y, x = np.asarray(data[k]), data[f"{split}_encod_data"]
-            if y.ndim < 2 or y.shape[:2] != x.shape[:2]:
+            if y.dtype.kind not in "biuf" or y.ndim < 2 or y.shape[:2] != x.shape[:2]:
                 raise UsageError(f"{k}: expected shape (trials, time, ...) = {x.shape[:2]} + (...), got {y.shape}")
             if not np.isfinite(y).all():
                 raise UsageError(f"{k}: contains NaN or infinite values")
+    T = data["train_encod_data"].shape[1]
+    if args.tau_p > T:
+        raise UsageError(f"--tau-p must be <= the {T} time bins of a trial, got {args.tau_p}")
 
     def tensors(split):
         x = torch.as_tensor(np.asarray(data[f"{split}_encod_data"], np.float32))
@@ -375,46 +724,80 @@ def train_sparks(args):
             return (x,)
         y = np.asarray(data[f"{split}_{target}"], np.float32)
         return x, torch.as_tensor(y.reshape(y.shape[0], y.shape[1], -1))
+    return dict(path=path, data=data, target=target, supervised=supervised, train=tensors("train"),
+                valid=tensors("valid"), dt=float(np.asarray(data.get("dt", 0.01))))
 
-    train, valid = tensors("train"), tensors("valid")
-    dt = float(np.asarray(data.get("dt", 0.01)))
-    cfg = SPARKSConfig(n_neurons=train[0].shape[2], n_outputs=train[1].shape[2] if supervised else None,
-                       embed_dim=args.embed_dim, latent_dim=args.latent_dim, tau_p=args.tau_p, dt=dt,
-                       online=args.online)
+
+def sparks_options(args):
+    keep = [f for _, f, _, _ in SPARKS_MODEL_OPTIONS] + ["online", "target", "seed", "batch_size", "lr", "epochs",
+                                                          "max_seconds"]
+    return {k: getattr(args, k) for k in keep}
+
+
+def train_sparks(args):
+    import torch
+    from .sparks import SPARKS, SPARKSConfig
+    from .trainer import Trainer, TrainerConfig
+
+    inp = read_sparks_inputs(args)                      # everything is checked before DIR is touched
+    folder, staged = plan_folder(args)
+    train, valid, supervised = inp["train"], inp["valid"], inp["supervised"]
+    try:
+        cfg = SPARKSConfig(n_neurons=train[0].shape[2], n_outputs=train[1].shape[2] if supervised else None,
+                           embed_dim=args.embed_dim, latent_dim=args.latent_dim, tau_p=args.tau_p, dt=inp["dt"],
+                           online=args.online)
+    except (ValueError, TypeError) as e:
+        raise UsageError(e.args[0]) from None
     torch.manual_seed(args.seed)
     model = SPARKS(cfg)
-    ckpt = os.path.join(args.out, "checkpoint.pt")
-    tcfg = TrainerConfig(max_epochs=args.epochs or 30, max_seconds=args.max_seconds, seed=args.seed,
+    tcfg = TrainerConfig(max_epochs=args.epochs, max_seconds=args.max_seconds, seed=args.seed,
                          batch_size=args.batch_size, lr=args.lr, lr_schedule="constant", ema_decay=None,
-                         grad_clip=None, checkpoint_path=ckpt, progress=False)
+                         grad_clip=None, progress=False)
     trainer = Trainer(model, train, valid, tcfg)
-    os.makedirs(args.out, exist_ok=True)
-    print(f"data: {path}\n  train {tuple(train[0].shape)}, valid {tuple(valid[0].shape)} (trials, bins, neurons); "
-          + (f"decoding '{target}' ({train[1].shape[2]} outputs)" if supervised else "unsupervised (reconstruct spikes)"))
+    options = sparks_options(args)
+    fingerprint = _fingerprint([x for x in train + valid])
+    ck = read_checkpoint_for_resume(folder, "sparks", options, fingerprint) if args.resume else None
+    try:
+        trainer.check_data()
+    except ValueError as e:
+        raise UsageError(e.args[0]) from None
+    _open(folder, staged, trainer, ck, {"command": "sparks", "options": options, "data": fingerprint})
+    if staged:
+        print(f"{args.out} holds a previous run: this one works in {folder.work} and replaces it when it has finished")
+    print(f"data: {inp['path']}\n  train {tuple(train[0].shape)}, valid {tuple(valid[0].shape)} (trials, bins, neurons); "
+          + (f"decoding '{inp['target']}' ({train[1].shape[2]} outputs)" if supervised else "unsupervised (reconstruct spikes)"))
     print(f"model: SPARKS with {model.n_params:,} parameters; budget: {tcfg.max_epochs} epochs"
           + (f" or {args.max_seconds:g} s" if args.max_seconds else ""))
+    return run_training(args, folder, staged, trainer, lambda r: f"kl {r['train_kl']:.2f}",
+                        lambda history: write_sparks_outputs(args, folder, inp, model, history))
 
-    history = fit_with_progress(trainer, lambda r: f"kl {r['train_kl']:.2f}")
 
-    out = dict(data)
+def write_sparks_outputs(args, folder, inp, model, history):
+    import numpy as np
+    from .data import save_h5, r2_score, bits_per_spike
+    train, valid, supervised = inp["train"], inp["valid"], inp["supervised"]
+    out = dict(inp["data"])
     res = {}
     for split, t in (("train", train), ("valid", valid)):
+        t0 = time.perf_counter()
+        print(f"predicting {split}: {t[0].shape[0]} trials ...", end="", flush=True)
         res[split] = model.predict(t[0])
+        print(f" {time.perf_counter() - t0:.1f} s", flush=True)
         for k in ("mu", "logvar", "prediction"):
             out[f"{split}_{k}"] = res[split][k].astype(np.float32)
-    write_metrics_csv(os.path.join(args.out, "metrics.csv"), history.rows)
-    _sparks_figures(args.out, history, res["valid"]["now"], valid, supervised, dt)
-    save_h5(os.path.join(args.out, "sparks_output.h5"), out)
+    print("writing sparks_output.h5, metrics.csv, loss.png, decoding.png ...", flush=True)
+    _sparks_figures(folder, history, res["valid"]["now"], valid, supervised, inp["dt"], model.loss_kind())
+    save_h5(folder.file("sparks_output.h5"), out)
     if supervised:
         line = f"valid decoding R2 {r2_score(res['valid']['now'], valid[1].numpy()):.4f}"
     else:
         line = f"valid bits/spike {bits_per_spike(res['valid']['now'], valid[0].numpy()):.4f}"
-    print(f"wrote {args.out}/sparks_output.h5, metrics.csv, loss.png, decoding.png, checkpoint.pt")
+    print(f"wrote {args.out}/sparks_output.h5, metrics.csv, loss.png, decoding.png, checkpoint.pt, run.json")
     print(line)
-    return 0
+    return {"command": "train sparks", "options": sparks_options(args), "data": inp["path"], "results": [line]}
 
 
-def _sparks_figures(out_dir, history, pred_valid, valid, supervised, dt):
+def _sparks_figures(folder, history, pred_valid, valid, supervised, dt, loss_kind):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -424,9 +807,10 @@ def _sparks_figures(out_dir, history, pred_valid, valid, supervised, dt):
     for k in ("train_recon", "valid_recon"):
         y = history.column(k)
         ax.plot(ep[~np.isnan(y)], y[~np.isnan(y)], label=k)
-    ax.set_xlabel("epoch"); ax.set_ylabel("loss per bin"); ax.legend()
+    names = {"mse": "squared error", "bernoulli": "Bernoulli NLL", "poisson": "Poisson NLL"}
+    ax.set_xlabel("epoch"); ax.set_ylabel(f"{names.get(loss_kind, loss_kind)} per bin"); ax.legend()
     fig.tight_layout()
-    _save_fig(fig, os.path.join(out_dir, "loss.png"))
+    _save_fig(fig, folder.file("loss.png"))
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(8, 3.5))
     tt = np.arange(pred_valid.shape[1]) * dt
@@ -441,7 +825,7 @@ def _sparks_figures(out_dir, history, pred_valid, valid, supervised, dt):
         ax.set_title("validation trial 0: predicted spike probabilities"); ax.set_ylabel("neuron")
     ax.set_xlabel("time (s)"); ax.legend(fontsize=7, ncol=4) if supervised else None
     fig.tight_layout()
-    _save_fig(fig, os.path.join(out_dir, "decoding.png"))
+    _save_fig(fig, folder.file("decoding.png"))
     plt.close(fig)
 
 

@@ -17,8 +17,11 @@ Connectivity of the block A <- B (post x pre) is 0/1 structure C times ONE numbe
     sparse:     C_ij ~ Bernoulli(K_B / N_B * P_ij),  W_ij = gain * J_AB / sqrt(K_B) * C_ij   (balanced)
                                                     (or gain * J_AB / K_B * C_ij without sqrt(K) scaling)
     all-to-all: W_ij = gain * J_AB * P_ij / N_B
-    P_ij = 1 (random) | 1 + kappa cos(theta_i - theta_j) (ring, theta_i = 2 pi i / N) | + low-rank
-           kappa_lr xi_i eta_j (/ sqrt(K_B) for sparse blocks), xi, eta ~ N(0, 1) from the seed
+    P_ij = 1 (random) | 1 + kappa cos(theta_i - theta_j) (ring, theta_i = 2 pi i / N) | low-rank with
+           xi, eta ~ N(0, 1) from the seed. With both, a sparse block MULTIPLIES the two modulations,
+           P_ij = (1 + kappa cos(theta_i - theta_j)) (1 + kappa_lr xi_i eta_j / sqrt(K_B)), clipped to a probability
+           in [0, 1]; an all-to-all block ADDS them, P_ij = 1 + kappa cos(theta_i - theta_j) + kappa_lr xi_i eta_j
+           (so a sparse block also has the small cross term kappa kappa_lr cos xi eta / sqrt(K_B))
 
 So a sparse block is stored as its 0/1 structure (int32 column indices, CSR) and a scalar, never as a
 dense float matrix, and an all-to-all block as a few vectors (cos/sin/xi/eta): W r costs O(nonzeros),
@@ -39,7 +42,10 @@ One step of length dt (exponential Euler; exact for inputs constant over the ste
 Short-term plasticity (Tsodyks-Markram, rate form) on a chosen block, u and x per presynaptic neuron:
 
     du/dt = (U - u)/tau_f + U (1 - u) r,    dx/dt = (1 - x)/tau_d - u x r,    drive u x r
-    each is linear in its variable for a constant r, so one step is exact: u <- u* + (u - u*) e^{-dt (1/tau_f + U r)}
+    u's equation is linear in u for a constant r, so its step is exact when r is constant over the step:
+    u <- u* + (u - u*) e^{-dt (1/tau_f + U r)}. x's equation is linear in x for constant u and r; the step holds u
+    at its end-of-step value, so x is exact at a steady state but first order in dt during transients (u changes
+    within the step; the error per step is O(dt^2 u' r), small next to dt r at dt = 1 ms and tau_f ~ 1 s)
 
 Theory helpers (formulas in their docstrings): balance_solution, mean_field_threshold_linear,
 stp_steady_state, stp_regular_train, ring_bump, wm_fixed_points / wm_jacobian.
@@ -198,8 +204,8 @@ class Circuit:
     """ a multi-population rate network: fixed structure, batched parameters, step() and simulate() """
 
     def __init__(self, cfg: CircuitConfig, native: Optional[bool] = None):
-        # native: None uses the optional compiled gather kernel when a C++ compiler is there (see native_kernel),
-        # False always the pure-torch path, True requires the kernel (a clear error without a compiler)
+        # native: None uses the optional compiled gather kernel when a C++ compiler is there (appendix), True requires
+        # it (a clear error without a compiler), False always the pure-torch path
         self.cfg = cfg
         self.kernel = native_kernel() if native is not False else None
         if native and self.kernel is None:
@@ -427,15 +433,12 @@ class Circuit:
                 pre = rT[self.slices[b]]  # (N_B, B)
             w = st["w"][(a, b)] if "w" in st else self._block_scale(p, a, b)  # (B,)
             if blk["kind"] == "sparse":
-                if self.kernel is not None:
-                    s = torch.empty(self.sizes[a], B)  # (N_A, B)
+                if self.kernel is not None:  # the compiled gather-sum (appendix)
                     small = self.sizes[b] <= 65536  # uint16 indices: 2 bytes a synapse
                     if small and "idx16" not in blk:
                         blk["idx16"] = blk["idx"].to(torch.int16)  # same bits as uint16 below 2^16; read as uint16
-                    ix = blk["idx16"] if small else blk["idx"]
-                    self.kernel["u16" if small else "i32"](ix.data_ptr(), blk["offsets"].data_ptr(), self.sizes[a],
-                                                           ix.numel(), pre.data_ptr(), B, s.data_ptr(),
-                                                           torch.get_num_threads())
+                    s = native_gather_sum(self.kernel, blk["idx16"] if small else blk["idx"], blk["offsets"], pre,
+                                          self.sizes[a])  # (N_A, B)
                 else:
                     s = F.embedding_bag(blk["idx"], pre, blk["offsets"], mode="sum")  # (N_A, B): C @ pre, fp32 sums
             else:
@@ -496,9 +499,22 @@ class Circuit:
         for k in record:
             if k not in ("rates", "currents", "inputs", "stp"):
                 raise ValueError(f"simulate: unknown record {k!r}; choose from rates, currents, inputs, stp")
+        if isinstance(duration, bool) or not isinstance(duration, (int, float, np.number)) or not math.isfinite(duration):
+            raise ValueError(f"simulate: duration must be a finite number of seconds, got {duration!r}")
         n = int(round(duration / self.cfg.dt))
         if n < 1:
             raise ValueError(f"simulate: duration {duration} s is shorter than one step dt={self.cfg.dt}")
+        if isinstance(record_every, bool) or not isinstance(record_every, (int, np.integer)) or not 1 <= record_every <= n:
+            raise ValueError(f"simulate: record_every must be an integer in [1, {n}] (steps in the run), got {record_every!r}")
+        if not (isinstance(noise, (int, float, np.number)) and math.isfinite(noise) and noise >= 0):
+            raise ValueError(f"simulate: noise must be a finite number >= 0, got {noise!r}")
+        if stimulus is not None and not callable(stimulus):
+            st_ = torch.as_tensor(stimulus)
+            if st_.dim() not in (2, 3):
+                raise ValueError(f"simulate: stimulus must be (n_steps={n}, N={self.N}) or (B, n_steps, N), got shape "
+                                 f"{tuple(st_.shape)}")
+            if st_.is_floating_point() and not torch.isfinite(st_).all():
+                raise ValueError("simulate: stimulus contains NaN or infinite values")
         st = self.init_state(params, r0, seed, **overrides)
         B = st["p"]["B"]
         stim = _stimulus_fn(stimulus, n, B, self.N)
@@ -548,107 +564,6 @@ def _stimulus_fn(stimulus, n, B, N):
 
 
 # -----------------------------------------------------------------------------
-# optional compiled kernel: out[i, :] = sum over k in row i of table[idx[k], :] (CSR gather-sum, OpenMP over rows).
-# The same float32 sums as embedding_bag, in a different order (both are exact fp32 sums of the same terms up to
-# rounding). embedding_bag pays ~3 ns per synapse for a one-column table; this loop ~1 ns. It is compiled with the
-# system C++ compiler ($CXX, default g++) on first use and cached (MINILATENT_CACHE, default ~/.cache/minilatent);
-# without a compiler, or with MINILATENT_NATIVE=0, everything runs in pure torch.
-
-_NATIVE_SRC = r"""
-#include <cstdint>
-// columns [c, c + W) of one output row; four partial sums in the order k % 4 for every width, so a setting gets
-// bitwise the same sums whatever the batch size
-template <int W, typename Idx>
-static inline void tile(const Idx* idx, int64_t s, int64_t e, const float* table, int64_t B, int64_t c,
-                        int w, float* o) {
-  const int n = W > 0 ? W : w;
-  float a[4][16] = {};
-  int64_t k = s;
-  for (; k + 4 <= e; k += 4) {
-    for (int j = 0; j < 4; ++j) {
-      const float* r = table + (int64_t)idx[k + j] * B + c;
-#pragma omp simd
-      for (int b = 0; b < (W > 0 ? W : 16); ++b) if (W > 0 || b < n) a[j][b] += r[b];
-    }
-  }
-  for (; k < e; ++k) {
-    const float* r = table + (int64_t)idx[k] * B + c;
-    for (int b = 0; b < n; ++b) a[0][b] += r[b];
-  }
-  for (int b = 0; b < n; ++b) o[c + b] = (a[0][b] + a[1][b]) + (a[2][b] + a[3][b]);
-}
-template <typename Idx>
-static void gather(const Idx* idx, const int32_t* offsets, int64_t n_rows, int64_t nnz,
-                   const float* table, int64_t B, float* out, int n_threads) {
-#pragma omp parallel for schedule(static) num_threads(n_threads)
-  for (int64_t i = 0; i < n_rows; ++i) {
-    const int64_t s = offsets[i], e = (i + 1 < n_rows) ? offsets[i + 1] : nnz;
-    float* o = out + i * B;
-    int64_t c = 0;
-    for (; c + 16 <= B; c += 16) tile<16>(idx, s, e, table, B, c, 16, o);
-    if (B - c == 8) tile<8>(idx, s, e, table, B, c, 8, o);
-    else if (B - c == 1) tile<1>(idx, s, e, table, B, c, 1, o);
-    else if (B - c > 0) tile<0>(idx, s, e, table, B, c, (int)(B - c), o);
-  }
-}
-extern "C" void gather_sum_i32(const int32_t* idx, const int32_t* offsets, int64_t n_rows, int64_t nnz,
-                               const float* table, int64_t B, float* out, int n_threads) {
-  gather(idx, offsets, n_rows, nnz, table, B, out, n_threads);
-}
-// uint16 indices (presynaptic populations up to 65,536 neurons): half the bytes per synapse
-extern "C" void gather_sum_u16(const uint16_t* idx, const int32_t* offsets, int64_t n_rows, int64_t nnz,
-                               const float* table, int64_t B, float* out, int n_threads) {
-  gather(idx, offsets, n_rows, nnz, table, B, out, n_threads);
-}
-"""
-_NATIVE = {"fn": None, "tried": False, "error": "not tried"}
-
-
-def native_kernel():
-    """ The compiled gather-sums {'i32': fn, 'u16': fn} (ctypes), or None (no compiler, MINILATENT_NATIVE=0, a failed
-    build). """
-    if _NATIVE["tried"]:
-        return _NATIVE["fn"]
-    _NATIVE["tried"] = True
-    if os.environ.get("MINILATENT_NATIVE", "1") == "0":
-        _NATIVE["error"] = "disabled by MINILATENT_NATIVE=0"
-        return None
-    cxx = os.environ.get("CXX", "g++")
-    cache = os.environ.get("MINILATENT_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "minilatent"))
-    flags = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC"]
-    try:  # -march=native: a library built on another CPU (a shared home directory) could die on an illegal instruction
-        with open("/proc/cpuinfo") as f:
-            cpu = "".join(l for l in f if l.startswith(("model name", "flags")))
-    except OSError:
-        import platform
-        cpu = platform.machine() + platform.processor()
-    tag = hashlib.sha256((_NATIVE_SRC + cxx + " ".join(flags) + cpu).encode()).hexdigest()[:16]
-    path = os.path.join(cache, f"circuits_gather_{tag}.so")
-    try:
-        if not os.path.exists(path):
-            os.makedirs(cache, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=cache) as tmp:
-                src = os.path.join(tmp, "gather.cpp")
-                with open(src, "w") as f:
-                    f.write(_NATIVE_SRC)
-                out = os.path.join(tmp, "gather.so")
-                subprocess.run([cxx, *flags, "-o", out, src], check=True, capture_output=True, timeout=120)
-                os.replace(out, path)  # atomic: a concurrent process sees the old state or the finished file
-        lib = ctypes.CDLL(path)
-        fns = {}
-        for name in ("i32", "u16"):
-            fn = getattr(lib, f"gather_sum_{name}")
-            fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
-                           ctypes.c_int64, ctypes.c_void_p, ctypes.c_int]
-            fn.restype = None
-            fns[name] = fn
-        _NATIVE["fn"], _NATIVE["error"] = fns, None
-    except (OSError, subprocess.SubprocessError) as e:
-        _NATIVE["error"] = f"{type(e).__name__}: {e}"
-    return _NATIVE["fn"]
-
-
-# -----------------------------------------------------------------------------
 # stimuli and spikes
 
 
@@ -682,14 +597,20 @@ def poisson_spikes(rates, dt, seed=0):
 # theory: balanced state
 
 
-def balance_solution(J, J0, M0=1.0, gain=1.0):
-    """ Large-K balance: the O(sqrt K) inputs cancel, gain * sum_B J_AB m_B + J_A0 M0 = 0, so
-    m = -(gain J)^{-1} J0 M0 (J signed, post x pre). A balanced state needs every m_A > 0; for two
-    populations that is J_E0/J_I0 > J_EI/J_II > J_EE/J_IE in magnitudes (or all reversed).
+def balance_solution(J, J0, M0=1.0, gain=1.0, K=None, K_ext=None):
+    """ Large-K balance: the O(sqrt K) inputs cancel, gain sum_B J_AB sqrt(K_B) m_B + sqrt(K_ext) J_A0 M0 = 0, so
+    m = -(gain J diag(sqrt K))^{-1} sqrt(K_ext) J0 M0 (J signed, post x pre; K per presynaptic population, a number
+    or None for equal in-degrees; K_ext defaults to the first population's K, as in Circuit). With equal K this is
+    m = -(gain J)^{-1} J0 M0. A population with fewer inputs needs a proportionally higher rate (sqrt(K_ext / K_B))
+    to cancel the same drive. A balanced state needs every m_A > 0; for two populations that is
+    J_E0/J_I0 > J_EI/J_II > J_EE/J_IE in magnitudes (or all reversed), whatever the K.
     Returns m (numpy array), or None when J is singular. """
     J = np.asarray(J, dtype=float) * gain
+    P = J.shape[0]
+    K = np.ones(P) if K is None else np.broadcast_to(np.asarray(K, dtype=float), (P,))
+    K_ext = K[0] if K_ext is None else float(K_ext)
     try:
-        return -np.linalg.solve(J, np.asarray(J0, dtype=float) * M0)
+        return -np.linalg.solve(J * np.sqrt(K)[None, :], math.sqrt(K_ext) * np.asarray(J0, dtype=float) * M0)
     except np.linalg.LinAlgError:
         return None
 
@@ -732,7 +653,7 @@ def mean_field_threshold_linear(J, J0, M0, K, N, gain=1.0, theta=0.0, K_ext=None
         Ph, ph = _Phi(z), _phi(z)
         return np.concatenate([mu * Ph + sig * ph, (mu ** 2 + sig ** 2) * Ph + mu * sig * ph])
 
-    m0 = balance_solution(J, J0, M0, gain)
+    m0 = balance_solution(J, J0, M0, gain, K, K_ext)
     m0 = np.where(m0 > 0, m0, 0.1) if m0 is not None else np.full(P, 0.1)
     v = np.log(np.concatenate([m0, 2 * m0 ** 2]))  # Newton on log(m, q): positivity for free, and rates that
     F = lambda v: np.log(np.maximum(G(np.exp(v)), 1e-300)) - v  # span decades (a silenced population) stay easy
@@ -953,3 +874,124 @@ def ei_fixed_points(J, I, transfer="sigmoid", tau=(0.01, 0.005), n_grid=20001):
         Jac = (-np.eye(2) + dphi[:, None] * J) / np.asarray(tau)[:, None]
         out.append((rE, rI, bool(np.all(np.linalg.eigvals(Jac).real < 0))))
     return out
+
+
+# =====================================================================================================================
+# APPENDIX: the optional compiled kernel (a speed-up; nothing here changes what the model computes).
+#
+# One switch chooses the path, with the same meaning as sparks.py's native=:
+#   Circuit(native=None)   the kernel where a C++ compiler built it, else pure torch (embedding_bag)
+#   Circuit(native=True)   require the kernel: RuntimeError (saying why) without it
+#   Circuit(native=False)  pure torch always (as does MINILATENT_NATIVE=0 for native=None)
+#
+# The kernel: out[i, :] = sum over k in row i of table[idx[k], :] (CSR gather-sum, OpenMP over rows).
+# The same float32 sums as embedding_bag, in a different order (both are exact fp32 sums of the same terms up to
+# rounding). embedding_bag pays ~3 ns per synapse for a one-column table; this loop ~1 ns. It is compiled with the
+# system C++ compiler ($CXX, default g++) on first use and cached (MINILATENT_CACHE, default ~/.cache/minilatent);
+# without a compiler, or with MINILATENT_NATIVE=0, everything runs in pure torch.
+
+_NATIVE_SRC = r"""
+#include <cstdint>
+// columns [c, c + W) of one output row; four partial sums in the order k % 4 for every width, so a setting gets
+// bitwise the same sums whatever the batch size
+template <int W, typename Idx>
+static inline void tile(const Idx* idx, int64_t s, int64_t e, const float* table, int64_t B, int64_t c,
+                        int w, float* o) {
+  const int n = W > 0 ? W : w;
+  float a[4][16] = {};
+  int64_t k = s;
+  for (; k + 4 <= e; k += 4) {
+    for (int j = 0; j < 4; ++j) {
+      const float* r = table + (int64_t)idx[k + j] * B + c;
+#pragma omp simd
+      for (int b = 0; b < (W > 0 ? W : 16); ++b) if (W > 0 || b < n) a[j][b] += r[b];
+    }
+  }
+  for (; k < e; ++k) {
+    const float* r = table + (int64_t)idx[k] * B + c;
+    for (int b = 0; b < n; ++b) a[0][b] += r[b];
+  }
+  for (int b = 0; b < n; ++b) o[c + b] = (a[0][b] + a[1][b]) + (a[2][b] + a[3][b]);
+}
+template <typename Idx>
+static void gather(const Idx* idx, const int32_t* offsets, int64_t n_rows, int64_t nnz,
+                   const float* table, int64_t B, float* out, int n_threads) {
+#pragma omp parallel for schedule(static) num_threads(n_threads)
+  for (int64_t i = 0; i < n_rows; ++i) {
+    const int64_t s = offsets[i], e = (i + 1 < n_rows) ? offsets[i + 1] : nnz;
+    float* o = out + i * B;
+    int64_t c = 0;
+    for (; c + 16 <= B; c += 16) tile<16>(idx, s, e, table, B, c, 16, o);
+    if (B - c == 8) tile<8>(idx, s, e, table, B, c, 8, o);
+    else if (B - c == 1) tile<1>(idx, s, e, table, B, c, 1, o);
+    else if (B - c > 0) tile<0>(idx, s, e, table, B, c, (int)(B - c), o);
+  }
+}
+extern "C" void gather_sum_i32(const int32_t* idx, const int32_t* offsets, int64_t n_rows, int64_t nnz,
+                               const float* table, int64_t B, float* out, int n_threads) {
+  gather(idx, offsets, n_rows, nnz, table, B, out, n_threads);
+}
+// uint16 indices (presynaptic populations up to 65,536 neurons): half the bytes per synapse
+extern "C" void gather_sum_u16(const uint16_t* idx, const int32_t* offsets, int64_t n_rows, int64_t nnz,
+                               const float* table, int64_t B, float* out, int n_threads) {
+  gather(idx, offsets, n_rows, nnz, table, B, out, n_threads);
+}
+"""
+_NATIVE = {"fn": None, "tried": False, "error": "not tried"}
+# the C function's parameters by name, in order (tensors are passed by address)
+_GATHER_ARGS = (("idx", ctypes.c_void_p), ("offsets", ctypes.c_void_p), ("n_rows", ctypes.c_int64),
+                ("nnz", ctypes.c_int64), ("table", ctypes.c_void_p), ("B", ctypes.c_int64), ("out", ctypes.c_void_p),
+                ("n_threads", ctypes.c_int))
+
+
+def native_gather_sum(kernel, idx, offsets, table, n_rows):
+    """ The compiled C @ table for one sparse block: (n_rows, B) float32 sums over each row's CSR indices idx
+    (int16 read as uint16, or int32) and offsets (int32); table (N_pre, B) float32, contiguous. """
+    out = torch.empty(n_rows, table.shape[1])
+    args = dict(idx=idx, offsets=offsets, n_rows=n_rows, nnz=idx.numel(), table=table, B=table.shape[1], out=out,
+                n_threads=torch.get_num_threads())
+    fn = kernel["u16" if idx.dtype == torch.int16 else "i32"]
+    fn(*[args[name].data_ptr() if isinstance(args[name], torch.Tensor) else args[name] for name, _ in _GATHER_ARGS])
+    return out
+
+
+def native_kernel():
+    """ The compiled gather-sums {'i32': fn, 'u16': fn} (ctypes), or None (no compiler, MINILATENT_NATIVE=0, a failed
+    build). """
+    if _NATIVE["tried"]:
+        return _NATIVE["fn"]
+    _NATIVE["tried"] = True
+    if os.environ.get("MINILATENT_NATIVE", "1") == "0":
+        _NATIVE["error"] = "disabled by MINILATENT_NATIVE=0"
+        return None
+    cxx = os.environ.get("CXX", "g++")
+    cache = os.environ.get("MINILATENT_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "minilatent"))
+    flags = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC"]
+    try:  # -march=native: a library built on another CPU (a shared home directory) could die on an illegal instruction
+        with open("/proc/cpuinfo") as f:
+            cpu = "".join(l for l in f if l.startswith(("model name", "flags")))
+    except OSError:
+        import platform
+        cpu = platform.machine() + platform.processor()
+    tag = hashlib.sha256((_NATIVE_SRC + cxx + " ".join(flags) + cpu).encode()).hexdigest()[:16]
+    path = os.path.join(cache, f"circuits_gather_{tag}.so")
+    try:
+        if not os.path.exists(path):
+            os.makedirs(cache, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=cache) as tmp:
+                src = os.path.join(tmp, "gather.cpp")
+                with open(src, "w") as f:
+                    f.write(_NATIVE_SRC)
+                out = os.path.join(tmp, "gather.so")
+                subprocess.run([cxx, *flags, "-o", out, src], check=True, capture_output=True, timeout=120)
+                os.replace(out, path)  # atomic: a concurrent process sees the old state or the finished file
+        lib = ctypes.CDLL(path)
+        fns = {}
+        for name in ("i32", "u16"):
+            fn = getattr(lib, f"gather_sum_{name}")
+            fn.argtypes, fn.restype = [t for _, t in _GATHER_ARGS], None
+            fns[name] = fn
+        _NATIVE["fn"], _NATIVE["error"] = fns, None
+    except (OSError, subprocess.SubprocessError) as e:
+        _NATIVE["error"] = f"{type(e).__name__}: {e}"
+    return _NATIVE["fn"]

@@ -23,11 +23,13 @@ Benchmark (bits per spike) and the LFADS papers (rate R^2, latent R^2 via an aff
 
 import math
 import os
-from typing import Optional
 
 import numpy as np
 import torch
 
+from .files import atomic_write
+
+MAX_COUNT = 10_000     # spikes per bin above this are refused as spike counts (a unit or bin-size mistake)
 DATA_KEYS = ("train_encod_data", "train_recon_data", "valid_encod_data", "valid_recon_data")
 EG_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "eg_data")
 
@@ -158,6 +160,12 @@ def check_spikes(x, name, integer=True, nonnegative=True):
     if integer and x.dtype.kind == "f" and (x != np.round(x)).any():
         i = np.argwhere(x != np.round(x))[0]
         raise ValueError(f"{name}: spike counts must be whole numbers, found {x[tuple(i)]} at trial {i[0]}, bin {i[1]}, neuron {i[2]}")
+    if integer and x.max() > MAX_COUNT:
+        i = np.unravel_index(np.argmax(x), x.shape)
+        raise ValueError(f"{name}: a count of {x[i]:g} spikes in one bin (trial {i[0]}, bin {i[1]}, neuron {i[2]}); counts above "
+                         f"{MAX_COUNT} per bin are refused: are these spike counts per bin (not times or rates)?")
+    if integer and not x.any():
+        raise ValueError(f"{name}: holds no spikes (all zeros): nothing to fit or to score")
     return x
 
 
@@ -182,24 +190,43 @@ def validate(data, counts=True, nonnegative=True):
         if a.shape[1] != b.shape[1]:
             raise ValueError(f"train_{kind}_data has {a.shape[1]} time bins but valid_{kind}_data has {b.shape[1]}")
     for split in ("train", "valid"):
-        for extra in ("truth", "ext_input"):
-            k = f"{split}_{extra}"
-            if k in data:
-                a = np.asarray(data[k])
-                ref = data[f"{split}_recon_data"] if extra == "truth" else data[f"{split}_encod_data"]
-                if a.ndim != 3 or a.shape[0] != ref.shape[0]:
-                    raise ValueError(f"{k}: expected shape ({ref.shape[0]}, time, channels), got {a.shape}")
-                if a.dtype.kind == "f" and not np.isfinite(a).all():
-                    raise ValueError(f"{k}: contains NaN or infinite values")
-    cf = float(np.asarray(data.get("conversion_factor", 1.0)))
-    if not (np.isfinite(cf) and cf > 0):
-        raise ValueError(f"conversion_factor must be a positive number, got {cf}")
+        k = f"{split}_truth"
+        if k in data:
+            a, ref = np.asarray(data[k]), data[f"{split}_recon_data"]
+            if a.dtype.kind not in "biuf":
+                raise ValueError(f"{k}: expected a numeric array of true rates, got dtype {a.dtype}")
+            if a.shape != ref.shape:
+                raise ValueError(f"{k}: expected the shape of {split}_recon_data {ref.shape} (trials, time, neurons), got {a.shape}")
+            if not np.isfinite(a).all():
+                raise ValueError(f"{k}: contains NaN or infinite values")
+    ext = [f"{split}_ext_input" for split in ("train", "valid") if f"{split}_ext_input" in data]
+    if len(ext) == 1:
+        missing = ext[0].replace("train", "valid") if ext[0].startswith("train") else ext[0].replace("valid", "train")
+        raise ValueError(f"{ext[0]} is present but {missing} is missing: external inputs are needed for both splits")
+    for k in ext:
+        split = k.split("_")[0]
+        a, ref = np.asarray(data[k]), data[f"{split}_recon_data"]
+        if a.dtype.kind not in "biuf" or a.ndim != 3 or a.shape[0] != ref.shape[0] or a.shape[1] < ref.shape[1] or a.shape[2] < 1:
+            raise ValueError(f"{k}: expected shape ({ref.shape[0]}, >= {ref.shape[1]} bins, inputs) (numeric), got "
+                             f"{a.shape} of dtype {a.dtype}")
+        if not np.isfinite(a).all():
+            raise ValueError(f"{k}: contains NaN or infinite values")
+    if len(ext) == 2 and np.shape(data[ext[0]])[2] != np.shape(data[ext[1]])[2]:
+        raise ValueError(f"train_ext_input has {np.shape(data[ext[0]])[2]} inputs but valid_ext_input has {np.shape(data[ext[1]])[2]}")
+    for k, lo in (("conversion_factor", "> 0"), ("dt", "> 0 (the bin width in seconds)")):
+        if k in data:
+            v = np.asarray(data[k])
+            if v.dtype.kind not in "biuf" or v.size != 1:
+                raise ValueError(f"{k} must be one positive number, got {'an array of shape ' + str(v.shape) if v.size != 1 else 'dtype ' + str(v.dtype)}")
+            if not (np.isfinite(v).all() and float(v.reshape(())) > 0):
+                raise ValueError(f"{k} must be {lo}, got {float(v.reshape(()))}")
     return data
 
 
 def load_h5(path, counts=True, nonnegative=True):
     """ Read a dataset from an HDF5 file in lfads-torch's layout or the original LFADS layout
     (train_data / valid_data), check it, and return the dict described in the module docstring.
+    A file with truth but no conversion_factor keeps it that way: see truth_conversion for the units.
     counts=False accepts fractional values; nonnegative=False also negative ones (continuous data). """
     import h5py
     path = os.fspath(path)
@@ -212,7 +239,12 @@ def load_h5(path, counts=True, nonnegative=True):
     with f:
         raw = {k: f[k][()] for k in f.keys() if isinstance(f[k], h5py.Dataset)}
     data = {}
-    if "train_encod_data" in raw or "valid_encod_data" in raw:
+    torch_keys = [k for k in ("train_encod_data", "valid_encod_data") if k in raw]
+    tf_keys = [k for k in ("train_data", "valid_data") if k in raw]
+    if torch_keys and tf_keys:
+        raise KeyError(f"{path}: mixes lfads-torch keys ({', '.join(torch_keys)}) with original LFADS keys "
+                       f"({', '.join(tf_keys)}); use one layout (e.g. rename {tf_keys[0]} to {tf_keys[0].replace('_data', '_encod_data')})")
+    if torch_keys:
         data.update(raw)
     elif "train_data" in raw or "valid_data" in raw:  # the original (TensorFlow) LFADS layout
         for k, v in raw.items():
@@ -233,21 +265,17 @@ def load_h5(path, counts=True, nonnegative=True):
     for k, v in list(data.items()):
         if isinstance(v, np.ndarray) and v.dtype.kind in "biuf" and v.ndim == 3:
             data[k] = v.astype(np.float32)
-    data.setdefault("conversion_factor", np.float64(1.0))
     return data
 
 
 def save_h5(path, data, compression="gzip"):
-    """ Write a dataset dict to HDF5 atomically (temporary file, then rename). Spike-count arrays
+    """ Write a dataset dict to HDF5 atomically (temporary file, fsync, then rename). Spike-count arrays
     (`*_data`) holding whole numbers are stored as unsigned integers; arrays of more than a few kB are
     gzip-compressed (shuffle filter, chunks of whole trials so repeated trials compress). The file reads
     back with load_h5, h5py or lfads-torch; load_h5 returns counts as float32 again. """
     import h5py
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp-{os.getpid()}")
-    try:
+
+    def write(tmp):
         with h5py.File(tmp, "w", track_order=True) as f:
             for k in sorted(data):
                 v = np.asarray(data[k])
@@ -260,10 +288,7 @@ def save_h5(path, data, compression="gzip"):
                                      chunks=chunks, track_times=False)
                 else:
                     f.create_dataset(k, data=v, track_times=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(path, write, by_name=True)
 
 
 def true_rates(data, split):
@@ -271,7 +296,50 @@ def true_rates(data, split):
     k = f"{split}_truth"
     if k not in data:
         raise KeyError(f"this dataset has no ground truth ('{k}' missing)")
-    return np.asarray(data[k], dtype=np.float32) / float(np.asarray(data.get("conversion_factor", 1.0)))
+    if "conversion_factor" not in data:
+        raise KeyError("conversion_factor: the dataset does not state the truth's units; set data['conversion_factor'] "
+                       "(1 for counts per bin, 1/dt for spikes/s) or use truth_conversion(data)")
+    return np.asarray(data[k], dtype=np.float32) / float(np.asarray(data["conversion_factor"]))
+
+
+TRUTH_UNITS = ("auto", "hz", "counts")
+
+
+def truth_conversion(data, units="auto", tolerance=1.5):
+    """ The conversion factor that turns the truth into counts per bin, and a one-line note (or None).
+    units: 'counts' (factor 1), 'hz' (spikes/s: factor 1/dt, dt from the data), or 'auto': the file's
+    conversion_factor when it states one; otherwise inferred when evident from the ratio of the truth's mean
+    to the counts' mean (about 1: counts per bin; about 1/dt: spikes/s; within a factor `tolerance`), else
+    (None, the reason): never guess. Returns (None, None) when there is no truth. """
+    if units not in TRUTH_UNITS:
+        raise ValueError(f"units must be one of {TRUTH_UNITS}, got {units!r}")
+    if "train_truth" not in data and "valid_truth" not in data:
+        return None, None
+    dt = float(np.asarray(data["dt"])) if "dt" in data else None
+    if units == "counts":
+        return 1.0, "truth read as counts per bin (--truth-units counts): conversion_factor 1"
+    if units == "hz":
+        if dt is None:
+            raise ValueError("--truth-units hz needs the bin width, but the data hold no 'dt'; write dt into the file "
+                             "or state conversion_factor (= 1/dt)")
+        return 1.0 / dt, f"truth read as spikes/s (--truth-units hz): conversion_factor 1/dt = {1 / dt:g}"
+    if "conversion_factor" in data:
+        return float(np.asarray(data["conversion_factor"])), None
+    split = "train" if "train_truth" in data else "valid"
+    counts_mean = float(np.mean(data[f"{split}_recon_data"]))
+    truth_mean = float(np.mean(data[f"{split}_truth"]))
+    how = "state it with --truth-units hz|counts or write conversion_factor into the file"
+    if counts_mean <= 0 or truth_mean <= 0:
+        return None, f"rate R2 skipped: the file states no conversion_factor and the truth's units cannot be inferred; {how}"
+    ratio = truth_mean / counts_mean
+    if 1 / tolerance < ratio < tolerance:
+        return 1.0, (f"no conversion_factor in the file: truth mean / count mean = {ratio:.3g}, so the truth is read as "
+                     f"counts per bin (conversion_factor 1); {how}")
+    if dt is not None and 1 / tolerance < ratio * dt < tolerance:
+        return 1.0 / dt, (f"no conversion_factor in the file: truth mean / count mean = {ratio:.3g} = 1/dt, so the truth "
+                          f"is read as spikes/s (conversion_factor {1 / dt:g}); {how}")
+    return None, (f"rate R2 skipped: the file states no conversion_factor and the truth's units are not evident (truth mean / "
+                  f"count mean = {ratio:.3g}" + (f", 1/dt = {1 / dt:g}" if dt else ", no dt in the file") + f"); {how}")
 
 
 def eg_path(name):
@@ -314,22 +382,6 @@ def lfads_tensors(data, split, device="cpu"):
     return tuple(t)
 
 
-class TrialDataset(torch.utils.data.Dataset):
-    """ a torch Dataset over trials of one or more aligned (trials, ...) arrays, for DataLoader users """
-
-    def __init__(self, *arrays):
-        self.tensors = [torch.as_tensor(np.asarray(a, dtype=np.float32)) for a in arrays]
-        n = {t.shape[0] for t in self.tensors}
-        if len(n) != 1:
-            raise ValueError(f"all arrays must have the same number of trials, got {[t.shape[0] for t in self.tensors]}")
-
-    def __len__(self):
-        return self.tensors[0].shape[0]
-
-    def __getitem__(self, i):
-        return tuple(t[i] for t in self.tensors) if len(self.tensors) > 1 else self.tensors[0][i]
-
-
 # -----------------------------------------------------------------------------
 # metrics
 
@@ -368,7 +420,7 @@ def latent_r2(factors, latents, fit_fraction=0.8):
 def log_factorial(x):
     """ log(x!) elementwise; a lookup table for whole numbers (spike counts), lgamma otherwise """
     x = np.asarray(x, np.float64)
-    if x.size and np.all(x == np.round(x)) and x.min() >= 0:
+    if x.size and np.all(x == np.round(x)) and x.min() >= 0 and x.max() <= 1e6:   # the table stays small
         table = np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, int(x.max()) + 2)))])
         return table[x.astype(np.int64)]
     return np.vectorize(math.lgamma, otypes=[np.float64])(x + 1)

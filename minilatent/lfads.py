@@ -96,7 +96,7 @@ the top principal components of the sessions' condition averages side by side, r
 """
 
 import math
-from dataclasses import dataclass, asdict, fields
+from dataclasses import dataclass, fields
 from typing import Optional
 
 import numpy as np
@@ -133,7 +133,8 @@ class LFADSConfig:
     kl_ic_scale: float = 1e-6      # weight of KL_ic. recon is a mean per entry and KL a sum per trial, so relative to a
                                    # per-trial ELBO this is beta = kl_ic_scale * T * N (0.003 on Lorenz). Larger
                                    # values squeeze the initial condition and slow learning (1e-4: R2 0.89 vs 0.96)
-    kl_co_scale: float = 1e-5      # weight of KL_co
+    kl_co_scale: float = 1e-4      # weight of KL_co (1e-4 recovered the input pulses of benchmarks/lfads_chaotic_rnn.py;
+                                   # 1e-5 and 1e-3 did not)
     l2_gen_scale: float = 1.0      # weight of the L2 penalty on the generator's recurrent kernel
     l2_con_scale: float = 0.0      # weight of the L2 penalty on the controller's recurrent kernel
     kl_ramp_start: int = 0         # epoch at which the KL weight starts rising from 0
@@ -148,15 +149,32 @@ class LFADSConfig:
                                    # and read out by its own Linear(fac_dim -> N_s); init_pcr sets both from the data
 
     def __post_init__(self):
-        for name in ("n_neurons", "ic_enc_dim", "ic_dim", "gen_dim", "fac_dim"):
+        for f in fields(self):                                  # types first: 2.5 neurons is not a count
+            v = getattr(self, f.name)
+            if f.type in (int, "int") and (isinstance(v, bool) or not isinstance(v, (int, np.integer))):
+                raise TypeError(f"LFADSConfig.{f.name} must be an integer, got {v!r}")
+            if f.type in (float, "float") and (isinstance(v, bool) or not isinstance(v, (int, float, np.number))
+                                               or not math.isfinite(v)):
+                raise TypeError(f"LFADSConfig.{f.name} must be a finite number, got {v!r}")
+        for name in ("n_neurons", "ic_enc_dim", "ic_dim", "gen_dim", "fac_dim", "ci_enc_dim", "con_dim"):
             if getattr(self, name) < 1:
                 raise ValueError(f"LFADSConfig.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("n_recon", "ext_input_dim", "co_dim", "ci_lag"):
+        for name in ("n_recon", "ext_input_dim", "co_dim", "ci_lag", "kl_ramp_start", "kl_ramp_epochs",
+                     "l2_ramp_start", "l2_ramp_epochs", "read_in_dim"):
             if getattr(self, name) < 0:
                 raise ValueError(f"LFADSConfig.{name} must be >= 0, got {getattr(self, name)}")
         for name in ("dropout", "cd_rate"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"LFADSConfig.{name} must be in [0, 1), got {getattr(self, name)}")
+        for name in ("cell_clip", "ic_post_var_min", "ic_prior_var", "co_prior_tau", "co_prior_nvar"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"LFADSConfig.{name} must be > 0, got {getattr(self, name)}")
+        for name in ("kl_ic_scale", "kl_co_scale", "l2_gen_scale", "l2_con_scale", "zig_loc"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"LFADSConfig.{name} must be >= 0, got {getattr(self, name)}")
+        for n in self.session_neurons:
+            if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+                raise TypeError(f"LFADSConfig.session_neurons must hold integers (neurons per session), got {n!r}")
         self.session_neurons = tuple(int(n) for n in self.session_neurons)
         if self.session_neurons:
             if min(self.session_neurons) < 1 or self.read_in_dim < 1:
@@ -164,6 +182,9 @@ class LFADSConfig:
                                  f"read_in_dim={self.read_in_dim}, session_neurons={self.session_neurons}")
             if self.n_recon:
                 raise ValueError("LFADSConfig: held-out channels (n_recon) are supported for one session only")
+        if self.n_recon and self.n_recon < self.n_neurons:
+            raise ValueError(f"LFADSConfig.n_recon must be 0 or >= n_neurons={self.n_neurons} (the reconstructed "
+                             f"channels include the encoded ones), got {self.n_recon}")
         if self.recon not in LIKELIHOODS:
             raise ValueError(f"LFADSConfig.recon: unknown likelihood {self.recon!r}; choose from {sorted(LIKELIHOODS)}")
 
@@ -311,8 +332,9 @@ LIKELIHOODS = {"poisson": PoissonLikelihood, "gaussian": GaussianLikelihood, "ga
                "zig": ZeroInflatedGammaLikelihood}
 
 
-def check_counts(x, name: str, n_channels: Optional[int] = None, spikes: bool = True):
-    """ Validate a (B, T, N) tensor at the model boundary, with errors that say what is wrong. """
+def check_shape(x, name: str, n_channels: Optional[int] = None):
+    """ The cheap check that every forward pass makes: a non-empty floating (B, T, N) tensor with the right N.
+    It reads no values (no device sync). """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name}: expected a torch.Tensor of shape (trials, time, neurons), got {type(x).__name__}")
     if x.dim() != 3:
@@ -321,6 +343,13 @@ def check_counts(x, name: str, n_channels: Optional[int] = None, spikes: bool = 
         raise ValueError(f"{name}: expected a floating-point tensor (use x.float()), got dtype {x.dtype}")
     if n_channels is not None and x.shape[-1] != n_channels:
         raise ValueError(f"{name}: the model expects {n_channels} neurons/channels, got {x.shape[-1]} (shape {tuple(x.shape)})")
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f"{name}: empty ({x.shape[0]} trials, {x.shape[1]} bins)")
+
+
+def check_counts(x, name: str, n_channels: Optional[int] = None, spikes: bool = True):
+    """ The full check where data enter (Trainer.fit via check_data, posterior_average): shape, then values. """
+    check_shape(x, name, n_channels)
     if not torch.isfinite(x).all():
         raise ValueError(f"{name}: contains NaN or infinite values")
     if spikes and (x < 0).any():
@@ -330,18 +359,25 @@ def check_counts(x, name: str, n_channels: Optional[int] = None, spikes: bool = 
 # -----------------------------------------------------------------------------
 
 
-def _init_gru(gru, clip_gate_bias=1.0):
-    """ LFADS-style init: weights ~ N(0, 1/fan_in), gate biases 1, hidden-hidden bias frozen at 0. """
+def _check_steps(n_steps):
+    if isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer)) or n_steps < 1:
+        raise ValueError(f"n_steps must be an integer >= 1 (generator steps), got {n_steps!r}")
+    return int(n_steps)
+
+
+def _init_gru(gru, gate_bias=1.0):
+    """ LFADS-style init: weights ~ N(0, 1/fan_in), reset and update gate biases gate_bias, the candidate's bias 0,
+    hidden-hidden bias frozen at 0. One difference from lfads-torch: it draws both weight matrices of its *encoder*
+    GRUs with variance 1/(input + hidden size) (its generator and controller with 1/fan_in, as here), so our encoders
+    start with somewhat larger weights (1/sqrt(fan_in) each); the effect of this on training is not measured. """
     for name, p in gru.named_parameters():
-        if name.startswith("weight_ih"):
-            nn.init.normal_(p, std=1.0 / math.sqrt(p.shape[1]))
-        elif name.startswith("weight_hh"):
+        if name.startswith("weight_"):                            # weight_ih and weight_hh alike
             nn.init.normal_(p, std=1.0 / math.sqrt(p.shape[1]))
         elif name.startswith("bias_ih"):
             H = p.shape[0] // 3
             with torch.no_grad():
                 p.zero_()
-                p[: 2 * H] = clip_gate_bias  # reset and update gates start at 1 (slow, remembering units)
+                p[: 2 * H] = gate_bias  # reset and update gates start at 1 (slow, remembering units)
         elif name.startswith("bias_hh"):
             nn.init.zeros_(p)
             p.requires_grad_(False)
@@ -477,15 +513,17 @@ class LFADS(nn.Module):
         session: which session x comes from (models with several sessions only). """
         cfg = self.cfg
         s = self._session(session)
-        check_counts(x, "LFADS input" if s is None else f"LFADS input (session {s})",
-                     cfg.n_neurons if s is None else cfg.session_neurons[s], spikes=False)
+        check_shape(x, "LFADS input" if s is None else f"LFADS input (session {s})",
+                    cfg.n_neurons if s is None else cfg.session_neurons[s])
+        x = x.to(self.fac.weight.dtype)                          # float64 input: cast to the model's dtype
         B, T, _ = x.shape
-        n_steps = T if n_steps is None else n_steps
+        n_steps = T if n_steps is None else _check_steps(n_steps)
         sample = self.training if sample is None else sample
         if cfg.ext_input_dim:
             if ext_input is None:
                 raise ValueError(f"LFADS was built with ext_input_dim={cfg.ext_input_dim}: pass ext_input of shape (B, T, {cfg.ext_input_dim})")
-            check_counts(ext_input, "ext_input", cfg.ext_input_dim, spikes=False)
+            check_shape(ext_input, "ext_input", cfg.ext_input_dim)
+            ext_input = ext_input.to(x.dtype)
             if ext_input.shape[0] != B or ext_input.shape[1] < n_steps:
                 raise ValueError(f"ext_input has shape {tuple(ext_input.shape)}; expected ({B}, >= {n_steps}, {cfg.ext_input_dim})")
             ext_input = ext_input[:, :n_steps]
@@ -668,8 +706,8 @@ class LFADS(nn.Module):
         weights = weights or {}
         encod, recon, ext = self._unpack(batch)
         name = "recon_data" if session is None else f"recon_data (session {session})"
-        check_counts(recon, name, self.n_outputs(session), spikes=False)
-        self.likelihood.check(recon, name)
+        check_shape(recon, name, self.n_outputs(session))        # values: checked once by check_data
+        encod, recon = encod.to(self.fac.weight.dtype), recon.to(self.fac.weight.dtype)
         if recon.shape[0] != encod.shape[0] or recon.shape[1] < encod.shape[1]:
             raise ValueError(f"recon_data shape {tuple(recon.shape)} does not fit encod_data shape {tuple(encod.shape)}")
         cd = self.training if coordinated_dropout is None else coordinated_dropout
@@ -705,6 +743,22 @@ class LFADS(nn.Module):
     def training_step(self, batch, weights, session=None):
         return self.compute_losses(batch, weights, session=session)
 
+    def check_data(self, batch, session=None):
+        """ The full check of a dataset (encod, recon[, ext_input]) before training (the Trainer calls it once):
+        shapes, finite values, and what the likelihood accepts (e.g. counts >= 0 for Poisson). """
+        encod, recon, ext = self._unpack(batch)
+        sfx = "" if session is None else f" (session {session})"
+        check_counts(encod, "encod_data" + sfx, self.n_inputs(session), spikes=False)
+        check_counts(recon, "recon_data" + sfx, self.n_outputs(session), spikes=False)
+        self.likelihood.check(recon, "recon_data" + sfx)
+        if recon.shape[0] != encod.shape[0] or recon.shape[1] < encod.shape[1]:
+            raise ValueError(f"recon_data{sfx} shape {tuple(recon.shape)} does not fit encod_data shape {tuple(encod.shape)}")
+        if ext is not None:
+            check_counts(ext, "ext_input" + sfx, self.cfg.ext_input_dim, spikes=False)
+            if ext.shape[0] != encod.shape[0] or ext.shape[1] < recon.shape[1]:
+                raise ValueError(f"ext_input{sfx} has shape {tuple(ext.shape)}; expected ({encod.shape[0]}, >= {recon.shape[1]}, "
+                                 f"{self.cfg.ext_input_dim})")
+
     def validation_step(self, batch, weights, session=None):
         return self.compute_losses(batch, weights, coordinated_dropout=False, session=session)
 
@@ -722,23 +776,29 @@ class LFADS(nn.Module):
         Returns numpy arrays named as in lfads-torch's output file (without the split prefix):
         output_params (rates, counts per bin), factors, gen_states, gen_init, ic_mean, ic_std, and with
         a controller co_means, co_stds, gen_inputs, con_states. session: as in forward. """
-        if batch_size < 1 or n_samples < 0:
-            raise ValueError(f"posterior_average: need batch_size >= 1 and n_samples >= 0, got {batch_size}, {n_samples}")
-        was_training = self.training
-        self.eval()
-        s = self._session(session)
         check_counts(encod, "encod_data", self.n_inputs(session), spikes=False)
+        if ext_input is not None:
+            check_counts(ext_input, "ext_input", self.cfg.ext_input_dim or None, spikes=False)
+        if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 0:
+            raise ValueError(f"n_samples must be an integer >= 0 (0: the posterior means), got {n_samples!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        s = self._session(session)
         B, T, _ = encod.shape
-        n_steps = T if n_steps is None else n_steps
+        n_steps = T if n_steps is None else _check_steps(n_steps)
+        dtype = self.fac.weight.dtype
+        encod = encod.to(dtype)                                  # float64 input: cast to the model's dtype
         E = self.cfg.ext_input_dim
         if E:
             if ext_input is None:
                 raise ValueError(f"LFADS was built with ext_input_dim={E}: pass ext_input of shape (B, T, {E})")
-            check_counts(ext_input, "ext_input", E, spikes=False)
             if ext_input.shape[0] != B or ext_input.shape[1] < n_steps:
                 raise ValueError(f"ext_input has shape {tuple(ext_input.shape)}; expected ({B}, >= {n_steps}, {E})")
+            ext_input = ext_input.to(dtype)
         elif ext_input is not None:
             raise ValueError("ext_input was given but the model has ext_input_dim=0")
+        was_training = self.training
+        self.eval()
         S = max(n_samples, 1)
         chunk = max(1, batch_size // S)                          # trials per batch: chunk * S rows
         avg = {}

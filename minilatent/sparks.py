@@ -30,19 +30,31 @@ The rest is a variational encoder-decoder:
 with the KL summed over latent dimensions (the per-step ELBO's KL), and the target either the spikes
 themselves (unsupervised: Bernoulli or Poisson) or any per-bin quantity to decode (supervised, MSE).
 
-How it is computed (and why it is fast). Only the trace/attention recurrence is sequential. It is a
-chain of affine maps per pair: traces P <- d P + c s, and A <- clip((1 - S_t) A + X_t) with X = xpre [s_i],
-S = X + xpost [s_j]. `_HebbianScan` runs it with in-place tensor ops (no autograd graph per step, 9 ops
-per bin), applies the value read-out A_t V^T + b as one small fused matrix product per bin while A_t is
-still in cache, keeps the states only at the start of every `bptt_chunk` bins, and in backward recomputes
-one chunk at a time and runs the reverse (adjoint) scan, whose per-bin work is again a fused product
-(dL/dA_t = dL/dout_t V + carry) and a dozen in-place ops: memory O(B N^2 (T / chunk + chunk)) instead of
-O(B N^2 T x the dozens of intermediates autograd would keep). What depends on one bin only (feed-forward
-layers, the projection to the latents, the decoder) runs over many bins at once; in training the
-feed-forward part is recomputed per chunk in backward, so its (T, B, N, D) activations never coexist.
-Where a C++ compiler is available, an optional compiled kernel (native_kernel; built on first use, cached)
-runs the same scan and adjoint with each row of pairs kept in L1 cache over all bins, the read-out fused in:
-~2x faster again; SPARKSConfig(native=False) or MINILATENT_NATIVE=0 keeps everything in torch.
+Differences from sparks-ai 0.2.1 (the same equations otherwise; each is stated again where the code is).
+benchmarks/sparks_ablation.py sets each one back to sparks-ai's choice on the benchmark's rotation data (100
+neurons, 80 training trials, 10 epochs; the README's table has the test R^2 of each seed). None of the choices of
+learning rate, KL convention, init or clipping moved R^2 beyond the seed-to-seed spread (+-0.01-0.02), so they stay:
+  - the trace increment per spike is w (sparks-ai: w dt; its w_start 1 with dt 1 ms is our 0.001);
+  - log w starts at N(log w_start, (1/N)^2), a spread of 1/N (sparks-ai: sqrt(1/N), 0.1 instead of 0.01 at N=100):
+    the pairs start more alike; measured within the seed-to-seed spread of R^2;
+  - V starts as randn/sqrt(N) with a zero bias (sparks-ai: nn.Linear's uniform +-1/sqrt(N), bias too): sqrt(3)x
+    larger values at the start; within the seed spread;
+  - after the attention: no output projection with one head (it would be a second linear map straight after V),
+    and a Linear-ReLU-Linear feed-forward (sparks-ai: Linear(D, D) always, then RMSNorm-Linear-GLU-Linear-GLU
+    without biases): R^2 0.004-0.012 higher on the two seeds measured, at ~1.7x the CPU time per epoch;
+  - conventional self-attention layers (n_layers > 0, off by default) are PyTorch's post-norm
+    nn.TransformerEncoderLayer (sparks-ai: LayerNorm first, attention and GLU feed-forward with residuals); with
+    one layer, test R^2 0.883 / 0.898 (ours) vs 0.905 / 0.896 (sparks-ai's block) on two seeds, 4-6x slower than none;
+  - the KL is summed over latent dimensions, the ELBO's KL (sparks-ai averages it: the same beta is latent_dim
+    times weaker there; to match it, divide beta by latent_dim); the loss is averaged over bins (sparks-ai sums it,
+    which with Adam only matters through its clipping) and no gradient clipping (sparks-ai clips every value at
+    0.5); evaluation uses the posterior mean (sparks-ai samples);
+  - the default decoder's hidden layer has dec_hidden = 64 units (sparks-ai: mean(tau_p * latent_dim, outputs)).
+
+How it is computed: the model below is written with plain tensor ops (one bin of the recurrence is _step); the
+speed-ups (a scan over all bins with a hand-written, chunked backward, recomputation of the feed-forward layers, and
+an optional compiled kernel) sit in the APPENDIX at the end of the file behind one entry point, hebbian_scan.
+native=None (the default) uses the compiled kernel where it can run, True requires it, False never uses it.
 
 Training is full backpropagation through time (one optimiser step per batch) or *online*: an optimiser
 step every `online_chunk` bins with the state carried over detached, so memory does not grow with T.
@@ -56,7 +68,7 @@ import math
 import os
 import subprocess
 import tempfile
-from dataclasses import dataclass, asdict, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Optional
 
 import numpy as np
@@ -97,11 +109,23 @@ class SPARKSConfig:
     online: bool = False            # True: an optimiser step every online_chunk bins, state detached
     online_chunk: int = 1           # bins per online step (1 = upstream's per-bin online learning)
     burn_in: int = 0                # bins run at the start of each trial without loss or gradient
-    native: bool = True             # run the recurrence with the compiled kernel when a C++ compiler is there
-                                    # (built on first use, see native_kernel); False: pure torch, same numbers
+    native: Optional[bool] = None   # the compiled kernel for the recurrence (appendix): None: where it can run (a C++
+                                    # compiler, CPU float32/64), else pure torch; True: require it; False: pure torch
 
     def __post_init__(self):
-        if isinstance(self.n_neurons, int):
+        for f in fields(self):                                  # types first: 2.5 bins is not a window
+            v = getattr(self, f.name)
+            if f.type in (int, "int") and (isinstance(v, bool) or not isinstance(v, (int, np.integer))):
+                raise TypeError(f"SPARKSConfig.{f.name} must be an integer, got {v!r}")
+            if f.type in (float, "float") and (isinstance(v, bool) or not isinstance(v, (int, float, np.number))
+                                               or not math.isfinite(v)):
+                raise TypeError(f"SPARKSConfig.{f.name} must be a finite number, got {v!r}")
+        for name in ("n_neurons", "n_outputs"):
+            v = getattr(self, name)
+            for n in (v if isinstance(v, (list, tuple)) else [v] if v is not None else []):
+                if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+                    raise TypeError(f"SPARKSConfig.{name} must hold integers, got {n!r}")
+        if isinstance(self.n_neurons, (int, np.integer)):
             self.n_neurons = [self.n_neurons]
         self.n_neurons = [int(n) for n in self.n_neurons]
         if isinstance(self.n_outputs, int):
@@ -137,13 +161,14 @@ class SPARKSConfig:
 
 
 # -----------------------------------------------------------------------------
-# the Hebbian recurrence: forward with in-place ops, backward as a reverse affine scan
+# the Hebbian recurrence, one bin at a time (the model's equation; the fast scan over all bins, with its
+# hand-written backward, is hebbian_scan in the appendix)
 
 
 def _step(P_prev, Q_prev, A_prev, u, m, dP, cP, dQ, cQ, P_out, Q_out, A_out, S_out, X, lo, hi):
     """ One bin of the recurrence, written into the given buffers (P_out, Q_out may alias P_prev, Q_prev).
     u, m: (B, N) drive and spike indicator; states (B, H, N, N) indexed [b, h, post i, pre j].
-    S_out gets S = X + Y (the update is A <- (1 - S) A + X). 9 tensor ops in all. """
+    S_out gets S = X + Y (the update is A <- (1 - S) A + X). 9 in-place tensor ops, no autograd graph. """
     B, N = u.shape
     uj, ui = u.view(B, 1, 1, N), u.view(B, 1, N, 1)
     mj, mi = m.view(B, 1, 1, N), m.view(B, 1, N, 1)
@@ -155,15 +180,486 @@ def _step(P_prev, Q_prev, A_prev, u, m, dP, cP, dQ, cQ, P_out, Q_out, A_out, S_o
     A_out.clamp_(lo, hi)
 
 
+@torch.no_grad()
+def hebbian_states(u, dP, cP, dQ, cQ, state=None, clip=(-0.5, 1.5)):
+    """ Run the recurrence without gradients and return every state: P, Q, A each (T, B, H, N, N).
+    For plots and teaching (memory grows with T). u: (T, B, N) drive. """
+    T, B, N = u.shape
+    H = dP.shape[0]
+    z = u.new_zeros(B, H, N, N)
+    P, Q, A = (z.clone(), z.clone(), z.clone()) if state is None else (s.clone() for s in state)
+    Ps, Qs, As = (u.new_empty(T, B, H, N, N) for _ in range(3))
+    X, S = torch.empty_like(z), torch.empty_like(z)
+    m = (u != 0).to(u.dtype)
+    for t in range(T):
+        _step(P, Q, A, u[t], m[t], dP, cP, dQ, cQ, Ps[t], Qs[t], As[t], S, X, clip[0], clip[1])
+        P, Q, A = Ps[t], Qs[t], As[t]
+    return Ps, Qs, As
+
+
+# -----------------------------------------------------------------------------
+
+
+class HebbianAttention(nn.Module):
+    """ multi-head Hebbian attention over the N neurons of one session, with learned traces """
+
+    def __init__(self, n_neurons, cfg: SPARKSConfig):
+        super().__init__()
+        N, H = n_neurons, cfg.n_heads
+        Dh = cfg.embed_dim // H
+        self.n_neurons, self.n_heads, self.head_dim = N, H, Dh
+        self.data_type, self.dt, self.clip, self.chunk = cfg.data_type, cfg.dt, cfg.clip, cfg.bptt_chunk
+        self.native = cfg.native
+        if cfg.native and native_kernel() is None:
+            raise RuntimeError(f"SPARKSConfig(native=True): the compiled Hebbian kernel is not available "
+                               f"({_NATIVE['error']}); use native=None or False for the pure-torch path")
+        if cfg.data_type == "ephys":
+            sd = 1.0 / N          # log-w spread 1/N (sparks-ai: sqrt(1/N)); see the module docstring
+            self.log_wpre = nn.Parameter(math.log(cfg.w_start) + sd * torch.randn(H, N, N))
+            self.log_wpost = nn.Parameter(math.log(cfg.w_start * cfg.alpha) + sd * torch.randn(H, N, N))
+            self.log_taupre = nn.Parameter(torch.full((H, N, N), math.log(cfg.tau_s)))
+            self.log_taupost = nn.Parameter(torch.full((H, N, N), math.log(cfg.tau_s)))
+        # V per head (Dh, N) ~ randn/sqrt(N) and a zero bias (sparks-ai: nn.Linear's uniform init of both)
+        self.value = nn.Parameter(torch.randn(H, Dh, N) / math.sqrt(N))
+        self.value_bias = nn.Parameter(torch.zeros(H, Dh))
+
+    def coefficients(self):
+        """ (dP, cP, dQ, cQ) each (H, N, N): the decay per bin and the increment per spike of both traces """
+        if self.data_type == "calcium":  # no traces: xpre_ij = x_j, xpost_ij = x_i
+            z = self.value.new_zeros(self.n_heads, self.n_neurons, self.n_neurons)
+            return z, z + 1, z, z + 1
+        return (torch.exp(-self.dt * torch.exp(-self.log_taupre)), torch.exp(self.log_wpre),
+                torch.exp(-self.dt * torch.exp(-self.log_taupost)), torch.exp(self.log_wpost))
+
+    def init_state(self, B, like):
+        z = like.new_zeros(B, self.n_heads, self.n_neurons, self.n_neurons)
+        return (z, z, z)
+
+    def forward(self, u, state=None):
+        """ u: (T, B, N) spikes (time first). Returns (T, B, N, embed_dim) and the final (P, Q, A) state. """
+        T, B, N = u.shape
+        if state is None:
+            state = self.init_state(B, u)
+        m = (u != 0).to(u.dtype)
+        out, state = hebbian_scan(u, m, self.coefficients(), self.value, self.value_bias,
+                                  tuple(s.detach() for s in state), self.chunk, self.clip, self.native)
+        out = out.view(T, B, N, self.n_heads * self.head_dim)   # (T, B, N, H, Dh) -> heads side by side
+        return out, state
+
+
+class HebbianBlock(nn.Module):
+    """ Hebbian attention, output projection (several heads), and a feed-forward layer with a residual """
+
+    def __init__(self, n_neurons, cfg: SPARKSConfig):
+        super().__init__()
+        D = cfg.embed_dim
+        self.attn = HebbianAttention(n_neurons, cfg)
+        # mixes the heads; with one head it would be a second linear map right after V, so there is none
+        self.proj = nn.Linear(D, D) if cfg.n_heads > 1 else nn.Identity()
+        # Linear-ReLU-Linear (sparks-ai: RMSNorm, then Linear-GLU twice, no biases; see the module docstring)
+        self.ff = nn.Sequential(nn.Linear(D, cfg.ff_mult * D), nn.ReLU(), nn.Linear(cfg.ff_mult * D, D))
+
+    def mix(self, h):                             # (..., N, D) -> (..., N, D): what follows the attention
+        h = self.proj(h)
+        return self.ff(h) + h
+
+    def forward(self, u, state=None):
+        h, state = self.attn(u, state)            # (T, B, N, D)
+        return self.mix(h), state
+
+
+class MLPDecoder(nn.Module):
+    """ the last tau_p latents -> the next tau_f bins: a shared hidden layer, one output layer per session """
+
+    def __init__(self, cfg: SPARKSConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.hidden = nn.Linear(cfg.tau_p * cfg.latent_dim, cfg.dec_hidden)
+        if cfg.joint_decoder and len(set(cfg.outputs(s) for s in range(len(cfg.n_neurons)))) > 1:
+            raise ValueError("SPARKSConfig.joint_decoder needs the same n_outputs for every session")
+        n_layers = 1 if cfg.joint_decoder else len(cfg.n_neurons)
+        self.out = nn.ModuleList([nn.Linear(cfg.dec_hidden, cfg.tau_f * cfg.outputs(s)) for s in range(n_layers)])
+
+    def add_session(self, n_out):
+        if self.cfg.joint_decoder:
+            if n_out != self.cfg.outputs(0):
+                raise ValueError(f"joint decoder: the new session must have {self.cfg.outputs(0)} outputs, not {n_out}")
+            return
+        self.out.append(nn.Linear(self.cfg.dec_hidden, self.cfg.tau_f * n_out))
+
+    def forward(self, window, session):  # window (B, T, tau_p, L) -> (B, T, tau_f, n_out)
+        B, T = window.shape[:2]
+        h = F.relu(self.hidden(window.reshape(B, T, -1)))
+        out = self.out[0 if self.cfg.joint_decoder else session]
+        return out(h).view(B, T, self.cfg.tau_f, -1)
+
+
+# -----------------------------------------------------------------------------
+
+
+class SPARKS(nn.Module):
+    """ Hebbian-attention encoder -> Gaussian latent per bin -> decoder of the next tau_f bins """
+
+    def __init__(self, cfg: SPARKSConfig, decoder: Optional[nn.Module] = None):
+        super().__init__()
+        self.cfg = cfg
+        self.blocks = nn.ModuleList([HebbianBlock(n, cfg) for n in cfg.n_neurons])      # one per session
+        self.to_latent = nn.ModuleList([nn.Linear(n * cfg.embed_dim, 2 * cfg.latent_dim) for n in cfg.n_neurons])
+        # post-norm PyTorch layers (sparks-ai's conventional blocks normalise first and use a GLU feed-forward)
+        self.layers = nn.ModuleList([nn.TransformerEncoderLayer(cfg.embed_dim, cfg.n_heads, cfg.ff_mult * cfg.embed_dim,
+                                                                dropout=0.0, batch_first=True)
+                                     for _ in range(cfg.n_layers)])                      # shared
+        self.decoder = decoder if decoder is not None else MLPDecoder(cfg)             # any (window, session) module
+
+    @classmethod
+    def from_config_dict(cls, d: dict) -> "SPARKS":
+        known = {f.name for f in fields(SPARKSConfig)}
+        unknown = set(d) - known
+        if unknown:
+            raise KeyError(f"unknown SPARKSConfig field(s) {sorted(unknown)}; known: {sorted(known)}")
+        return cls(SPARKSConfig(**d))
+
+    @property
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    @property
+    def n_sessions(self) -> int:
+        return len(self.cfg.n_neurons)
+
+    def add_session(self, n_neurons: int, n_outputs: Optional[int] = None) -> int:
+        """ Add a recording with its own neurons: a new Hebbian block, latent projection and decoder output
+        layer; the shared layers are kept. Returns the new session id. """
+        cfg = self.cfg
+        for name, v in (("n_neurons", n_neurons), ("n_outputs", n_outputs)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1):
+                raise ValueError(f"add_session: {name} must be an integer >= 1, got {v!r}")
+        if not hasattr(self.decoder, "add_session"):
+            raise ValueError("add_session: the custom decoder has no add_session(n_out) method")
+        n_neurons = int(n_neurons)
+        n_out = int(n_outputs) if n_outputs is not None else n_neurons
+        dev = next(self.parameters()).device
+        block = HebbianBlock(n_neurons, cfg).to(dev)            # build everything before changing anything
+        to_latent = nn.Linear(n_neurons * cfg.embed_dim, 2 * cfg.latent_dim).to(dev)
+        self.decoder.add_session(n_out)                          # may refuse (e.g. a joint decoder): model untouched
+        self.decoder.to(dev)
+        if cfg.n_outputs is None and n_outputs is not None and n_outputs != n_neurons:
+            cfg.n_outputs = list(cfg.n_neurons)
+        cfg.n_neurons.append(n_neurons)
+        if cfg.n_outputs is not None:
+            cfg.n_outputs.append(n_out)
+        self.blocks.append(block)
+        self.to_latent.append(to_latent)
+        return self.n_sessions - 1
+
+    def init_output_bias(self, x, session=0):
+        """ Unsupervised spikes: start the decoder's output at each neuron's mean firing (logit for
+        Bernoulli, log for Poisson), so training begins at the mean-rate baseline. x: (B, T, N) spikes. """
+        kind = self.loss_kind()
+        if kind == "mse" or not isinstance(self.decoder, MLPDecoder):
+            return
+        p = x.reshape(-1, x.shape[-1]).float().mean(0).clamp(1e-3, 1 - 1e-3)      # (N,)
+        b = torch.log(p / (1 - p)) if kind == "bernoulli" else torch.log(p)
+        layer = self.decoder.out[0 if self.cfg.joint_decoder else session]
+        with torch.no_grad():
+            layer.bias.copy_(b.repeat(self.cfg.tau_f).to(layer.bias))
+
+    # -------------------------------------------------------------------------
+    # checks at the public boundary
+
+    def _session(self, session):
+        if not isinstance(session, (int, np.integer)) or not 0 <= session < self.n_sessions:
+            raise KeyError(f"unknown session id {session!r}: this model has sessions 0..{self.n_sessions - 1}")
+        return int(session)
+
+    def _check_input(self, x, session, values=True):
+        """ shape and dtype (cheap, every forward pass); with values also NaN and binary spikes (reads the data:
+        once where data enter, check_data / predict) """
+        N = self.cfg.n_neurons[session]
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"SPARKS input: expected a torch.Tensor of shape (trials, time, neurons), got {type(x).__name__}")
+        if x.dim() != 3:
+            raise ValueError(f"SPARKS input: expected 3 dims (trials, time, neurons), got shape {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise ValueError(f"SPARKS input: expected a floating-point tensor (use x.float()), got dtype {x.dtype}")
+        if x.shape[2] != N:
+            raise ValueError(f"SPARKS input: session {session} has {N} neurons, got {x.shape[2]} (shape {tuple(x.shape)})")
+        if x.shape[1] < 1 or x.shape[0] < 1:
+            raise ValueError(f"SPARKS input: empty (shape {tuple(x.shape)})")
+        if not values:
+            return
+        if not torch.isfinite(x).all():
+            raise ValueError("SPARKS input: contains NaN or infinite values")
+        if self.cfg.data_type == "ephys" and not ((x == 0) | (x == 1)).all():
+            bad = x[(x != 0) & (x != 1)][0].item()
+            raise ValueError(f"SPARKS input: data_type 'ephys' needs binary spikes (0 or 1 per bin), found {bad:g}; "
+                             "clip counts with (x > 0).float() or use data_type='calcium'")
+
+    def _check_target(self, y, x, session, values=True):
+        n_out = self.cfg.outputs(session)
+        if not isinstance(y, torch.Tensor) or y.dim() < 2:
+            raise ValueError(f"SPARKS target: expected a tensor of shape (trials, time, ...), got "
+                             f"{tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__}")
+        if y.shape[:2] != x.shape[:2]:
+            raise ValueError(f"SPARKS target: shape {tuple(y.shape)} does not match the input's (trials, time) = {tuple(x.shape[:2])}")
+        y = y.reshape(y.shape[0], y.shape[1], -1)               # any shape per bin -> (B, T, prod(shape))
+        if self.cfg.n_outputs is None:
+            raise ValueError(f"SPARKS target: a supervised target of {y.shape[2]} outputs per bin was given, but the "
+                             f"model was built without n_outputs (unsupervised); use SPARKSConfig(n_outputs={y.shape[2]})")
+        if y.shape[2] != n_out:
+            raise ValueError(f"SPARKS target: session {session} predicts {n_out} outputs per bin (n_outputs), got "
+                             f"{y.shape[2]}; build the model with n_outputs={y.shape[2]}")
+        if values and not torch.isfinite(y).all():
+            raise ValueError("SPARKS target: contains NaN or infinite values")
+        return y.to(x.dtype)
+
+    def check_data(self, batch, session=0):
+        """ The full check of a dataset (x or (x, target)) before training; the Trainer calls it once. """
+        session = self._session(session)
+        x, y = (batch, None) if isinstance(batch, torch.Tensor) else (batch[0], batch[1] if len(batch) > 1 else None)
+        self._check_input(x, session)
+        if y is not None:
+            self._check_target(y, x, session)
+
+    # -------------------------------------------------------------------------
+
+    def init_state(self, B, session=0, like=None):
+        """ The state carried between chunks of a trial: Hebbian (P, Q, A) and the last tau_p - 1 latents. """
+        like = like if like is not None else next(self.parameters())
+        heb = self.blocks[session].attn.init_state(B, like)
+        return {"hebbian": heb, "latents": like.new_zeros(B, self.cfg.tau_p - 1, self.cfg.latent_dim)}
+
+    def _head(self, h, session):
+        """ everything between the attention and the latent, for a block of bins: (t, B, N, D) -> (t, B, 2 L) """
+        t, B, N, _ = h.shape
+        h = self.blocks[session].mix(h)
+        if self.layers:                                         # the neurons of a bin are the tokens
+            hs = h.reshape(t * B, N, -1)
+            for layer in self.layers:
+                hs = layer(hs)
+            h = hs.view(t, B, N, -1)
+        return self.to_latent[session](h.reshape(t, B, -1))
+
+    def encode(self, x, session=0, state=None):
+        """ x (B, T, N) -> mu, logvar (B, T, latent_dim) and the final Hebbian state. """
+        B, T, N = x.shape
+        h, heb = self.blocks[session].attn(x.transpose(0, 1).contiguous(), None if state is None else state["hebbian"])
+        if torch.is_grad_enabled() and self.cfg.checkpoint_head and T > self.cfg.bptt_chunk:
+            # per block of bins, keep only the attention output for backward and recompute the rest then:
+            # the (T, B, N, D) activations of the feed-forward layers never all exist at once
+            fn = lambda hc: self._head(hc, session)
+            params = [p for m in (self.blocks[session].proj, self.blocks[session].ff, self.layers, self.to_latent[session])
+                      for p in m.parameters() if p.requires_grad]
+            stats = torch.cat([_Recompute.apply(fn, hc, *params) for hc in h.split(self.cfg.bptt_chunk, dim=0)])
+        elif not torch.is_grad_enabled():                       # evaluation: one block of bins at a time
+            stats = torch.cat([self._head(hc, session) for hc in h.split(self.cfg.bptt_chunk, dim=0)])
+        else:
+            stats = self._head(h, session)                      # (T, B, 2 L): all bins in one product
+        mu, logvar = stats.transpose(0, 1).chunk(2, dim=-1)     # (B, T, L) each
+        return mu, logvar, heb
+
+    def forward(self, x, session=0, state=None, sample=None):
+        """ x: (B, T, N) spikes (or calcium signal). sample: draw z from the posterior (default: when
+        training; evaluation uses the posterior mean, so it is deterministic). state: carried over from a
+        previous chunk of the same trials (init_state / the returned 'state'), detached.
+        Returns dict(mu, logvar, z (B, T, L), prediction (B, T, tau_f, n_out), state). """
+        session = self._session(session)
+        self._check_input(x, session, values=False)
+        x = x.to(self.to_latent[session].weight.dtype)          # float64 input: cast to the model's dtype
+        cfg = self.cfg
+        B, T, _ = x.shape
+        sample = self.training if sample is None else sample
+        if state is None:
+            state = self.init_state(B, session, like=x)
+        mu, logvar, heb = self.encode(x, session, state)
+        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu) if sample else mu
+        past = state["latents"].detach()
+        zz = torch.cat([past, z], dim=1)                        # (B, tau_p - 1 + T, L)
+        window = zz.unfold(1, cfg.tau_p, 1).transpose(2, 3)     # (B, T, tau_p, L), oldest first
+        pred = self.decoder(window, session)                    # (B, T, tau_f, n_out)
+        new_state = {"hebbian": heb, "latents": zz[:, zz.shape[1] - (cfg.tau_p - 1):].detach()}
+        return dict(mu=mu, logvar=logvar, z=z, prediction=pred, state=new_state)
+
+    # -------------------------------------------------------------------------
+    # losses and the interface the generic Trainer uses
+
+    def loss_kind(self) -> str:
+        """ the reconstruction loss: cfg.loss, or for 'auto' mse when the model has n_outputs (supervised) """
+        if self.cfg.loss != "auto":
+            return self.cfg.loss
+        return "mse" if self.cfg.n_outputs is not None else "bernoulli"
+
+    def _losses(self, out, target):
+        """ Losses of a forward pass `out` over bins t0..t0+Tc-1 given the target from t0 on (it may run past
+        the chunk, as in online mode: with tau_f > 1 a bin predicts the next bins too; windows that run past
+        the end of the trial count only their bins inside it). """
+        pred = out["prediction"]                                # (B, Tc, tau_f, n)
+        B, Tc, F_, n = pred.shape
+        tgt = target[:, : Tc + F_ - 1]
+        T_avail = tgt.shape[1]
+        tgt = F.pad(tgt, (0, 0, 0, Tc + F_ - 1 - T_avail))
+        win = tgt.unfold(1, F_, 1).transpose(2, 3)              # (B, Tc, tau_f, n): target[t : t + tau_f]
+        valid = (torch.arange(Tc, device=pred.device)[:, None] + torch.arange(F_, device=pred.device)) < T_avail
+        kind = self.loss_kind()
+        if kind == "mse":
+            el = (pred - win) ** 2
+        elif kind == "bernoulli":                               # pred: logits
+            el = F.binary_cross_entropy_with_logits(pred, win, reduction="none")
+        else:                                                   # poisson, pred: log-rates
+            el = torch.exp(pred) - win * pred + torch.lgamma(win + 1)
+        recon = (el.mean(-1) * valid).sum() / (valid.sum() * B)   # mean over trials, bins and outputs
+        mu, logvar = out["mu"], out["logvar"]
+        # per bin: summed over latent dims (the ELBO's KL; sparks-ai averages over them, so its beta is L x weaker)
+        kl = 0.5 * (mu ** 2 + torch.exp(logvar) - 1.0 - logvar).sum(-1).mean()
+        return {"loss": recon + self.cfg.beta * kl, "recon": recon, "kl": kl}
+
+    def _unpack(self, batch, session):
+        if isinstance(batch, torch.Tensor):
+            x, y = batch, None
+        elif len(batch) == 1:
+            x, y = batch[0], None
+        else:
+            x, y = batch[0], batch[1]
+        self._check_input(x, session, values=False)             # values: checked once by check_data
+        x = x.to(self.to_latent[session].weight.dtype)
+        if y is not None:
+            y = self._check_target(y, x, session, values=False)
+        else:
+            if self.cfg.outputs(session) != x.shape[2]:
+                raise ValueError(f"SPARKS: no target was given (unsupervised) but session {session} predicts "
+                                 f"{self.cfg.outputs(session)} outputs, not its {x.shape[2]} neurons")
+            y = x
+        return x, y
+
+    def compute_losses(self, batch, weights=None, session=0):
+        """ Full-BPTT loss of a batch: x, or (x, target). The first burn_in bins run without gradient. """
+        session = self._session(session)
+        x, y = self._unpack(batch, session)
+        b = min(self.cfg.burn_in, x.shape[1] - 1)
+        state = None
+        if b > 0:
+            with torch.no_grad():
+                state = self(x[:, :b], session, sample=False)["state"]
+            x, y = x[:, b:], y[:, b:]
+        out = self(x, session, state=state)
+        return self._losses(out, y)
+
+    def online_losses(self, batch, session=0):
+        """ Online learning: yields the loss of every online_chunk bins; the state is carried detached, so
+        each optimiser step (the trainer takes one per yielded dict) backpropagates through one chunk only. """
+        session = self._session(session)
+        x, y = self._unpack(batch, session)
+        state = self.init_state(x.shape[0], session, like=x)
+        b = min(self.cfg.burn_in, x.shape[1] - 1)
+        if b > 0:
+            with torch.no_grad():
+                state = self(x[:, :b], session, state=state, sample=False)["state"]
+        L = self.cfg.online_chunk
+        for t0 in range(b, x.shape[1], L):
+            out = self(x[:, t0:t0 + L], session, state=state)
+            state = out["state"]
+            yield self._losses(out, y[:, t0:])             # the target from t0 on: tau_f may reach past the chunk
+
+    def training_step(self, batch, weights=None, session=0):
+        if self.cfg.online:
+            return self.online_losses(batch, session)
+        return self.compute_losses(batch, weights, session)
+
+    def validation_step(self, batch, weights=None, session=0):
+        return self.compute_losses(batch, weights, session)
+
+    # -------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def predict(self, x, session=0, n_samples=0, batch_size=256):
+        """ Evaluate trials x (B, T, N): posterior means by default (deterministic); with n_samples > 0 the
+        latents are sampled and the predictions averaged over the samples. Returns numpy arrays:
+        mu, logvar (B, T, L), prediction (B, T, tau_f, n_out) and now (B, T, n_out) = prediction[:, :, 0]
+        (for spikes: probabilities (bernoulli) or rates (poisson), not logits). """
+        session = self._session(session)
+        self._check_input(x, session)
+        for name, v, lo in (("n_samples", n_samples, 0), ("batch_size", batch_size, 1)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+                raise ValueError(f"predict: {name} must be an integer >= {lo}, got {v!r}")
+        was = self.training
+        self.eval()
+        kind = self.loss_kind()
+        pieces = {}
+        try:
+            for i in range(0, x.shape[0], batch_size):
+                xb = x[i:i + batch_size]
+                S = max(n_samples, 1)
+                preds = []
+                for _ in range(S):
+                    out = self(xb, session, sample=n_samples > 0)
+                    p = out["prediction"]
+                    p = torch.sigmoid(p) if kind == "bernoulli" else torch.exp(p) if kind == "poisson" else p
+                    preds.append(p)
+                pred = torch.stack(preds).mean(0)
+                for k, v in (("mu", out["mu"]), ("logvar", out["logvar"]), ("prediction", pred)):
+                    pieces.setdefault(k, []).append(v.cpu().numpy())
+        finally:
+            self.train(was)
+        res = {k: np.concatenate(v) for k, v in pieces.items()}
+        res["now"] = res["prediction"][:, :, 0]
+        return res
+
+
+# -----------------------------------------------------------------------------
+
+
+def saved_tensor_bytes(fn):
+    """ Run fn() (e.g. a forward pass and loss) and return (its result, the bytes autograd keeps for the
+    backward pass): the memory that full backpropagation through time needs and that grows with T. """
+    seen = {}
+
+    def pack(t):
+        st = t.untyped_storage()
+        seen[st.data_ptr()] = max(seen.get(st.data_ptr(), 0), st.nbytes())
+        return t
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return out, sum(seen.values())
+
+
+# =====================================================================================================================
+# APPENDIX: speed-ups. Nothing below changes what the model computes (tests compare every path with a NumPy loop of
+# the equations and with autograd through _step); it changes how fast and in how much memory.
+#
+# Only the trace/attention recurrence is sequential. It is a chain of affine maps per pair: traces P <- d P + c s,
+# and A <- clip((1 - S_t) A + X_t) with X = xpre [s_i], S = X + xpost [s_j]. _HebbianScan runs it with _step's
+# in-place ops, applies the value read-out A_t V^T + b as one small fused matrix product per bin while A_t is still
+# in cache, keeps the states only at the start of every `bptt_chunk` bins, and in backward recomputes one chunk at
+# a time and runs the reverse (adjoint) scan, whose per-bin work is again a fused product (dL/dA_t = dL/dout_t V +
+# carry) and a dozen in-place ops: memory O(B N^2 (T / chunk + chunk)) instead of O(B N^2 T x the dozens of
+# intermediates autograd would keep). _Recompute does the same for the feed-forward layers (SPARKS.encode).
+# The optional compiled kernel at the very end runs the same scan and adjoint in C++, each row of pairs kept in L1
+# cache over all bins.
+#
+# One switch chooses the path, with the same meaning as circuits.Circuit(native=...):
+#   native=None   the compiled kernel where it can run (a C++ compiler, CPU, float32/64), else pure torch
+#   native=True   require the kernel: RuntimeError (saying why) where it cannot run
+#   native=False  pure torch always (as does the environment variable MINILATENT_NATIVE=0 for native=None)
+
+
+def hebbian_scan(u, m, coeffs, W, bias, state, chunk, clip, native=None):
+    """ The Hebbian recurrence over all bins and its read-out, differentiable in coeffs, W and bias.
+    u, m (T, B, N) drive and spike indicator; coeffs = (dP, cP, dQ, cQ) each (H, N, N); W (H, Dh, N); bias (H, Dh);
+    state = (P, Q, A) each (B, H, N, N), taken as constants. Returns out (T, B, N, H, Dh) and the final (P, Q, A). """
+    kernel = _kernel_for(u, native)
+    out, P, Q, A = _HebbianScan.apply(u, m, *coeffs, W, bias, *state, chunk, clip[0], clip[1], kernel)
+    return out, (P, Q, A)
+
+
 class _HebbianScan(torch.autograd.Function):
     """ the attention recurrence and its value read-out, with a chunked reverse-scan backward """
 
     @staticmethod
-    def forward(ctx, u, m, dP, cP, dQ, cQ, W, bias, P0, Q0, A0, chunk, lo, hi, native=None):
-        # u, m (T, B, N); dP, cP, dQ, cQ (H, N, N); W (H, Dh, N); bias (H, Dh); P0, Q0, A0 (B, H, N, N)
-        ctx.n_inputs = 14 if native is None else 15            # native: None (not given) or False -> torch
-        ctx.kernel = _kernel_for(u) if native else None
-        if ctx.kernel is not None:
+    def forward(ctx, u, m, dP, cP, dQ, cQ, W, bias, P0, Q0, A0, chunk, lo, hi, kernel):
+        # u, m (T, B, N); dP, cP, dQ, cQ (H, N, N); W (H, Dh, N); bias (H, Dh); P0, Q0, A0 (B, H, N, N);
+        # kernel: the compiled (forward, backward) pair from _kernel_for, or None for the torch scan below
+        ctx.kernel = kernel
+        if kernel is not None:
             return _native_forward(ctx, u, m, dP, cP, dQ, cQ, W, bias, P0, Q0, A0, chunk, lo, hi)
         T, B, N = u.shape
         H, Dh = W.shape[0], W.shape[1]
@@ -188,12 +684,11 @@ class _HebbianScan(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g_out, _gP, _gQ, _gA):
         if ctx.kernel is not None:
-            return _native_backward(ctx, g_out) + (None,) * (ctx.n_inputs - 8)
+            return _native_backward(ctx, g_out) + (None,) * 7
         u, m, dP, cP, dQ, cQ, W, *flat = ctx.saved_tensors
         ckpts = [flat[3 * i:3 * i + 3] for i in range(ctx.n_ckpt)]
         K, lo, hi = ctx.chunk, ctx.lo, ctx.hi
         T, B, N = u.shape
-        H, Dh = W.shape[0], W.shape[1]
         need_P = ctx.needs_input_grad[2] or ctx.needs_input_grad[3]
         need_Q = ctx.needs_input_grad[4] or ctx.needs_input_grad[5]
         shape = ckpts[0][0].shape                            # (B, H, N, N)
@@ -237,7 +732,7 @@ class _HebbianScan(torch.autograd.Function):
         grads = [acc.sum(0) for acc in accs]
         return (None, None, grads[0] if need_P else None, grads[1] if need_P else None,
                 grads[2] if need_Q else None, grads[3] if need_Q else None,
-                gW, gb) + (None,) * (ctx.n_inputs - 8)
+                gW, gb) + (None,) * 7
 
 
 def _readout(A, W, bias, out):
@@ -265,14 +760,34 @@ def _readout_backward(go, W, A, carry, g, gW):
             g[:, h] = torch.addmm(carry[:, h].reshape(B * N, N), gh, W[h]).view(B, N, N)
 
 
+class _Recompute(torch.autograd.Function):
+    """ y = fn(x) keeping only x for backward, where fn runs again (torch.utils.checkpoint in 15 lines,
+    without the ~80 MB of modules that its non-reentrant version imports) """
+
+    @staticmethod
+    def forward(ctx, fn, x, *params):
+        ctx.fn = fn
+        ctx.save_for_backward(x, *params)
+        return fn(x)                                          # autograd is off inside forward
+
+    @staticmethod
+    def backward(ctx, g):
+        x, *params = ctx.saved_tensors
+        with torch.enable_grad():
+            xd = x.detach().requires_grad_(True)
+            y = ctx.fn(xd)
+        grads = torch.autograd.grad(y, [xd] + params, g, allow_unused=True)
+        return (None,) + tuple(grads)
+
+
 # -----------------------------------------------------------------------------
-# optional compiled kernel for the recurrence. The torch scan above makes ~9 passes over the (B, H, N, N) state per
+# the optional compiled kernel for the recurrence. The torch scan above makes ~9 passes over the (B, H, N, N) state per
 # bin forward and ~25 backward (memory-bound). The kernel below runs each row (b, h, i) of pairs through all T bins
 # with its P, Q, A rows in L1 cache, computes the read-out for 4 rows at a time, and in backward recomputes each
 # chunk from its checkpoint and runs the adjoint scan row by row: the same equations (float32 or float64), so it
 # differs from the torch scan by rounding only (tests: 1e-10 in float64, ~1e-6 in float32). It is compiled with the
 # system C++ compiler ($CXX, default g++) on first use and cached (MINILATENT_CACHE, default ~/.cache/minilatent);
-# without a compiler, with MINILATENT_NATIVE=0 or SPARKSConfig(native=False), everything runs in pure torch.
+# without a compiler or with MINILATENT_NATIVE=0, native=None runs pure torch (native=True raises).
 
 _NATIVE_SRC = r"""
 #include <cstdint>
@@ -493,10 +1008,30 @@ EXPORT(f64, double)
 """
 _NATIVE = {"lib": None, "tried": False, "error": "not tried"}
 
+# the C functions' parameters by name, in order (tensors are passed by address): calls go through _call, which
+# fills them by name, so a reordered or missing argument is a KeyError rather than a silently wrong pointer
+_PTR, _I64, _F64, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double, ctypes.c_int
+_FORWARD_ARGS = (("u", _PTR), ("m", _PTR), ("dP", _PTR), ("cP", _PTR), ("dQ", _PTR), ("cQ", _PTR), ("Vt", _PTR),
+                 ("bias", _PTR), ("P", _PTR), ("Q", _PTR), ("A", _PTR), ("ckpt", _PTR), ("out", _PTR),
+                 ("T", _I64), ("B", _I64), ("H", _I64), ("N", _I64), ("Dh", _I64), ("Dp", _I64), ("K", _I64),
+                 ("lo", _F64), ("hi", _F64), ("n_threads", _INT))
+_BACKWARD_ARGS = (("u", _PTR), ("m", _PTR), ("dP", _PTR), ("cP", _PTR), ("dQ", _PTR), ("cQ", _PTR), ("Vp", _PTR),
+                  ("gout", _PTR), ("ckpt", _PTR), ("n_ckpt", _I64), ("gW", _PTR), ("acc", _PTR),
+                  ("T", _I64), ("B", _I64), ("H", _I64), ("N", _I64), ("Dh", _I64), ("Np", _I64), ("K", _I64),
+                  ("lo", _F64), ("hi", _F64), ("n_threads", _INT))
+
+
+def _call(fn, signature, **args):
+    """ fn(*args in the order of signature), tensors as their data pointers (None: a null pointer) """
+    if set(args) != {name for name, _ in signature}:
+        raise KeyError(f"kernel call: arguments {sorted(args)} do not match {[name for name, _ in signature]}")
+    return fn(*[args[name].data_ptr() if isinstance(args[name], torch.Tensor) else args[name] for name, _ in signature])
+
 
 def native_kernel():
     """ The compiled recurrence (a ctypes library with hebbian_{forward,backward}_{f32,f64}), or None (no compiler,
-    MINILATENT_NATIVE=0, a failed build). Built once per source, compiler and CPU, then loaded from the cache. """
+    MINILATENT_NATIVE=0, a failed build; _NATIVE['error'] says why). Built once per source, compiler and CPU, then
+    loaded from the cache. """
     if _NATIVE["tried"]:
         return _NATIVE["lib"]
     _NATIVE["tried"] = True
@@ -525,24 +1060,28 @@ def native_kernel():
                 subprocess.run([cxx, *flags, "-o", out, src], check=True, capture_output=True, timeout=180)
                 os.replace(out, path)  # atomic: a concurrent process sees no file or the finished one
         lib = ctypes.CDLL(path)
-        p, i, d = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
         for name in ("f32", "f64"):
-            fwd, bwd = getattr(lib, f"hebbian_forward_{name}"), getattr(lib, f"hebbian_backward_{name}")
-            fwd.argtypes = [p] * 13 + [i] * 7 + [d, d, ctypes.c_int]
-            bwd.argtypes = [p] * 9 + [i] + [p] * 2 + [i] * 7 + [d, d, ctypes.c_int]
-            fwd.restype = bwd.restype = None
+            for kind, sig in (("forward", _FORWARD_ARGS), ("backward", _BACKWARD_ARGS)):
+                fn = getattr(lib, f"hebbian_{kind}_{name}")
+                fn.argtypes, fn.restype = [t for _, t in sig], None
         _NATIVE["lib"], _NATIVE["error"] = lib, None
     except (OSError, AttributeError, subprocess.SubprocessError) as e:
         _NATIVE["error"] = f"{type(e).__name__}: {e}"
     return _NATIVE["lib"]
 
 
-def _kernel_for(u):
-    """ (forward, backward) compiled functions for u's dtype, or None where the torch scan must run """
-    if u.device.type != "cpu" or u.dtype not in (torch.float32, torch.float64):
+def _kernel_for(u, native=None):
+    """ The compiled (forward, backward) functions for u's dtype, or None for the torch scan: the native= switch
+    (see the top of this appendix) applied to the tensor at hand. """
+    if native is False:
         return None
     lib = native_kernel()
-    if lib is None:
+    runs_here = u.device.type == "cpu" and u.dtype in (torch.float32, torch.float64)
+    if lib is None or not runs_here:
+        if native:
+            why = _NATIVE["error"] if lib is None else f"it runs on CPU float32/float64, not {u.device.type} {u.dtype}"
+            raise RuntimeError(f"native=True: the compiled Hebbian kernel cannot run here ({why}); "
+                               "use native=None (kernel where possible) or native=False (pure torch)")
         return None
     name = "f32" if u.dtype == torch.float32 else "f64"
     return getattr(lib, f"hebbian_forward_{name}"), getattr(lib, f"hebbian_backward_{name}")
@@ -556,14 +1095,14 @@ def _native_forward(ctx, u, m, dP, cP, dQ, cQ, W, bias, P0, Q0, A0, chunk, lo, h
     Dp = -(-Dh // 16) * 16                                     # the kernel reads V^T in blocks of 16 columns
     Vt = F.pad(W.transpose(1, 2), (0, Dp - Dh)).contiguous()   # (H, N, Dp)
     P, Q, A = (s.contiguous().clone() for s in (P0, Q0, A0))   # updated in place
-    coeffs = [c.contiguous() for c in (dP, cP, dQ, cQ)]
+    dP, cP, dQ, cQ = (c.contiguous() for c in (dP, cP, dQ, cQ))
     keep = any(ctx.needs_input_grad)
     ckpt = u.new_empty((n_ckpt, 3) + tuple(P.shape)) if keep else None   # (P, Q, A) at every chunk start
     out = u.new_empty((T, B, N, H, Dh))
-    ptr = lambda t: t.data_ptr()
-    ctx.kernel[0](ptr(u), ptr(m), *map(ptr, coeffs), ptr(Vt), ptr(bias.contiguous()), ptr(P), ptr(Q), ptr(A),
-                  ptr(ckpt) if keep else None, ptr(out), T, B, H, N, Dh, Dp, K, lo, hi, torch.get_num_threads())
-    ctx.save_for_backward(u, m, *coeffs, W, *([ckpt] if keep else []))
+    _call(ctx.kernel[0], _FORWARD_ARGS, u=u, m=m, dP=dP, cP=cP, dQ=dQ, cQ=cQ, Vt=Vt, bias=bias.contiguous(),
+          P=P, Q=Q, A=A, ckpt=ckpt, out=out, T=T, B=B, H=H, N=N, Dh=Dh, Dp=Dp, K=K, lo=lo, hi=hi,
+          n_threads=torch.get_num_threads())
+    ctx.save_for_backward(u, m, dP, cP, dQ, cQ, W, *([ckpt] if keep else []))
     ctx.chunk, ctx.lo, ctx.hi, ctx.n_ckpt = K, lo, hi, n_ckpt
     ctx.mark_non_differentiable(P, Q, A)
     return out, P, Q, A
@@ -579,438 +1118,8 @@ def _native_backward(ctx, g_out):
     g_out = g_out.contiguous()                                 # (T, B, N, H, Dh)
     gW = u.new_zeros(B, H, Dh, Np)                             # one partial sum per trial: no write races
     acc = u.new_empty((4, B, H, N, N))                         # per pair and trial: sums over bins
-    ptr = lambda t: t.data_ptr()
-    ctx.kernel[1](ptr(u), ptr(m), ptr(dP), ptr(cP), ptr(dQ), ptr(cQ), ptr(Vp), ptr(g_out), ptr(ckpt), ctx.n_ckpt,
-                  ptr(gW), ptr(acc), T, B, H, N, Dh, Np, ctx.chunk, ctx.lo, ctx.hi, torch.get_num_threads())
+    _call(ctx.kernel[1], _BACKWARD_ARGS, u=u, m=m, dP=dP, cP=cP, dQ=dQ, cQ=cQ, Vp=Vp, gout=g_out, ckpt=ckpt,
+          n_ckpt=ctx.n_ckpt, gW=gW, acc=acc, T=T, B=B, H=H, N=N, Dh=Dh, Np=Np, K=ctx.chunk, lo=ctx.lo, hi=ctx.hi,
+          n_threads=torch.get_num_threads())
     grads = acc.sum(1)
     return (None, None, grads[0], grads[1], grads[2], grads[3], gW.sum(0)[..., :N], g_out.sum((0, 1, 2)))
-
-
-class _Recompute(torch.autograd.Function):
-    """ y = fn(x) keeping only x for backward, where fn runs again (torch.utils.checkpoint in 15 lines,
-    without the ~80 MB of modules that its non-reentrant version imports) """
-
-    @staticmethod
-    def forward(ctx, fn, x, *params):
-        ctx.fn = fn
-        ctx.save_for_backward(x, *params)
-        return fn(x)                                          # autograd is off inside forward
-
-    @staticmethod
-    def backward(ctx, g):
-        x, *params = ctx.saved_tensors
-        with torch.enable_grad():
-            xd = x.detach().requires_grad_(True)
-            y = ctx.fn(xd)
-        grads = torch.autograd.grad(y, [xd] + params, g, allow_unused=True)
-        return (None,) + tuple(grads)
-
-
-@torch.no_grad()
-def hebbian_states(u, dP, cP, dQ, cQ, state=None, clip=(-0.5, 1.5)):
-    """ Run the recurrence without gradients and return every state: P, Q, A each (T, B, H, N, N).
-    For plots and teaching (memory grows with T). u: (T, B, N) drive. """
-    T, B, N = u.shape
-    H = dP.shape[0]
-    z = u.new_zeros(B, H, N, N)
-    P, Q, A = (z.clone(), z.clone(), z.clone()) if state is None else (s.clone() for s in state)
-    Ps, Qs, As = (u.new_empty(T, B, H, N, N) for _ in range(3))
-    X, S = torch.empty_like(z), torch.empty_like(z)
-    m = (u != 0).to(u.dtype)
-    for t in range(T):
-        _step(P, Q, A, u[t], m[t], dP, cP, dQ, cQ, Ps[t], Qs[t], As[t], S, X, clip[0], clip[1])
-        P, Q, A = Ps[t], Qs[t], As[t]
-    return Ps, Qs, As
-
-
-# -----------------------------------------------------------------------------
-
-
-class HebbianAttention(nn.Module):
-    """ multi-head Hebbian attention over the N neurons of one session, with learned traces """
-
-    def __init__(self, n_neurons, cfg: SPARKSConfig):
-        super().__init__()
-        N, H = n_neurons, cfg.n_heads
-        Dh = cfg.embed_dim // H
-        self.n_neurons, self.n_heads, self.head_dim = N, H, Dh
-        self.data_type, self.dt, self.clip, self.chunk = cfg.data_type, cfg.dt, cfg.clip, cfg.bptt_chunk
-        self.native = cfg.native
-        if cfg.data_type == "ephys":
-            sd = 1.0 / N
-            self.log_wpre = nn.Parameter(math.log(cfg.w_start) + sd * torch.randn(H, N, N))
-            self.log_wpost = nn.Parameter(math.log(cfg.w_start * cfg.alpha) + sd * torch.randn(H, N, N))
-            self.log_taupre = nn.Parameter(torch.full((H, N, N), math.log(cfg.tau_s)))
-            self.log_taupost = nn.Parameter(torch.full((H, N, N), math.log(cfg.tau_s)))
-        self.value = nn.Parameter(torch.randn(H, Dh, N) / math.sqrt(N))   # V per head: (Dh, N)
-        self.value_bias = nn.Parameter(torch.zeros(H, Dh))
-
-    def coefficients(self):
-        """ (dP, cP, dQ, cQ) each (H, N, N): the decay per bin and the increment per spike of both traces """
-        if self.data_type == "calcium":  # no traces: xpre_ij = x_j, xpost_ij = x_i
-            z = self.value.new_zeros(self.n_heads, self.n_neurons, self.n_neurons)
-            return z, z + 1, z, z + 1
-        return (torch.exp(-self.dt * torch.exp(-self.log_taupre)), torch.exp(self.log_wpre),
-                torch.exp(-self.dt * torch.exp(-self.log_taupost)), torch.exp(self.log_wpost))
-
-    def init_state(self, B, like):
-        z = like.new_zeros(B, self.n_heads, self.n_neurons, self.n_neurons)
-        return (z, z, z)
-
-    def forward(self, u, state=None):
-        """ u: (T, B, N) spikes (time first). Returns (T, B, N, embed_dim) and the final (P, Q, A) state. """
-        T, B, N = u.shape
-        if state is None:
-            state = self.init_state(B, u)
-        m = (u != 0).to(u.dtype)
-        out, P, Q, A = _HebbianScan.apply(u, m, *self.coefficients(), self.value, self.value_bias,
-                                          *(s.detach() for s in state), self.chunk, self.clip[0], self.clip[1], self.native)
-        out = out.view(T, B, N, self.n_heads * self.head_dim)   # (T, B, N, H, Dh) -> heads side by side
-        return out, (P, Q, A)
-
-
-class HebbianBlock(nn.Module):
-    """ Hebbian attention, output projection (several heads), and a feed-forward layer with a residual """
-
-    def __init__(self, n_neurons, cfg: SPARKSConfig):
-        super().__init__()
-        D = cfg.embed_dim
-        self.attn = HebbianAttention(n_neurons, cfg)
-        # mixes the heads; with one head it would be a second linear map right after V, so there is none
-        self.proj = nn.Linear(D, D) if cfg.n_heads > 1 else nn.Identity()
-        self.ff = nn.Sequential(nn.Linear(D, cfg.ff_mult * D), nn.ReLU(), nn.Linear(cfg.ff_mult * D, D))
-
-    def mix(self, h):                             # (..., N, D) -> (..., N, D): what follows the attention
-        h = self.proj(h)
-        return self.ff(h) + h
-
-    def forward(self, u, state=None):
-        h, state = self.attn(u, state)            # (T, B, N, D)
-        return self.mix(h), state
-
-
-class MLPDecoder(nn.Module):
-    """ the last tau_p latents -> the next tau_f bins: a shared hidden layer, one output layer per session """
-
-    def __init__(self, cfg: SPARKSConfig):
-        super().__init__()
-        self.cfg = cfg
-        self.hidden = nn.Linear(cfg.tau_p * cfg.latent_dim, cfg.dec_hidden)
-        if cfg.joint_decoder and len(set(cfg.outputs(s) for s in range(len(cfg.n_neurons)))) > 1:
-            raise ValueError("SPARKSConfig.joint_decoder needs the same n_outputs for every session")
-        n_layers = 1 if cfg.joint_decoder else len(cfg.n_neurons)
-        self.out = nn.ModuleList([nn.Linear(cfg.dec_hidden, cfg.tau_f * cfg.outputs(s)) for s in range(n_layers)])
-
-    def add_session(self, n_out):
-        if self.cfg.joint_decoder:
-            if n_out != self.cfg.outputs(0):
-                raise ValueError(f"joint decoder: the new session must have {self.cfg.outputs(0)} outputs, not {n_out}")
-            return
-        self.out.append(nn.Linear(self.cfg.dec_hidden, self.cfg.tau_f * n_out))
-
-    def forward(self, window, session):  # window (B, T, tau_p, L) -> (B, T, tau_f, n_out)
-        B, T = window.shape[:2]
-        h = F.relu(self.hidden(window.reshape(B, T, -1)))
-        out = self.out[0 if self.cfg.joint_decoder else session]
-        return out(h).view(B, T, self.cfg.tau_f, -1)
-
-
-# -----------------------------------------------------------------------------
-
-
-class SPARKS(nn.Module):
-    """ Hebbian-attention encoder -> Gaussian latent per bin -> decoder of the next tau_f bins """
-
-    def __init__(self, cfg: SPARKSConfig, decoder: Optional[nn.Module] = None):
-        super().__init__()
-        self.cfg = cfg
-        self.blocks = nn.ModuleList([HebbianBlock(n, cfg) for n in cfg.n_neurons])      # one per session
-        self.to_latent = nn.ModuleList([nn.Linear(n * cfg.embed_dim, 2 * cfg.latent_dim) for n in cfg.n_neurons])
-        self.layers = nn.ModuleList([nn.TransformerEncoderLayer(cfg.embed_dim, cfg.n_heads, cfg.ff_mult * cfg.embed_dim,
-                                                                dropout=0.0, batch_first=True)
-                                     for _ in range(cfg.n_layers)])                      # shared
-        self.decoder = decoder if decoder is not None else MLPDecoder(cfg)             # any (window, session) module
-
-    @classmethod
-    def from_config_dict(cls, d: dict) -> "SPARKS":
-        known = {f.name for f in fields(SPARKSConfig)}
-        unknown = set(d) - known
-        if unknown:
-            raise KeyError(f"unknown SPARKSConfig field(s) {sorted(unknown)}; known: {sorted(known)}")
-        return cls(SPARKSConfig(**d))
-
-    @property
-    def n_params(self) -> int:
-        return sum(p.numel() for p in self.parameters() if p.requires_grad)
-
-    @property
-    def n_sessions(self) -> int:
-        return len(self.cfg.n_neurons)
-
-    def add_session(self, n_neurons: int, n_outputs: Optional[int] = None) -> int:
-        """ Add a recording with its own neurons: a new Hebbian block, latent projection and decoder output
-        layer; the shared layers are kept. Returns the new session id. """
-        cfg = self.cfg
-        if cfg.n_outputs is None and n_outputs is not None and n_outputs != n_neurons:
-            cfg.n_outputs = list(cfg.n_neurons)
-        cfg.n_neurons.append(int(n_neurons))
-        if cfg.n_outputs is not None:
-            cfg.n_outputs.append(int(n_outputs if n_outputs is not None else n_neurons))
-        dev = next(self.parameters()).device
-        self.blocks.append(HebbianBlock(n_neurons, cfg).to(dev))
-        self.to_latent.append(nn.Linear(n_neurons * cfg.embed_dim, 2 * cfg.latent_dim).to(dev))
-        if not hasattr(self.decoder, "add_session"):
-            raise ValueError("add_session: the custom decoder has no add_session(n_out) method")
-        self.decoder.add_session(cfg.outputs(self.n_sessions - 1))
-        self.decoder.to(dev)
-        return self.n_sessions - 1
-
-    def init_output_bias(self, x, session=0):
-        """ Unsupervised spikes: start the decoder's output at each neuron's mean firing (logit for
-        Bernoulli, log for Poisson), so training begins at the mean-rate baseline. x: (B, T, N) spikes. """
-        kind = self.loss_kind()
-        if kind == "mse" or not isinstance(self.decoder, MLPDecoder):
-            return
-        p = x.reshape(-1, x.shape[-1]).float().mean(0).clamp(1e-3, 1 - 1e-3)      # (N,)
-        b = torch.log(p / (1 - p)) if kind == "bernoulli" else torch.log(p)
-        layer = self.decoder.out[0 if self.cfg.joint_decoder else session]
-        with torch.no_grad():
-            layer.bias.copy_(b.repeat(self.cfg.tau_f).to(layer.bias))
-
-    # -------------------------------------------------------------------------
-    # checks at the public boundary
-
-    def _session(self, session):
-        if not isinstance(session, (int, np.integer)) or not 0 <= session < self.n_sessions:
-            raise KeyError(f"unknown session id {session!r}: this model has sessions 0..{self.n_sessions - 1}")
-        return int(session)
-
-    def _check_input(self, x, session):
-        N = self.cfg.n_neurons[session]
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"SPARKS input: expected a torch.Tensor of shape (trials, time, neurons), got {type(x).__name__}")
-        if x.dim() != 3:
-            raise ValueError(f"SPARKS input: expected 3 dims (trials, time, neurons), got shape {tuple(x.shape)}")
-        if not x.is_floating_point():
-            raise ValueError(f"SPARKS input: expected a floating-point tensor (use x.float()), got dtype {x.dtype}")
-        if x.shape[2] != N:
-            raise ValueError(f"SPARKS input: session {session} has {N} neurons, got {x.shape[2]} (shape {tuple(x.shape)})")
-        if x.shape[1] < 1 or x.shape[0] < 1:
-            raise ValueError(f"SPARKS input: empty (shape {tuple(x.shape)})")
-        if not torch.isfinite(x).all():
-            raise ValueError("SPARKS input: contains NaN or infinite values")
-        if self.cfg.data_type == "ephys" and not ((x == 0) | (x == 1)).all():
-            bad = x[(x != 0) & (x != 1)][0].item()
-            raise ValueError(f"SPARKS input: data_type 'ephys' needs binary spikes (0 or 1 per bin), found {bad:g}; "
-                             "clip counts with (x > 0).float() or use data_type='calcium'")
-
-    def _check_target(self, y, x, session):
-        n_out = self.cfg.outputs(session)
-        if not isinstance(y, torch.Tensor) or y.dim() < 2:
-            raise ValueError(f"SPARKS target: expected a tensor of shape (trials, time, ...), got "
-                             f"{tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__}")
-        if y.shape[:2] != x.shape[:2]:
-            raise ValueError(f"SPARKS target: shape {tuple(y.shape)} does not match the input's (trials, time) = {tuple(x.shape[:2])}")
-        y = y.reshape(y.shape[0], y.shape[1], -1)               # any shape per bin -> (B, T, prod(shape))
-        if self.cfg.n_outputs is None:
-            raise ValueError(f"SPARKS target: a supervised target of {y.shape[2]} outputs per bin was given, but the "
-                             f"model was built without n_outputs (unsupervised); use SPARKSConfig(n_outputs={y.shape[2]})")
-        if y.shape[2] != n_out:
-            raise ValueError(f"SPARKS target: session {session} predicts {n_out} outputs per bin (n_outputs), got "
-                             f"{y.shape[2]}; build the model with n_outputs={y.shape[2]}")
-        if not torch.isfinite(y).all():
-            raise ValueError("SPARKS target: contains NaN or infinite values")
-        return y.to(x.dtype)
-
-    # -------------------------------------------------------------------------
-
-    def init_state(self, B, session=0, like=None):
-        """ The state carried between chunks of a trial: Hebbian (P, Q, A) and the last tau_p - 1 latents. """
-        like = like if like is not None else next(self.parameters())
-        heb = self.blocks[session].attn.init_state(B, like)
-        return {"hebbian": heb, "latents": like.new_zeros(B, self.cfg.tau_p - 1, self.cfg.latent_dim)}
-
-    def _head(self, h, session):
-        """ everything between the attention and the latent, for a block of bins: (t, B, N, D) -> (t, B, 2 L) """
-        t, B, N, _ = h.shape
-        h = self.blocks[session].mix(h)
-        if self.layers:                                         # the neurons of a bin are the tokens
-            hs = h.reshape(t * B, N, -1)
-            for layer in self.layers:
-                hs = layer(hs)
-            h = hs.view(t, B, N, -1)
-        return self.to_latent[session](h.reshape(t, B, -1))
-
-    def encode(self, x, session=0, state=None):
-        """ x (B, T, N) -> mu, logvar (B, T, latent_dim) and the final Hebbian state. """
-        B, T, N = x.shape
-        h, heb = self.blocks[session].attn(x.transpose(0, 1).contiguous(), None if state is None else state["hebbian"])
-        if torch.is_grad_enabled() and self.cfg.checkpoint_head and T > self.cfg.bptt_chunk:
-            # per block of bins, keep only the attention output for backward and recompute the rest then:
-            # the (T, B, N, D) activations of the feed-forward layers never all exist at once
-            fn = lambda hc: self._head(hc, session)
-            params = [p for m in (self.blocks[session].proj, self.blocks[session].ff, self.layers, self.to_latent[session])
-                      for p in m.parameters() if p.requires_grad]
-            stats = torch.cat([_Recompute.apply(fn, hc, *params) for hc in h.split(self.cfg.bptt_chunk, dim=0)])
-        elif not torch.is_grad_enabled():                       # evaluation: one block of bins at a time
-            stats = torch.cat([self._head(hc, session) for hc in h.split(self.cfg.bptt_chunk, dim=0)])
-        else:
-            stats = self._head(h, session)                      # (T, B, 2 L): all bins in one product
-        mu, logvar = stats.transpose(0, 1).chunk(2, dim=-1)     # (B, T, L) each
-        return mu, logvar, heb
-
-    def forward(self, x, session=0, state=None, sample=None):
-        """ x: (B, T, N) spikes (or calcium signal). sample: draw z from the posterior (default: when
-        training; evaluation uses the posterior mean, so it is deterministic). state: carried over from a
-        previous chunk of the same trials (init_state / the returned 'state'), detached.
-        Returns dict(mu, logvar, z (B, T, L), prediction (B, T, tau_f, n_out), state). """
-        session = self._session(session)
-        self._check_input(x, session)
-        cfg = self.cfg
-        B, T, _ = x.shape
-        sample = self.training if sample is None else sample
-        if state is None:
-            state = self.init_state(B, session, like=x)
-        mu, logvar, heb = self.encode(x, session, state)
-        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu) if sample else mu
-        past = state["latents"].detach()
-        zz = torch.cat([past, z], dim=1)                        # (B, tau_p - 1 + T, L)
-        window = zz.unfold(1, cfg.tau_p, 1).transpose(2, 3)     # (B, T, tau_p, L), oldest first
-        pred = self.decoder(window, session)                    # (B, T, tau_f, n_out)
-        new_state = {"hebbian": heb, "latents": zz[:, zz.shape[1] - (cfg.tau_p - 1):].detach()}
-        return dict(mu=mu, logvar=logvar, z=z, prediction=pred, state=new_state)
-
-    # -------------------------------------------------------------------------
-    # losses and the interface the generic Trainer uses
-
-    def loss_kind(self) -> str:
-        """ the reconstruction loss: cfg.loss, or for 'auto' mse when the model has n_outputs (supervised) """
-        if self.cfg.loss != "auto":
-            return self.cfg.loss
-        return "mse" if self.cfg.n_outputs is not None else "bernoulli"
-
-    def _losses(self, out, target):
-        """ Losses of a forward pass `out` over bins t0..t0+Tc-1 given the target from t0 on (it may run past
-        the chunk, as in online mode: with tau_f > 1 a bin predicts the next bins too; windows that run past
-        the end of the trial count only their bins inside it). """
-        pred = out["prediction"]                                # (B, Tc, tau_f, n)
-        B, Tc, F_, n = pred.shape
-        tgt = target[:, : Tc + F_ - 1]
-        T_avail = tgt.shape[1]
-        tgt = F.pad(tgt, (0, 0, 0, Tc + F_ - 1 - T_avail))
-        win = tgt.unfold(1, F_, 1).transpose(2, 3)              # (B, Tc, tau_f, n): target[t : t + tau_f]
-        valid = (torch.arange(Tc, device=pred.device)[:, None] + torch.arange(F_, device=pred.device)) < T_avail
-        kind = self.loss_kind()
-        if kind == "mse":
-            el = (pred - win) ** 2
-        elif kind == "bernoulli":                               # pred: logits
-            el = F.binary_cross_entropy_with_logits(pred, win, reduction="none")
-        else:                                                   # poisson, pred: log-rates
-            el = torch.exp(pred) - win * pred + torch.lgamma(win + 1)
-        recon = (el.mean(-1) * valid).sum() / (valid.sum() * B)   # mean over trials, bins and outputs
-        mu, logvar = out["mu"], out["logvar"]
-        kl = 0.5 * (mu ** 2 + torch.exp(logvar) - 1.0 - logvar).sum(-1).mean()   # per bin: summed over dims
-        return {"loss": recon + self.cfg.beta * kl, "recon": recon, "kl": kl}
-
-    def _unpack(self, batch, session):
-        if isinstance(batch, torch.Tensor):
-            x, y = batch, None
-        elif len(batch) == 1:
-            x, y = batch[0], None
-        else:
-            x, y = batch[0], batch[1]
-        self._check_input(x, session)
-        if y is not None:
-            y = self._check_target(y, x, session)
-        else:
-            if self.cfg.outputs(session) != x.shape[2]:
-                raise ValueError(f"SPARKS: no target was given (unsupervised) but session {session} predicts "
-                                 f"{self.cfg.outputs(session)} outputs, not its {x.shape[2]} neurons")
-            y = x
-        return x, y
-
-    def compute_losses(self, batch, weights=None, session=0):
-        """ Full-BPTT loss of a batch: x, or (x, target). The first burn_in bins run without gradient. """
-        session = self._session(session)
-        x, y = self._unpack(batch, session)
-        b = min(self.cfg.burn_in, x.shape[1] - 1)
-        state = None
-        if b > 0:
-            with torch.no_grad():
-                state = self(x[:, :b], session, sample=False)["state"]
-            x, y = x[:, b:], y[:, b:]
-        out = self(x, session, state=state)
-        return self._losses(out, y)
-
-    def online_losses(self, batch, session=0):
-        """ Online learning: yields the loss of every online_chunk bins; the state is carried detached, so
-        each optimiser step (the trainer takes one per yielded dict) backpropagates through one chunk only. """
-        session = self._session(session)
-        x, y = self._unpack(batch, session)
-        state = self.init_state(x.shape[0], session, like=x)
-        b = min(self.cfg.burn_in, x.shape[1] - 1)
-        if b > 0:
-            with torch.no_grad():
-                state = self(x[:, :b], session, state=state, sample=False)["state"]
-        L = self.cfg.online_chunk
-        for t0 in range(b, x.shape[1], L):
-            out = self(x[:, t0:t0 + L], session, state=state)
-            state = out["state"]
-            yield self._losses(out, y[:, t0:])             # the target from t0 on: tau_f may reach past the chunk
-
-    def training_step(self, batch, weights=None, session=0):
-        if self.cfg.online:
-            return self.online_losses(batch, session)
-        return self.compute_losses(batch, weights, session)
-
-    def validation_step(self, batch, weights=None, session=0):
-        return self.compute_losses(batch, weights, session)
-
-    # -------------------------------------------------------------------------
-
-    @torch.no_grad()
-    def predict(self, x, session=0, n_samples=0, batch_size=256):
-        """ Evaluate trials x (B, T, N): posterior means by default (deterministic); with n_samples > 0 the
-        latents are sampled and the predictions averaged over the samples. Returns numpy arrays:
-        mu, logvar (B, T, L), prediction (B, T, tau_f, n_out) and now (B, T, n_out) = prediction[:, :, 0]
-        (for spikes: probabilities (bernoulli) or rates (poisson), not logits). """
-        was = self.training
-        self.eval()
-        session = self._session(session)
-        kind = self.loss_kind()
-        pieces = {}
-        try:
-            for i in range(0, x.shape[0], batch_size):
-                xb = x[i:i + batch_size]
-                S = max(n_samples, 1)
-                preds = []
-                for _ in range(S):
-                    out = self(xb, session, sample=n_samples > 0)
-                    p = out["prediction"]
-                    p = torch.sigmoid(p) if kind == "bernoulli" else torch.exp(p) if kind == "poisson" else p
-                    preds.append(p)
-                pred = torch.stack(preds).mean(0)
-                for k, v in (("mu", out["mu"]), ("logvar", out["logvar"]), ("prediction", pred)):
-                    pieces.setdefault(k, []).append(v.cpu().numpy())
-        finally:
-            self.train(was)
-        res = {k: np.concatenate(v) for k, v in pieces.items()}
-        res["now"] = res["prediction"][:, :, 0]
-        return res
-
-
-# -----------------------------------------------------------------------------
-
-
-def saved_tensor_bytes(fn):
-    """ Run fn() (e.g. a forward pass and loss) and return (its result, the bytes autograd keeps for the
-    backward pass): the memory that full backpropagation through time needs and that grows with T. """
-    seen = {}
-
-    def pack(t):
-        st = t.untyped_storage()
-        seen[st.data_ptr()] = max(seen.get(st.data_ptr(), 0), st.nbytes())
-        return t
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = fn()
-    return out, sum(seen.values())

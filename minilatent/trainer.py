@@ -9,6 +9,9 @@ A model plugs in through a small interface:
   model.validation_step(batch, weights) -> dict of losses (optional; defaults to training_step)
   model.weight_schedules()              -> {name: f(epoch) -> weight} (optional; e.g. KL/L2 ramps)
   model.configure_optimizer(cfg)        -> torch optimizer (optional; default AdamW on all params)
+  model.check_data(batch, session=None)  -> raise ValueError naming the problem (optional): the full data
+                                           check (NaN, negative counts, ...), run once per dataset by fit(),
+                                           so that training_step itself needs only a cheap shape check
 `batch` is whatever the data holds for a slice of trials: a tensor, or a tuple of tensors that share
 their first (trial) dimension. Several sessions (recordings with different neuron counts) are given
 as a list of such datasets: each batch comes from one session and the model receives session=k.
@@ -18,17 +21,28 @@ gradient clipping, a learning-rate schedule, weight schedules evaluated at the f
 exponential moving average (EMA) of the weights used for validation, early stopping on a validation
 loss with the best weights restored, a wall-clock budget (max_seconds), a tqdm progress bar,
 callbacks, and atomic checkpoints that resume to exactly the result of an uninterrupted run.
+
+Randomness: the trainer owns its random streams and never reseeds torch's global generator for the
+caller: batch order comes from its own generator, and fit() runs the model (dropout, sampling) on a
+torch state seeded from cfg.seed that is forked from, and handed back to, the global one.
+
+Budgets and resume: max_epochs and max_seconds count from the start of the run (over resumed runs).
+The learning-rate schedule is a function of the fraction of the budget done; resumed with the same
+budget it continues exactly. Resumed with a new budget, it continues from where it stood and reaches its
+final value at the end of the new budget (a run that had finished continues at its final learning rate).
 """
 
 import copy
 import math
 import os
 import time
-from dataclasses import dataclass, asdict, field
+from dataclasses import dataclass, asdict, field, replace
 from typing import Callable, Optional
 
 import numpy as np
 import torch
+
+from .files import atomic_write
 
 # -----------------------------------------------------------------------------
 
@@ -36,7 +50,9 @@ import torch
 @dataclass
 class TrainerConfig:
     max_epochs: int = 200           # upper bound on passes over the training data
-    max_seconds: Optional[float] = None  # wall-clock budget: training stops at the first batch past it
+    max_seconds: Optional[float] = None  # wall-clock budget: training stops at the first batch past it. With a
+                                    # cosine schedule the learning rate then follows the clock: the same seed
+                                    # does not reproduce the run; max_epochs = the epochs it reached comes close
     batch_size: int = 32            # trials per batch (small batches = more updates per second on a CPU)
     lr: float = 1e-2                # peak learning rate (suits LFADS-sized GRUs at batch 32 with cosine decay)
     lr_schedule: str = "cosine"     # 'constant' or 'cosine': decays to lr * lr_min_factor at max_epochs, or at
@@ -51,6 +67,7 @@ class TrainerConfig:
     monitor: str = "loss"           # validation quantity to minimise for early stopping / best weights
     restore_best: bool = True       # at the end, load the weights with the best validation score
     valid_every: int = 1            # validate every k epochs
+    valid_batch_size: int = 128     # trials per validation forward pass (no gradients: larger is faster, memory grows)
     seed: int = 0                   # seeds batch order and all torch randomness (dropout, sampling)
     num_threads: Optional[int] = 1  # torch intra-op threads during fit (1 is fastest for small RNNs on few cores); None: leave
     checkpoint_path: Optional[str] = None  # write a checkpoint here (atomically) every checkpoint_every epochs
@@ -110,8 +127,11 @@ class Trainer:
             if not hasattr(self.cfg, k):
                 raise KeyError(f"unknown TrainerConfig field {k!r}")
             setattr(self.cfg, k, v)
+        _check_config(self.cfg)
         self.model = model.to(self.cfg.device)
         self.train_sessions, self.multi = _as_sessions(train_data)
+        if self.train_sessions is None:
+            raise ValueError("train_data: no training data given")
         self.valid_sessions, _ = _as_sessions(valid_data)
         if self.valid_sessions is not None and len(self.valid_sessions) != len(self.train_sessions):
             raise ValueError(f"{len(self.train_sessions)} training sessions but {len(self.valid_sessions)} validation sessions")
@@ -124,8 +144,13 @@ class Trainer:
         self.bad_epochs = 0
         self.elapsed = 0.0           # training seconds so far (summed over resumed runs)
         self.stop_reason = None
-        self.generator = torch.Generator().manual_seed(self.cfg.seed)
-        torch.manual_seed(self.cfg.seed)
+        self.saved_epoch = None      # the epoch of the last checkpoint written or loaded
+        self.extra_state = {}        # anything the caller wants stored in the checkpoint (e.g. the CLI's options)
+        self.generator = torch.Generator().manual_seed(self.cfg.seed)        # batch order
+        self.torch_rng = torch.Generator().manual_seed(self.cfg.seed).get_state()  # dropout, sampling (see fit)
+        self._anchor = None          # (progress, raw progress) where a resumed run with a new budget took over
+        self._data_checked = False
+        self._in_fit = False
         self.optimizer = self._make_optimizer()
         self.ema = self._ema_params() if self.cfg.ema_decay else None
         self.schedules = getattr(model, "weight_schedules", lambda: {})()
@@ -149,17 +174,44 @@ class Trainer:
         for fn in self.callbacks.get(event, []):
             fn(self)
 
+    def check_data(self):
+        """ The one full check of the data (every session, train and valid): finite values, then the model's
+        own check_data if it has one. fit() runs it once; the training steps only check shapes. """
+        check = getattr(self.model, "check_data", None)
+        for split, sessions in (("train", self.train_sessions), ("valid", self.valid_sessions or [])):
+            for s, sess in enumerate(sessions):
+                where = f"{split} data" + (f" (session {s})" if self.multi else "")
+                for i, x in enumerate(sess):
+                    if x.is_floating_point() and not torch.isfinite(x).all():
+                        raise ValueError(f"{where}: tensor {i} contains NaN or infinite values")
+                if check is not None:
+                    b = _unbatch(sess)
+                    check(b, session=s) if self.multi else check(b)
+        self._data_checked = True
+
     # --- schedules -------------------------------------------------------------
 
     def steps_per_epoch(self):
         return sum(math.ceil(s[0].shape[0] / self.cfg.batch_size) for s in self.train_sessions)
 
-    def progress(self, step, elapsed=None):
-        """ fraction of training done: of max_epochs, or of max_seconds if that budget runs out first """
-        frac = step / max(1, self.cfg.max_epochs * self.steps_per_epoch())
-        if self.cfg.max_seconds and elapsed is not None:
-            frac = max(frac, elapsed / self.cfg.max_seconds)
+    def _raw_progress(self, step, elapsed=None, cfg=None):
+        """ fraction of a budget done: of max_epochs, or of max_seconds if that budget runs out first """
+        cfg = cfg or self.cfg
+        frac = step / max(1, cfg.max_epochs * self.steps_per_epoch())
+        if cfg.max_seconds and elapsed is not None:
+            frac = max(frac, elapsed / cfg.max_seconds)
         return min(frac, 1.0)
+
+    def progress(self, step, elapsed=None):
+        """ fraction of training done (0..1), which drives the learning-rate schedule. After a resume with a
+        new budget it continues from where the old run stood and reaches 1 at the end of the new budget. """
+        raw = self._raw_progress(step, elapsed)
+        if self._anchor is None:
+            return raw
+        p0, r0 = self._anchor
+        if r0 >= 1.0:
+            return p0
+        return min(p0 + (1.0 - p0) * max(raw - r0, 0.0) / (1.0 - r0), 1.0)
 
     def lr_at(self, step, elapsed=None):
         """ learning rate at an optimiser step (and elapsed seconds, when training under a time budget) """
@@ -170,8 +222,6 @@ class Trainer:
         if c.lr_schedule == "cosine":
             frac = self.progress(step, elapsed)
             return lr * (c.lr_min_factor + (1 - c.lr_min_factor) * 0.5 * (1 + math.cos(math.pi * frac)))
-        if c.lr_schedule != "constant":
-            raise ValueError(f"unknown lr_schedule {c.lr_schedule!r}: use 'constant' or 'cosine'")
         return lr
 
     def weights_at(self, epoch_float):
@@ -198,54 +248,38 @@ class Trainer:
     # --- the loop --------------------------------------------------------------
 
     def fit(self):
-        """ Train until max_epochs, the time budget or early stopping. Returns the History. """
+        """ Train until max_epochs, the time budget or early stopping. Returns the History.
+        Raises FloatingPointError (the model untouched since the last checkpoint) if the loss turns NaN. """
         c = self.cfg
+        if not self._data_checked:
+            self.check_data()
         prev_threads = torch.get_num_threads()
         if c.num_threads:
             torch.set_num_threads(c.num_threads)
+        devices = [torch.device(c.device).index or 0] if torch.device(c.device).type == "cuda" else []
         try:
-            self._fit()
+            with torch.random.fork_rng(devices=devices):      # the caller's global RNG is left as it was
+                torch.set_rng_state(self.torch_rng)
+                if devices and self.step == 0:
+                    torch.cuda.manual_seed_all(c.seed)
+                self._in_fit = True
+                try:
+                    self._fit()
+                finally:
+                    self._in_fit = False
+                    self.torch_rng = torch.get_rng_state()
         finally:
             torch.set_num_threads(prev_threads)
         return self.history
 
     def _fit(self):
         c = self.cfg
-        bar = None
-        if c.progress:
-            from tqdm.auto import tqdm
-            bar = tqdm(total=c.max_epochs, initial=self.epoch, desc="training", unit="epoch", leave=True)
+        bar = self._progress_bar()
         start = time.perf_counter() - self.elapsed
-        spe = self.steps_per_epoch()
         try:
             while self.epoch < c.max_epochs and self.stop_reason is None:
-                self.model.train()
-                sums, count = {}, 0
-                for b, (s, idx) in enumerate(self._epoch_batches()):
-                    weights = self.weights_at(self.epoch + b / spe)
-                    batch = _to(tuple(x[idx] for x in self.train_sessions[s]), c.device)
-                    out = self._call(self.model.training_step, batch, weights, s)
-                    for losses in ([out] if isinstance(out, dict) else out):
-                        self._optimizer_step(losses["loss"], time.perf_counter() - start)
-                        for k, v in losses.items():
-                            sums[k] = sums.get(k, 0.0) + float(v.detach() if torch.is_tensor(v) else v)
-                        count += 1
-                    self._fire("on_batch_end")
-                    if c.max_seconds is not None and time.perf_counter() - start > c.max_seconds:
-                        self.stop_reason = "time budget"
-                        break
-                self.epoch += 1
-                self.elapsed = time.perf_counter() - start
-                row = {"epoch": self.epoch, "step": self.step, "seconds": self.elapsed,
-                       "lr": self.lr_at(self.step, self.elapsed), **{f"w_{k}": v for k, v in self.weights_at(self.epoch).items()},
-                       **{f"train_{k}": v / max(count, 1) for k, v in sums.items()}}
-                if not math.isfinite(row.get("train_loss", 0.0)):
-                    raise FloatingPointError(f"training loss became {row['train_loss']} at epoch {self.epoch}: "
-                                             "lower the learning rate or check the data")
-                if self.valid_sessions is not None and (self.epoch % c.valid_every == 0 or self.stop_reason
-                                                        or self.epoch == c.max_epochs):
-                    row.update({f"valid_{k}": v for k, v in self.validate().items()})
-                    self._track_best(row)
+                row = self._train_epoch(start)
+                self._validate_epoch(row)
                 self.history.rows.append(row)
                 self._fire("on_epoch_end")
                 if bar is not None:
@@ -254,9 +288,7 @@ class Trainer:
                 if self.stop_reason is None and c.early_stopping_patience is not None \
                         and self.bad_epochs >= c.early_stopping_patience:
                     self.stop_reason = "early stopping"
-                if c.checkpoint_path and (self.epoch % c.checkpoint_every == 0 or self.stop_reason
-                                          or self.epoch >= c.max_epochs):
-                    self.save_checkpoint(c.checkpoint_path)
+                self._maybe_checkpoint()
         finally:
             if bar is not None:
                 bar.close()
@@ -265,10 +297,58 @@ class Trainer:
         self.finalize()
         self._fire("on_fit_end")
 
+    def _progress_bar(self):
+        if not self.cfg.progress:
+            return None
+        from tqdm.auto import tqdm
+        return tqdm(total=self.cfg.max_epochs, initial=self.epoch, desc="training", unit="epoch", leave=True)
+
+    def _train_epoch(self, start):
+        """ one pass over the training batches (or up to the time budget); returns the epoch's row """
+        c = self.cfg
+        self.model.train()
+        sums, count = {}, 0
+        spe = self.steps_per_epoch()
+        for b, (s, idx) in enumerate(self._epoch_batches()):
+            weights = self.weights_at(self.epoch + b / spe)
+            batch = _to(tuple(x[idx] for x in self.train_sessions[s]), c.device)
+            out = self._call(self.model.training_step, batch, weights, s)
+            for losses in ([out] if isinstance(out, dict) else out):
+                self._optimizer_step(losses["loss"], time.perf_counter() - start)
+                for k, v in losses.items():
+                    sums[k] = sums.get(k, 0.0) + float(v.detach() if torch.is_tensor(v) else v)
+                count += 1
+                if not math.isfinite(sums["loss"]):   # a float we already have: no extra device sync
+                    raise FloatingPointError(
+                        f"the training loss became {sums['loss']} in epoch {self.epoch + 1} (step {self.step})")
+            self._fire("on_batch_end")
+            if c.max_seconds is not None and time.perf_counter() - start > c.max_seconds:
+                self.stop_reason = "time budget"
+                break
+        self.epoch += 1
+        self.elapsed = time.perf_counter() - start
+        return {"epoch": self.epoch, "step": self.step, "seconds": self.elapsed,
+                "lr": self.lr_at(self.step, self.elapsed), **{f"w_{k}": v for k, v in self.weights_at(self.epoch).items()},
+                **{f"train_{k}": v / max(count, 1) for k, v in sums.items()}}
+
+    def _validate_epoch(self, row):
+        c = self.cfg
+        if self.valid_sessions is not None and (self.epoch % c.valid_every == 0 or self.stop_reason
+                                                or self.epoch == c.max_epochs):
+            row.update({f"valid_{k}": v for k, v in self.validate().items()})
+            self._track_best(row)
+
+    def _maybe_checkpoint(self):
+        c = self.cfg
+        if c.checkpoint_path and (self.epoch % c.checkpoint_every == 0 or self.stop_reason
+                                  or self.epoch >= c.max_epochs):
+            self.save_checkpoint(c.checkpoint_path)
+
     def _optimizer_step(self, loss, elapsed=None):
         c = self.cfg
+        lr = self.lr_at(self.step, elapsed)
         for g in self.optimizer.param_groups:
-            g["lr"] = self.lr_at(self.step, elapsed) * g.get("lr_scale", 1.0)
+            g["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if c.grad_clip is not None:
@@ -300,12 +380,12 @@ class Trainer:
         self.model.eval()
         weights = self.weights_at(self.epoch)
         step_fn = getattr(self.model, "validation_step", self.model.training_step)
+        vb = self.cfg.valid_batch_size
         sums, n = {}, 0
         try:
             for s, sess in enumerate(sessions):
-                N = sess[0].shape[0]
-                for i in range(0, N, 4 * self.cfg.batch_size):
-                    batch = _to(tuple(x[i:i + 4 * self.cfg.batch_size] for x in sess), self.cfg.device)
+                for i in range(0, sess[0].shape[0], vb):
+                    batch = _to(tuple(x[i:i + vb] for x in sess), self.cfg.device)
                     b = batch[0].shape[0]
                     out = self._call(step_fn, batch, weights, s)
                     for k, v in out.items():
@@ -358,20 +438,25 @@ class Trainer:
             "epoch": self.epoch,
             "step": self.step,
             "elapsed": self.elapsed,
+            "progress": self.progress(self.step, self.elapsed),   # where the learning-rate schedule stands
             "stop_reason": self.stop_reason,
             "history": self.history.rows,
             "generator": self.generator.get_state(),
-            "torch_rng": torch.get_rng_state(),
+            "torch_rng": torch.get_rng_state() if self._in_fit else self.torch_rng,   # the stream fit() runs on
             "trainer_cfg": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self.cfg).items()},
             "model_cfg": asdict(self.model.cfg) if hasattr(self.model, "cfg") else None,
+            "extra": self.extra_state,
         }
 
     def save_checkpoint(self, path):
         """ Write atomically: a crash mid-write never leaves a broken file where a good one was. """
         save_atomic(self.state_dict(), path)
+        self.saved_epoch = self.epoch
 
     def load_checkpoint(self, path):
-        """ Restore everything needed to continue exactly where the checkpoint was written. """
+        """ Restore everything needed to continue exactly where the checkpoint was written. If this trainer's
+        budget (max_epochs, max_seconds) differs from the checkpoint's, the learning-rate schedule continues
+        from where it stood (see the module docstring). """
         ck = torch.load(path, map_location=self.cfg.device, weights_only=True)
         self.model.load_state_dict(ck["model"])
         self.optimizer.load_state_dict(ck["optimizer"])
@@ -381,22 +466,42 @@ class Trainer:
         self.stop_reason = None
         self.history = History(list(ck["history"]))
         self.generator.set_state(ck["generator"])
-        torch.set_rng_state(ck["torch_rng"])
+        self.torch_rng = ck["torch_rng"]
+        self.extra_state = dict(ck.get("extra") or {})
+        self.saved_epoch = self.epoch
+        self._anchor = None
+        old = ck.get("trainer_cfg") or {}
+        if (old.get("max_epochs"), old.get("max_seconds")) != (self.cfg.max_epochs, self.cfg.max_seconds):
+            p0 = ck.get("progress")
+            if p0 is None:
+                p0 = self._raw_progress(self.step, self.elapsed, replace(self.cfg, max_epochs=old.get("max_epochs", 1),
+                                                                               max_seconds=old.get("max_seconds")))
+            self._anchor = (float(p0), self._raw_progress(self.step, self.elapsed))
         return self
 
 
+def _check_config(c):
+    """ TrainerConfig values that would fail later, or silently do nothing sensible """
+    for name in ("max_epochs", "batch_size", "valid_every", "checkpoint_every", "valid_batch_size"):
+        v = getattr(c, name)
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"TrainerConfig.{name} must be an integer >= 1, got {v!r}")
+    if not (isinstance(c.lr, (int, float)) and math.isfinite(c.lr) and c.lr > 0):
+        raise ValueError(f"TrainerConfig.lr must be a finite number > 0, got {c.lr!r}")
+    if c.max_seconds is not None and not (math.isfinite(c.max_seconds) and c.max_seconds > 0):
+        raise ValueError(f"TrainerConfig.max_seconds must be None or a finite number > 0, got {c.max_seconds!r}")
+    if c.lr_schedule not in ("constant", "cosine"):
+        raise ValueError(f"TrainerConfig.lr_schedule: unknown {c.lr_schedule!r}; use 'constant' or 'cosine'")
+    if not 0 <= c.lr_min_factor <= 1:
+        raise ValueError(f"TrainerConfig.lr_min_factor must be in [0, 1], got {c.lr_min_factor}")
+    if c.ema_decay is not None and not 0 < c.ema_decay < 1:
+        raise ValueError(f"TrainerConfig.ema_decay must be None or in (0, 1), got {c.ema_decay}")
+    if c.grad_clip is not None and not c.grad_clip > 0:
+        raise ValueError(f"TrainerConfig.grad_clip must be None or > 0, got {c.grad_clip}")
+    if c.warmup_steps < 0:
+        raise ValueError(f"TrainerConfig.warmup_steps must be >= 0, got {c.warmup_steps}")
+
+
 def save_atomic(obj, path):
-    """ torch.save to a temporary file in the same folder, then rename over the target. """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """ torch.save to a temporary file in the same folder, fsync, then rename over the target. """
+    atomic_write(path, lambda f: torch.save(obj, f))

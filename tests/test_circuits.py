@@ -69,6 +69,23 @@ def test_population_rates_match_the_finite_K_mean_field():
     assert np.all(m > m_inf) and np.all(np.abs(m - m_inf) / m_inf < 0.6)
 
 
+def test_balance_solution_uses_per_population_K_and_K_ext_as_the_finite_K_mean_field_does():
+    J, J0, M0, gain = ((1.0, -1.5), (1.0, -1.0)), (2.0, 1.0), 0.15, 0.5
+    # unequal in-degrees: the I population gets 5x fewer inputs, so it must fire sqrt(5)x faster to cancel
+    m_inf = balance_solution(J, J0, M0, gain, K=(1e8, 2e7))
+    m_mf = mean_field_threshold_linear(J, J0, M0, K=(1e8, 2e7), N=1e12, gain=gain)[0]
+    np.testing.assert_allclose(m_mf, [0.301, 1.343], atol=1e-3)           # the figures
+    np.testing.assert_allclose(m_inf, m_mf, rtol=4e-3)                    # large-K limit = finite-K at K ~ 1e8
+    np.testing.assert_allclose(m_inf, [0.3, 0.6 * math.sqrt(5)], rtol=1e-12)
+    # K_ext scales the drive: sqrt(4) = 2x the external in-degree doubles every rate
+    m_ext = balance_solution(J, J0, M0, gain, K=(1e8, 2e7), K_ext=4e8)
+    m_mf_ext = mean_field_threshold_linear(J, J0, M0, K=(1e8, 2e7), N=1e12, gain=gain, K_ext=4e8)[0]
+    np.testing.assert_allclose(m_ext, 2 * m_inf, rtol=1e-12)
+    np.testing.assert_allclose(m_ext, m_mf_ext, rtol=4e-3)
+    # a number for K, or equal K, is the plain -(gain J)^-1 J0 M0
+    np.testing.assert_allclose(balance_solution(J, J0, M0, gain, K=500.0), balance_solution(J, J0, M0, gain))
+
+
 def test_mean_field_tends_to_the_balance_solution_for_large_K_and_solves_its_equations():
     J, J0, M0, gain = ((1.0, -1.5), (1.0, -1.0)), (2.0, 1.0), 0.15, 0.5
     m_inf = balance_solution(J, J0, M0, gain)
@@ -334,8 +351,13 @@ def test_without_a_compiler_the_torch_path_runs_and_native_true_says_why(tmp_pat
     assert circuits.native_kernel() is None and "FileNotFoundError" in circuits._NATIVE["error"]
     net = Circuit(small_ei())
     assert net.kernel is None and net.simulate(0.01)["rates"].shape == (1, 10, 250)
-    with pytest.raises(RuntimeError, match="not available"):
+    with pytest.raises(RuntimeError, match="native=True.*FileNotFoundError"):
         Circuit(small_ei(), native=True)
+
+    def no_build():
+        raise AssertionError("native=False must not build or load the kernel")
+    monkeypatch.setattr(circuits, "native_kernel", no_build)   # the same meaning of native= as in sparks.py
+    assert torch.equal(Circuit(small_ei(), native=False).simulate(0.01)["rates"], net.simulate(0.01)["rates"])
 
 
 @pytest.mark.parametrize("n_pre", [40000, 70000])  # uint16 indices above 2^15, and int32 indices above 2^16
@@ -351,3 +373,36 @@ def test_compiled_kernel_index_widths(n_pre):
     h_ref = ref.recurrent_input(ref.init_state(r0=r0, M0=torch.ones(2)))
     assert fast.blocks[(0, 1)]["idx"].max() > 2 ** 15
     torch.testing.assert_close(h_fast, h_ref, rtol=1e-5, atol=1e-4)
+
+
+def test_stp_step_is_exact_for_u_and_first_order_for_x_during_a_transient():
+    # a constant presynaptic rate from t = 0 (threshold-linear, tau = 0, a constant drive), u and x from rest
+    U, tf, td, r = 0.2, 0.5, 0.3, 20.0
+
+    def run(dt):
+        cfg = CircuitConfig(names=("E",), sizes=(3,), tau=(0.0,), tau_syn=(0.0,), threshold=(0.0,), J=((0.0,),),
+                            J0=(r,), M0=1.0, conn="none", K=1.0, balanced=False, dt=dt,
+                            stp={("E", "E"): STPConfig(U=U, tau_f=tf, tau_d=td)})
+        out = Circuit(cfg, native=False).simulate(0.2, r0=torch.full((3,), r), record=("rates", "stp"))
+        assert torch.all(out["rates"] == r)
+        return out["u0"][0, -1, 0].item(), out["x0"][0, -1, 0].item()
+
+    def rk4(n=20000, T=0.2):  # the (u, x) equations of the docstring, finely integrated
+        h, u, x = T / n, U, 1.0
+        f = lambda u, x: np.array([(U - u) / tf + U * (1 - u) * r, (1 - x) / td - u * x * r])
+        y = np.array([u, x])
+        for _ in range(n):
+            k1 = f(*y); k2 = f(*(y + h / 2 * k1)); k3 = f(*(y + h / 2 * k2)); k4 = f(*(y + h * k3))
+            y = y + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+        return y
+    ku = 1 / tf + U * r
+    u_star = (U / tf + U * r) / ku
+    u_exact = u_star + (U - u_star) * math.exp(-0.2 * ku)
+    x_ref = rk4()[1]
+    errs = []
+    for dt in (4e-3, 2e-3, 1e-3):
+        u, x = run(dt)
+        assert abs(u - u_exact) < 1e-8           # u: exact for a constant rate (float32 U: ~3e-9)
+        errs.append(abs(x - x_ref))
+    assert 1.8 < errs[0] / errs[1] < 2.2 and 1.8 < errs[1] / errs[2] < 2.2, errs   # x: first order in dt
+    assert errs[2] < 1e-3, errs

@@ -66,10 +66,10 @@ GOOD = np.ones((6, 10, 4), np.float32)
     ([dict(train_data=GOOD, valid_data=GOOD), dict(train_data=GOOD[:, :8], valid_data=GOOD[:, :8])], [],
      "same number of time bins: s0 has 10, s1 has 8"),
     ([dict(train_data=GOOD, valid_data=GOOD), dict(train_data=GOOD, valid_data=-GOOD)], [], "s1.h5: valid_encod_data"),
-    ([dict(train_data=GOOD, valid_data=GOOD)], ["--cd-rate", "1.5"], "--cd-rate must be in [0, 1)"),
-    ([dict(train_data=GOOD, valid_data=GOOD)], ["--co-dim", "-1"], "--co-dim must be >= 0"),
+    ([dict(train_data=GOOD, valid_data=GOOD)], ["--cd-rate", "1.5"], "--cd-rate must be in [0, 1), got 1.5"),
+    ([dict(train_data=GOOD, valid_data=GOOD)], ["--co-dim", "-1"], "--co-dim must be in [0, 256], got -1"),
     ([dict(train_data=GOOD, valid_data=GOOD)], ["--co-dim", "1", "--co-prior-tau", "0"], "--co-prior-tau must be > 0"),
-    ([dict(train_data=GOOD, valid_data=GOOD)] * 2, ["--read-in-dim", "0"], "--read-in-dim must be >= 1"),
+    ([dict(train_data=GOOD, valid_data=GOOD)] * 2, ["--read-in-dim", "0"], "--read-in-dim must be in [1, 4096], got 0"),
     ([dict(train_data=GOOD, valid_data=GOOD)], ["--ramp-epochs", "-1"], "--ramp-epochs must be >= 0"),
 ])
 def test_bad_input_exits_2_with_one_line_and_leaves_no_result(tmp_path, capsys, files, extra, msg):

@@ -55,10 +55,31 @@ def test_factor_rows_have_unit_norm_and_states_stay_bounded():
     assert out["gen_states"].abs().max() <= 5.0
 
 
-def test_forward_prediction_runs_the_generator_past_the_data():
-    m = LFADS(small_cfg(co_dim=2))
-    out = m(counts(T=10), n_steps=15)
-    assert out["params"].shape == (5, 15, 6)
+@pytest.mark.parametrize("co_dim", [0, 2])
+def test_forward_prediction_runs_the_generator_past_the_data(co_dim):
+    torch.manual_seed(0)
+    m = LFADS(small_cfg(co_dim=co_dim)).double().eval()
+    x = counts(T=10).double()
+    fit, pred = m(x), m(x, n_steps=15)
+    assert pred["params"].shape == (5, 15, 6)
+    # predicting further changes nothing inside the data: the first 10 steps are the fit itself
+    for k in ("gen_states", "factors", "params"):
+        torch.testing.assert_close(pred[k][:, :10], fit[k], rtol=0, atol=1e-12)
+    # past the data the generator keeps running from its last state; without a controller it has no input, so
+    # each step is the GRU cell on a zero input (a plain loop), with the read-out of the factors
+    g = pred["gen_states"]
+    if co_dim == 0:
+        gen = m.gen
+        for t in range(10, 15):
+            g_ref = torch.gru_cell(torch.zeros(5, 1, dtype=torch.float64), g[:, t - 1], gen.weight_ih_l0,
+                                   gen.weight_hh_l0, gen.bias_ih_l0, gen.bias_hh_l0)
+            torch.testing.assert_close(g[:, t], g_ref, rtol=0, atol=1e-12)
+    else:   # the controller sees no encoder input past the data: its output is the same for any spikes there
+        x2 = torch.cat([x, 3 * counts(T=5, seed=1).double()], 1)       # 5 more bins of (different) data
+        assert not torch.allclose(m(x2)["gen_inputs"][:, 10:], pred["gen_inputs"][:, 10:])
+    torch.testing.assert_close(pred["factors"][:, 10:], m.factors(g[:, 10:]), rtol=0, atol=1e-12)
+    rates_past = pred["params"][:, 10:]
+    assert torch.isfinite(rates_past).all() and not torch.allclose(rates_past[:, 0], rates_past[:, -1])
 
 
 def test_kl_ic_matches_monte_carlo():
@@ -167,7 +188,7 @@ def test_posterior_average_averages_rates_not_log_rates():
     (torch.ones(5, 6), "3 dims"),
     (torch.ones(5, 12, 4), "expects 6 neurons"),
     (torch.ones(5, 12, 6, dtype=torch.int64), "floating-point"),
-    (torch.full((5, 12, 6), float("nan")), "NaN"),
+    (torch.ones(0, 12, 6), "empty"),
     (np.ones((5, 12, 6)), "torch.Tensor"),
 ])
 def test_forward_rejects_bad_input_with_a_clear_message(bad, msg):
@@ -176,12 +197,21 @@ def test_forward_rejects_bad_input_with_a_clear_message(bad, msg):
         m(bad)
 
 
-def test_negative_counts_are_rejected_in_the_loss():
+def test_values_are_checked_where_data_enter_not_in_every_step():
+    """ NaN and negative counts: refused by posterior_average, check_data and Trainer.fit (once), while
+    forward/compute_losses only check shapes (issue 13: no full-tensor reads in the hot path) """
+    from minilatent import Trainer
     m = LFADS(small_cfg())
     x = counts()
-    x[0, 0, 0] = -1
+    nan, neg = x.clone(), x.clone()
+    nan[1, 2, 3], neg[0, 0, 0] = float("nan"), -1
+    with pytest.raises(ValueError, match="NaN"):
+        m.posterior_average(nan, n_samples=2)
     with pytest.raises(ValueError, match=">= 0"):
-        m.compute_losses((x, x))
+        m.check_data((neg, neg))
+    with pytest.raises(ValueError, match=">= 0"):
+        Trainer(m, (neg, neg), None, max_epochs=1, progress=False).fit()
+    m.compute_losses((neg, neg))                                      # no value check in the step itself
 
 
 def test_config_errors_and_from_config_dict():

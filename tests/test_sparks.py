@@ -5,7 +5,8 @@ import pytest
 import torch
 
 import minilatent.sparks as sparks_module
-from minilatent.sparks import SPARKS, SPARKSConfig, HebbianAttention, hebbian_states, _HebbianScan, native_kernel
+from minilatent.sparks import (SPARKS, SPARKSConfig, HebbianAttention, hebbian_states, hebbian_scan, native_kernel,
+                               saved_tensor_bytes)
 
 # the recurrence runs in pure torch (False) or in the optional compiled kernel (True; skipped without a compiler)
 NATIVE = [False, pytest.param(True, marks=pytest.mark.skipif(native_kernel() is None,
@@ -115,8 +116,8 @@ def test_gradients_match_autograd_through_the_plain_recurrence(w_start, chunk, n
     W = layer.value.detach().clone().requires_grad_(True)
     z = torch.zeros(3, 2, 5, 5, dtype=torch.float64)
     m = (u != 0).double()
-    out = _HebbianScan.apply(u, m, *coeffs, W, torch.zeros(2, 3, dtype=torch.float64), z, z, z, chunk, -0.5, 1.5,
-                             native)[0]
+    out = hebbian_scan(u, m, coeffs, W, torch.zeros(2, 3, dtype=torch.float64), (z, z, z), chunk, (-0.5, 1.5),
+                       native)[0]
     weight = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     g1 = torch.autograd.grad((out * weight).sum(), coeffs + [W])
     coeffs2 = [c.detach().requires_grad_(True) for c in coeffs]
@@ -142,7 +143,7 @@ def scan_both(B=4, T=45, N=13, H=2, Dh=5, w=0.3, chunk=8, dtype=torch.float64, s
     res = []
     for native in (False, True):
         leaves = [x.clone().requires_grad_(True) for x in coeffs + [W, b]]
-        out, P, Q, A = _HebbianScan.apply(u, m, *leaves, P0, Q0, A0, chunk, -0.5, 1.5, native)
+        out, (P, Q, A) = hebbian_scan(u, m, leaves[:4], *leaves[4:], (P0, Q0, A0), chunk, (-0.5, 1.5), native)
         grads = torch.autograd.grad((out * weight).sum(), leaves)
         res.append([out, P, Q, A] + list(grads))
     return res
@@ -176,7 +177,8 @@ def test_compiled_kernel_in_float32_is_as_close_to_exact_as_the_torch_scan():
         assert (a - b).abs().double().quantile(0.99).item() / scale < 2e-6, k    # and typically ~1e-7 apart
 
 
-def test_native_switches_and_a_missing_compiler_fall_back_to_torch(monkeypatch, tmp_path):
+def test_native_none_falls_back_to_torch_true_requires_the_kernel_false_never_builds_it(monkeypatch, tmp_path):
+    # one meaning of native= in sparks.py and circuits.py: None = kernel where it can run, True = require, False = never
     x, y = spikes(B=2, T=12, N=6).float(), torch.randn(2, 12, 2)
     torch.manual_seed(0)
     ref = SPARKS(SPARKSConfig(n_neurons=6, n_outputs=2, embed_dim=8, native=False))
@@ -188,14 +190,37 @@ def test_native_switches_and_a_missing_compiler_fall_back_to_torch(monkeypatch, 
             monkeypatch.setenv(k, v)
         assert native_kernel() is None and sparks_module._NATIVE["error"]
         torch.manual_seed(0)
-        model = SPARKS(SPARKSConfig(n_neurons=6, n_outputs=2, embed_dim=8))      # native=True: falls back
+        model = SPARKS(SPARKSConfig(n_neurons=6, n_outputs=2, embed_dim=8))      # native=None: falls back
         loss = model.compute_losses((x, y))["loss"]
         loss.backward()
         assert loss.item() == loss_ref.item()
         for (n, p), p_ref in zip(model.named_parameters(), ref.parameters()):
             assert torch.equal(p.grad, p_ref.grad), n
             p.grad = None
+        with pytest.raises(RuntimeError, match="native=True.*" + ("MINILATENT_NATIVE=0" if len(env) == 1 else "Error")):
+            SPARKS(SPARKSConfig(n_neurons=6, n_outputs=2, embed_dim=8, native=True))
         monkeypatch.delenv("MINILATENT_NATIVE", raising=False)
+
+    def no_build():
+        raise AssertionError("native=False must not build or load the kernel")
+    monkeypatch.setattr(sparks_module, "native_kernel", no_build)
+    torch.manual_seed(0)
+    model = SPARKS(SPARKSConfig(n_neurons=6, n_outputs=2, embed_dim=8, native=False))
+    assert model.compute_losses((x, y))["loss"].item() == loss_ref.item()
+
+
+@pytest.mark.skipif(native_kernel() is None, reason="no compiled kernel (no C++ compiler?)")
+def test_native_true_refuses_a_tensor_the_kernel_cannot_run_and_none_runs_it_in_torch():
+    u = spikes(B=2, T=5, N=4).transpose(0, 1).to(torch.bfloat16)
+    m = (u != 0).to(u.dtype)
+    co = [torch.full((1, 4, 4), 0.5, dtype=u.dtype) for _ in range(4)]
+    z = torch.zeros(2, 1, 4, 4, dtype=u.dtype)
+    W, b = torch.ones(1, 3, 4, dtype=u.dtype), torch.zeros(1, 3, dtype=u.dtype)
+    with pytest.raises(RuntimeError, match="native=True.*bfloat16"):
+        hebbian_scan(u, m, co, W, b, (z, z, z), 4, (-0.5, 1.5), native=True)
+    out_none = hebbian_scan(u, m, co, W, b, (z, z, z), 4, (-0.5, 1.5), native=None)[0]
+    out_torch = hebbian_scan(u, m, co, W, b, (z, z, z), 4, (-0.5, 1.5), native=False)[0]
+    assert torch.equal(out_none, out_torch)
 
 
 def small(**kw):
@@ -242,6 +267,24 @@ def test_online_training_yields_one_loss_per_chunk_and_bounded_graphs():
     assert len(losses) == 4                                       # ceil(19 / 5)
     for l in losses:                                              # each backpropagates on its own
         l["loss"].backward()
+    # bounded: what autograd keeps for one online step's backward is the same at every chunk of a trial and for
+    # a trial 4x longer (the state is carried detached), while full BPTT keeps more the longer the trial
+    kept = {}
+    for T in (20, 80):
+        x, y = spikes(B=3, T=T, N=6).float(), torch.randn(3, T, 2)
+        steps, sizes = m.training_step((x, y)), []
+        while True:
+            try:
+                loss, nbytes = saved_tensor_bytes(lambda: next(steps))
+            except StopIteration:
+                break
+            loss["loss"].backward()
+            sizes.append(nbytes)
+        assert len(sizes) == T // 5 and max(sizes[1:]) == min(sizes[1:]) and max(sizes) <= sizes[1], sizes
+        m.cfg.online = False
+        kept[T] = (sizes[1], saved_tensor_bytes(lambda: m.training_step((x, y)))[1])
+        m.cfg.online = True
+    assert kept[80][0] == kept[20][0] and 0 < kept[20][0] < kept[20][1] < kept[80][1], kept
 
 
 def test_evaluation_is_deterministic_and_sampling_is_not():
@@ -310,8 +353,10 @@ def test_kl_is_the_analytic_gaussian_kl_summed_over_dims():
 ])
 def test_bad_inputs_name_the_problem(make, msg):
     m = SPARKS(small())
+    with pytest.raises(ValueError, match=msg):      # where data enter: check_data (Trainer.fit) and predict
+        m.check_data(make())
     with pytest.raises(ValueError, match=msg):
-        m(make())
+        m.predict(make())
 
 
 def test_bad_targets_name_the_problem():
@@ -362,7 +407,7 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys):
     counts = np.full((4, 6, 3), 2.0, np.float32)
     for name, arrays, msg in [
         ("counts.h5", dict(train_data=counts, valid_data=counts), "needs binary spikes"),
-        ("target.h5", dict(train_data=counts * 0, valid_data=counts * 0, train_latents=np.zeros((4, 5, 2))),
+        ("target.h5", dict(train_data=counts / 2, valid_data=counts / 2, train_latents=np.zeros((4, 5, 2))),
          "train_latents: expected shape"),
         ("missing.h5", dict(train_encod_data=counts), "missing key 'valid_encod_data'"),
     ]:
@@ -373,7 +418,7 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys):
         assert code == 2 and err.count("\n") == 1 and err.startswith("error: ") and msg in err, err
         assert not out.exists()
     code = main(["train", "sparks", "--out", str(tmp_path / "o"), "--epochs", "0"])
-    assert code == 2 and "--epochs must be >= 1" in capsys.readouterr().err
+    assert code == 2 and "--epochs must be in [1, " in capsys.readouterr().err
 
 
 def test_rotation_examples_carry_their_truth():

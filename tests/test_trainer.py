@@ -179,3 +179,55 @@ def test_nan_loss_stops_with_a_clear_error():
 
     with pytest.raises(FloatingPointError, match="loss became nan"):
         Trainer(Exploding(), torch.ones(4, 2), None, cfg(max_epochs=1, ema_decay=None)).fit()
+
+
+def test_the_trainer_leaves_the_callers_random_stream_alone():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    m = tiny_model()
+    torch.manual_seed(123)
+    t = Trainer(m, tiny_data(), None, cfg(max_epochs=1))
+    assert torch.equal(torch.rand(3), expected)                            # __init__ drew nothing, reseeded nothing
+    torch.manual_seed(123)
+    t.fit()
+    assert torch.equal(torch.rand(3), expected)                            # fit ran on its own stream
+
+
+def test_validation_batch_size_does_not_change_the_losses():
+    t = Trainer(tiny_model(), tiny_data(), tiny_data(1, 20), cfg(max_epochs=1))
+    t.fit()
+    a = t.validate()
+    t.cfg.valid_batch_size = 3                                            # 20 trials in 7 batches
+    b = t.validate()
+    assert a.keys() == b.keys() and all(a[k] == pytest.approx(b[k], rel=1e-5) for k in a)
+
+
+def test_data_values_are_checked_once_per_fit_not_per_step(monkeypatch):
+    calls = []
+    orig = LFADS.check_data
+    monkeypatch.setattr(LFADS, "check_data", lambda self, b, session=None: calls.append(1) or orig(self, b, session))
+    t = Trainer(tiny_model(), tiny_data(), tiny_data(1, 8), cfg(max_epochs=3))
+    t.fit()
+    assert t.step == 9 and len(calls) == 2                                 # train and valid, once
+    bad = tiny_data()[0].clone()
+    bad[0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="train data: tensor 0 contains NaN"):
+        Trainer(tiny_model(), (bad, bad), None, cfg()).fit()
+
+
+def test_a_nan_loss_stops_at_once_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "ck.pt"
+    t = Trainer(tiny_model(), tiny_data(), None, cfg(max_epochs=5, checkpoint_path=str(path)))
+    orig, n = LFADS.training_step, [0]
+
+    def step(self, batch, weights, session=None):
+        n[0] += 1
+        out = orig(self, batch, weights)
+        if n[0] == 5:                                                      # epoch 2, second step
+            out["loss"] = out["loss"] * float("nan")
+        return out
+    monkeypatch.setattr(LFADS, "training_step", step)
+    with pytest.raises(FloatingPointError, match="epoch 2 \\(step 5\\)"):
+        t.fit()
+    assert n[0] == 5 and t.saved_epoch == 1
+    assert torch.load(path, weights_only=True)["epoch"] == 1
