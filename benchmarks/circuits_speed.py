@@ -1,5 +1,6 @@
 """
-Speed and exactness of minilatent.circuits on the balanced two-population network of references.md §3.
+Speed and exactness of minilatent.circuits on the balanced two-population network of van Vreeswijk &
+Sompolinsky (1996, 1998).
 
 Network: N = 10,000 (5,000 E + 5,000 I), K = 500 from each population (Bernoulli, 10M synapses), threshold-linear
 units, gain 0.5, float32, dt = 1 ms. Figures (medians of several repetitions):

@@ -1,6 +1,6 @@
 """
-LFADS with a controller on the chaotic RNN with input pulses (references.md §1, the original LFADS synthetic
-data): does LFADS find the hidden pulses, how well does it infer the rates, and what does the controller's
+LFADS with a controller on the chaotic RNN with input pulses (the synthetic data of the original LFADS paper,
+Sussillo et al. 2016): does LFADS find the hidden pulses, how well does it infer the rates, and what does the controller's
 per-step loop cost against the autonomous (fused-kernel) model?
 
 Data (standard variant): make_chaotic_rnn(with_inputs=True) — 50 neurons, g = 2.5, 400 conditions x 10 trials

@@ -1,6 +1,6 @@
 """
-LFADS on the Lorenz benchmark of references.md: how fast do the defaults a user gets reach a
-validation rate R^2 of 0.95?
+LFADS on the Lorenz benchmark of the LFADS papers (Sussillo et al. 2016, Pandarinath et al. 2018): how fast
+do the defaults a user gets reach a validation rate R^2 of 0.95?
 
 Data: make_lorenz() — 30 neurons, 65 conditions x 20 trials (1040 train / 260 valid), 100 bins of 10 ms.
 Model and training: LFADSConfig() and TrainerConfig() defaults, exactly what `LFADS(LFADSConfig(n_neurons=30))`
@@ -9,7 +9,7 @@ Reported per run: wall seconds of training, epochs, validation rate R^2 of the 5
 average, latent R^2 (affine map from factors to the Lorenz state, fit on 80% of validation trials,
 tested on the rest) and bits/spike; then the median over runs.
 
-Reference (references.md, same machine class): lfads-torch needs 899 s for 150 epochs to reach R^2 0.944
+Reference (lfads-torch, measured on the same machine class when this benchmark was written): lfads-torch needs 899 s for 150 epochs to reach R^2 0.944
 (0.95 after ~500 s). Target: R^2 >= 0.95 within 60 s of training.
 
     python benchmarks/lfads_lorenz.py                 # 3 runs of 60 s (seeds 0, 1, 2)

@@ -109,6 +109,17 @@ def _number(kind, lo=None, hi=None, lo_open=False, hi_open=False):
     return parse
 
 
+def resolve_device(name):
+    """ --device auto|cpu|cuda -> a torch device name; cuda without a GPU is a usage error """
+    import torch
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: torch sees no CUDA GPU here (torch.cuda.is_available() is False); "
+                         "use --device cpu or auto")
+    return name
+
+
 def _defaults(cls):
     return {f.name: f.default for f in fields(cls)}
 
@@ -153,6 +164,8 @@ def _add_common(p, epochs, batch_size, lr, lr_note):
                    "order, dropout and sampling")
     p.add_argument("--batch-size", type=_number(int, 1, 10**6), default=batch_size, help="trials per optimiser step")
     p.add_argument("--lr", type=_number(float, 0, 10, lo_open=True), default=lr, help=lr_note)
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to train: auto = cuda "
+                   "when torch sees a GPU, else cpu (the package never needs a GPU)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--resume", action="store_true", help="continue the run in DIR from DIR/checkpoint.pt (the same "
                    "data and options; --epochs/--max-seconds may grow)")
@@ -251,6 +264,9 @@ def build_parser():
     sp.add_argument("--online", action="store_true", help="online learning: an optimiser step per bin")
     sp.set_defaults(fn=train_sparks)
 
+    from .tune import add_tune_parser
+    add_tune_parser(sub, prog, _Formatter, _Parser, RUN_FOLDERS.split("\n")[0].replace("run folders:", "the run folder: as train lfads (--resume continues DIR/ray, --overwrite replaces)."))
+
     eg = sub.add_parser("make-eg-data", help="regenerate the example datasets in eg_data/ bit for bit",
                         formatter_class=_Formatter, description="Regenerate the shipped example datasets from their "
                         "generators (a test checks they come out bit for bit).", epilog=f"""examples:
@@ -258,6 +274,8 @@ def build_parser():
   {prog} make-eg-data --out /tmp/eg""")
     eg.add_argument("--out", default=None, metavar="FOLDER", help="folder (default: the package's eg_data/)")
     eg.set_defaults(fn=make_eg_data)
+    from .lessons import add_lessons_parser
+    add_lessons_parser(sub)  # python -m minilatent lessons {student,instructor,html} OUT_DIR
     return ap
 
 
@@ -593,6 +611,7 @@ def train_lfads(args):
     cfg = model.cfg
     multi = inp["multi"]
     tcfg = TrainerConfig(max_epochs=args.epochs, max_seconds=args.max_seconds, seed=args.seed,
+                         device=resolve_device(args.device),
                          batch_size=args.batch_size, lr=args.lr, progress=False)
     trainer = Trainer(model, inp["train"] if multi else inp["train"][0], inp["valid"] if multi else inp["valid"][0], tcfg)
     options = lfads_options(args)
@@ -782,6 +801,7 @@ def train_sparks(args):
     torch.manual_seed(args.seed)
     model = SPARKS(cfg)
     tcfg = TrainerConfig(max_epochs=args.epochs, max_seconds=args.max_seconds, seed=args.seed,
+                         device=resolve_device(args.device),
                          batch_size=args.batch_size, lr=args.lr, lr_schedule="constant", ema_decay=None,
                          grad_clip=None, progress=False)
     trainer = Trainer(model, train, valid, tcfg)
@@ -861,4 +881,7 @@ def _sparks_figures(folder, history, pred_valid, valid, supervised, dt, loss_kin
 
 
 if __name__ == "__main__":
+    # `python -m minilatent` runs this file as __main__; modules that import minilatent.__main__ (tune.py) must
+    # get this same module, so that their UsageError is the one main() catches
+    sys.modules.setdefault("minilatent.__main__", sys.modules[__name__])
     sys.exit(main())

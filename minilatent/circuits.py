@@ -208,6 +208,7 @@ class Circuit:
         # it (a clear error without a compiler), False always the pure-torch path
         self.cfg = cfg
         self.kernel = native_kernel() if native is not False else None
+        self._native_required = bool(native)
         if native and self.kernel is None:
             raise RuntimeError(f"Circuit(native=True): the compiled kernel is not available ({_NATIVE['error']}); "
                                f"use native=None or False for the pure-torch path")
@@ -237,6 +238,22 @@ class Circuit:
             for b in range(self.P):
                 if self.conn[a][b] != "none" and cfg.J[a][b] != 0:
                     self.blocks[(a, b)] = self._build_block(a, b)
+        self.device = torch.device("cpu")  # the structure is always drawn on the CPU (same network on every device)
+
+    def to(self, device):
+        """ Move the network's constants and structure to a device (e.g. 'cuda'); simulations then run there.
+        The compiled kernel is CPU-only: on another device the sums run in pure torch (native=True refuses). """
+        device = torch.device(device)
+        if device.type != "cpu" and self.kernel is not None and self._native_required:
+            raise RuntimeError(f"Circuit(native=True) requires the compiled CPU kernel; it cannot run on {device}")
+        self.decay, self.decay_syn, self.theta, self.noise_scale = (
+            t.to(device) for t in (self.decay, self.decay_syn, self.theta, self.noise_scale))
+        for blk in self.blocks.values():
+            for k, v in blk.items():
+                if isinstance(v, torch.Tensor):
+                    blk[k] = v.to(device)
+        self.device = device
+        return self
 
     # --- connectivity ---------------------------------------------------------
 
@@ -290,15 +307,16 @@ class Circuit:
         if blk["kind"] != "sparse":
             raise ValueError(f"block {self.names[a]}<-{self.names[b]} is {blk['kind']!r}, not sparse")
         C = torch.zeros(self.sizes[a], self.sizes[b])
-        rows = torch.repeat_interleave(torch.arange(self.sizes[a]), blk["indegree"].long())
-        C[rows, blk["idx"].long()] = 1.0
+        rows = torch.repeat_interleave(torch.arange(self.sizes[a]), blk["indegree"].long().cpu())
+        C[rows, blk["idx"].long().cpu()] = 1.0
         return C
 
     def dense_weights(self, params=None, setting=0):
         """ the full (N, N) float32 weight matrix of one parameter setting (dense reference; big for large N) """
-        p = params or self.batch_params()
+        p = {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in (params or self.batch_params()).items()}
         W = torch.zeros(self.N, self.N)
         for (a, b), blk in self.blocks.items():
+            blk = {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in blk.items()}
             w = self._block_scale(p, a, b)[setting]
             if blk["kind"] == "sparse":
                 W[self.slices[a], self.slices[b]] = w * self.dense_structure(a, b)
@@ -392,7 +410,7 @@ class Circuit:
         """ (B, N) constant drive: sqrt(K_ext) J_A0 M0 (balanced) or J_A0 M0 """
         scale = math.sqrt(self.K_ext) if self.cfg.balanced else 1.0
         ext = scale * p["J0"] * p["M0"][:, None]  # (B, P)
-        return torch.repeat_interleave(ext, torch.tensor(self.sizes), dim=1)  # (B, N)
+        return torch.repeat_interleave(ext, torch.tensor(self.sizes, device=ext.device), dim=1)  # (B, N)
 
     # --- dynamics ---------------------------------------------------------------
 
@@ -400,28 +418,29 @@ class Circuit:
         """ A state dict for step(): rates r (B, N) (r0: (N,) or (B, N); default 0), synaptic currents I,
         STP variables u = U, x = 1 per STP block, the resolved batch params, and a noise generator. """
         p = params if params is not None else self.batch_params(**overrides)
-        B = p["B"]
+        p = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in p.items()}
+        B, dev = p["B"], self.device
         if r0 is None:
-            r = torch.zeros(B, self.N)
+            r = torch.zeros(B, self.N, device=dev)
         else:
-            r0 = torch.as_tensor(r0, dtype=torch.float32)
+            r0 = torch.as_tensor(r0, dtype=torch.float32).to(dev)
             if r0.shape[-1] != self.N or r0.dim() > 2:
                 raise ValueError(f"init_state: r0 must be (N,) or (B, N) with N={self.N}, got {tuple(r0.shape)}")
             r = r0.expand(B, self.N).clone()
-        st = {"r": r, "I": torch.zeros(B, self.N), "p": p, "ext": self.external_input(p), "t": 0,
-              "gen": torch.Generator().manual_seed(int(seed)),
+        st = {"r": r, "I": torch.zeros(B, self.N, device=dev), "p": p, "ext": self.external_input(p), "t": 0,
+              "gen": torch.Generator(device=dev).manual_seed(int(seed)),  # noise: a per-device random stream
               "w": {ab: self._block_scale(p, *ab) for ab in self.blocks}}  # (B,) the one weight of each block
         for k, (a, b) in enumerate(self.stp_pairs):  # float64: a float32 relaxation u <- u* + (u - u*) e^{-k dt}
             # stalls up to 0.5 / (1 - e^{-k dt}) ulp short of u* (1e-6 for slow tau_f); per-neuron vectors are cheap
             st[f"u{k}"] = p["U"][:, k, None].double().expand(B, self.sizes[b]).clone()  # (B, N_B)
-            st[f"x{k}"] = torch.ones(B, self.sizes[b], dtype=torch.float64)
+            st[f"x{k}"] = torch.ones(B, self.sizes[b], dtype=torch.float64, device=dev)
         return st
 
     def recurrent_input(self, st, per_pop=False):
         """ h = W (u x r): (B, N), or (B, N, P) split by presynaptic population when per_pop """
         p, r = st["p"], st["r"]
         B = p["B"]
-        hT = torch.zeros(self.N, self.P if per_pop else 1, B)  # (N, P|1, B): gathers want rates as rows
+        hT = torch.zeros(self.N, self.P if per_pop else 1, B, device=r.device)  # (N, P|1, B): gathers want rates as rows
         rT = r.t().clone(memory_format=torch.contiguous_format)  # (N, B); .contiguous() keeps a stride-N column
         # when B = 1, which sends embedding_bag down a path 20x slower
         stp_of = {pair: k for k, pair in enumerate(self.stp_pairs)}
@@ -433,7 +452,7 @@ class Circuit:
                 pre = rT[self.slices[b]]  # (N_B, B)
             w = st["w"][(a, b)] if "w" in st else self._block_scale(p, a, b)  # (B,)
             if blk["kind"] == "sparse":
-                if self.kernel is not None:  # the compiled gather-sum (appendix)
+                if self.kernel is not None and pre.device.type == "cpu":  # the compiled gather-sum (appendix)
                     small = self.sizes[b] <= 65536  # uint16 indices: 2 bytes a synapse
                     if small and "idx16" not in blk:
                         blk["idx16"] = blk["idx"].to(torch.int16)  # same bits as uint16 below 2^16; read as uint16
@@ -463,11 +482,11 @@ class Circuit:
         if per_pop:
             new["h"] = h
             h = h.sum(-1)
-        drive = st["ext"] if inputs is None else st["ext"] + torch.as_tensor(inputs, dtype=torch.float32)  # (B, N)
+        drive = st["ext"] if inputs is None else st["ext"] + torch.as_tensor(inputs, dtype=torch.float32, device=r.device)  # (B, N)
         I = st["I"] * self.decay_syn + h * (1 - self.decay_syn) if self.any_syn else h  # decay 0: I = h exactly
         x = I + drive - self.theta  # (B, N)
         if noise:
-            x = x + noise * self.noise_scale * torch.randn(x.shape, generator=st["gen"])
+            x = x + noise * self.noise_scale * torch.randn(x.shape, generator=st["gen"], device=x.device)
         if self.one_phi:
             target = self.phis[0](x)
         else:
@@ -517,7 +536,7 @@ class Circuit:
                 raise ValueError("simulate: stimulus contains NaN or infinite values")
         st = self.init_state(params, r0, seed, **overrides)
         B = st["p"]["B"]
-        stim = _stimulus_fn(stimulus, n, B, self.N)
+        stim = _stimulus_fn(stimulus, n, B, self.N, self.device)
         out = {k: [] for k in ("t", "rates", "currents", "inputs")}
         stp_rec = {f"{w}{k}": [] for k in range(len(self.stp_pairs)) for w in "ux"}
         per_pop = "inputs" in record
@@ -546,7 +565,8 @@ class Circuit:
             for k, v in stp_rec.items():
                 res[k] = torch.stack(v, 1)  # (B, T, N_pre)
         if spikes:
-            res["spikes"] = poisson_spikes(rates, self.cfg.dt * record_every, seed=seed + 1)
+            res["spikes"] = poisson_spikes(rates.cpu(), self.cfg.dt * record_every, seed=seed + 1)  # CPU stream: the
+            # same spikes from the same rates on every device
         return res
 
     def __repr__(self):
@@ -554,10 +574,10 @@ class Circuit:
         return f"Circuit(N={self.N}, populations={dict(zip(self.names, self.sizes))}, blocks=[{blocks}], synapses={self.n_synapses():,})"
 
 
-def _stimulus_fn(stimulus, n, B, N):
+def _stimulus_fn(stimulus, n, B, N, device="cpu"):
     if stimulus is None or callable(stimulus):
         return stimulus
-    s = torch.as_tensor(stimulus, dtype=torch.float32)
+    s = torch.as_tensor(stimulus, dtype=torch.float32).to(device)
     if s.shape[-1] != N or s.shape[-2] != n or s.dim() not in (2, 3) or (s.dim() == 3 and s.shape[0] not in (1, B)):
         raise ValueError(f"simulate: stimulus must be (n_steps={n}, N={N}) or (B={B}, n_steps, N), got {tuple(s.shape)}")
     return (lambda i: s[i]) if s.dim() == 2 else (lambda i: s[:, i])

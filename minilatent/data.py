@@ -31,7 +31,11 @@ from .files import atomic_write
 
 MAX_COUNT = 10_000     # spikes per bin above this are refused as spike counts (a unit or bin-size mistake)
 DATA_KEYS = ("train_encod_data", "train_recon_data", "valid_encod_data", "valid_recon_data")
-EG_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "eg_data")
+# the example datasets: package data when installed (minilatent/eg_data/), else the checkout's eg_data/
+_HERE = os.path.dirname(os.path.abspath(__file__))
+EG_DATA = os.path.join(_HERE, "eg_data")
+if not os.path.isdir(EG_DATA):
+    EG_DATA = os.path.join(os.path.dirname(_HERE), "eg_data")
 
 # -----------------------------------------------------------------------------
 # synthetic data with ground truth
@@ -1164,3 +1168,209 @@ def heldout_figures(rates, data, split="valid"):
         return {}
     out = regional_bits_per_spike(rates, data[f"{split}_recon_data"], e[2], e[1])
     return {k: v for k, v in out.items() if (k != "co_bps" or r[2] > e[2]) and (k != "fp_bps" or r[1] > e[1])}
+
+
+# circuits with a known truth (notebook 07): spikes from the ring attractor and from a bistable E/I network
+
+
+def _split_trials(arrays, n_trials, n_valid):
+    """ {name: (trials, ...) array} -> {train_name, valid_name}: the first n_trials - n_valid trials are 'train' """
+    out = {}
+    for split, sl in (("train", slice(0, n_trials - n_valid)), ("valid", slice(n_trials - n_valid, n_trials))):
+        for k, v in arrays.items():
+            out[f"{split}_{k}"] = v[sl]
+    return out
+
+
+def _check_trials(fn, n_trials, n_valid, n_bins, dt):
+    if not 0 < n_valid < n_trials:
+        raise ValueError(f"{fn}: need 0 < n_valid < n_trials, got n_valid={n_valid}, n_trials={n_trials}")
+    if n_bins < 2:
+        raise ValueError(f"{fn}: n_bins must be >= 2, got {n_bins}")
+    if not 0 < dt:
+        raise ValueError(f"{fn}: dt must be > 0 s, got {dt}")
+
+
+def ring_phase(rates, angles=None):
+    """ the bump's position on the ring: the angle of the first Fourier mode of rates (..., N) -> (...) in [0, 2 pi) """
+    r = np.asarray(rates, np.float64)
+    th = np.arange(r.shape[-1]) * 2 * np.pi / r.shape[-1] if angles is None else np.asarray(angles, np.float64)
+    return np.mod(np.angle((r * np.exp(1j * th)).sum(-1)), 2 * np.pi)
+
+
+def make_ring_trials(n_trials=500, n_valid=100, n_recorded=60, n_ring=120, n_bins=50, dt=0.02, J0=-2.0, J1=4.0,
+                     I=1.0, tau=0.02, noise=0.2, cue_prob=0.5, cue_window=(0.3, 0.7), cue_duration=0.1,
+                     cue_amplitude=1.5, init_scale=(1.0, 1.0), base_rate=2.0, rate_scale=20.0, sim_dt=1e-3, seed=0):
+    """ Spikes from the ring attractor of notebook 06 (circuits.ring_config: threshold-linear, cosine couplings
+    J0 + J1 cos, a bump for J1 > 2), with the circuit's state as truth. Each trial starts from the theory's bump
+    (circuits.ring_bump) at a random phase, scaled by a factor uniform in init_scale (away from 1: the trial starts
+    off the attractor and relaxes onto it); input noise (std `noise`, circuits' convention) makes it drift; on a
+    fraction cue_prob of the trials a cue cue_amplitude * cos(theta - angle) at a random angle, for cue_duration s
+    at a random time in cue_window, moves the bump there. A random subset of n_recorded of the n_ring neurons is
+    recorded: rate (Hz) = base_rate + rate_scale * r at the end of each bin of dt s, and Poisson counts per bin.
+    All trials run as one batched simulation (sim_dt steps), in a few seconds.
+    Keys: {split}_encod_data / _recon_data (counts), _truth (Hz; / conversion_factor = counts per bin),
+    _latents (cos, sin of the bump phase, (trials, T, 2)), _phase (trials, T) radians, _cue_time (s, nan without
+    a cue), _cue_angle (nan without), _inputs (trials, T, 1): 1 in the bins where the cue is on;
+    neuron_angles (n_recorded,) preferred angle of each recorded neuron, neuron_index, dt, conversion_factor,
+    ring_params [J0, J1, I, tau, noise]. """
+    from .circuits import Circuit, ring_config, ring_bump
+    _check_trials("make_ring_trials", n_trials, n_valid, n_bins, dt)
+    if not 0 < n_recorded <= n_ring:
+        raise ValueError(f"make_ring_trials: need 0 < n_recorded <= n_ring, got n_recorded={n_recorded}, n_ring={n_ring}")
+    if J1 <= 2:
+        raise ValueError(f"make_ring_trials: J1 must be > 2 for a bump to exist, got J1={J1}")
+    steps_per_bin = int(round(dt / sim_dt))
+    if steps_per_bin < 1 or abs(steps_per_bin * sim_dt - dt) > 1e-9:
+        raise ValueError(f"make_ring_trials: dt={dt} must be a whole number of sim_dt={sim_dt} steps")
+    rng = np.random.default_rng(seed)
+    ring = Circuit(ring_config(J0=J0, J1=J1, I=I, n=n_ring, tau=tau, dt=sim_dt), native=False)
+    th = ring.angles(0).numpy()                                               # (n_ring,)
+    tc, A = ring_bump(J0, J1, I)
+    phi0 = rng.uniform(0, 2 * np.pi, n_trials)
+    scale = rng.uniform(*init_scale, n_trials)[:, None]
+    r0 = scale * A * np.clip(np.cos(th[None] - phi0[:, None]) - math.cos(tc), 0, None)   # (trials, n_ring): the bump
+    has_cue = rng.random(n_trials) < cue_prob
+    cue_angle = np.where(has_cue, rng.uniform(0, 2 * np.pi, n_trials), np.nan)
+    cue_time = np.where(has_cue, rng.uniform(*cue_window, n_trials), np.nan)
+    cue_time = np.round(cue_time / sim_dt) * sim_dt                           # on the simulation's grid
+    start = np.where(has_cue, np.round(np.nan_to_num(cue_time) / sim_dt), -1).astype(np.int64)
+    stop = np.where(has_cue, start + int(round(cue_duration / sim_dt)), -1)   # no cue: an empty interval
+    V = torch.tensor(cue_amplitude * np.cos(th[None] - np.nan_to_num(cue_angle)[:, None]), dtype=torch.float32)
+    start_t, stop_t = torch.as_tensor(start), torch.as_tensor(stop)
+
+    def cue(i):  # (trials, n_ring): the cue on the trials where it is on at step i
+        return V * ((start_t <= i) & (i < stop_t)).float()[:, None]
+
+    out = ring.simulate(n_bins * dt, r0=torch.tensor(r0, dtype=torch.float32), M0=torch.ones(n_trials),
+                        stimulus=cue, noise=noise, seed=int(rng.integers(2 ** 31)), record_every=steps_per_bin)
+    r = out["rates"].numpy()                                                  # (trials, T, n_ring)
+    phase = ring_phase(r, th)                                                 # (trials, T)
+    idx = np.sort(rng.choice(n_ring, n_recorded, replace=False))
+    hz = base_rate + rate_scale * r[..., idx]                                 # (trials, T, n_recorded)
+    counts = rng.poisson(hz * dt).astype(np.float32)
+    t_end = (np.arange(n_bins) + 1) * dt                                      # end of each bin (s)
+    t_beg = t_end - dt
+    on = (np.nan_to_num(cue_time, nan=np.inf)[:, None] < t_end) & \
+         (np.nan_to_num(cue_time, nan=np.inf)[:, None] + cue_duration > t_beg)   # (trials, T) bins the cue overlaps
+    arrays = dict(encod_data=counts, recon_data=counts, truth=hz.astype(np.float32),
+                  latents=np.stack([np.cos(phase), np.sin(phase)], -1).astype(np.float32),
+                  phase=phase.astype(np.float32), cue_time=cue_time.astype(np.float32),
+                  cue_angle=cue_angle.astype(np.float32), inputs=on[..., None].astype(np.float32))
+    data = _split_trials(arrays, n_trials, n_valid)
+    data.update(neuron_angles=th[idx].astype(np.float32), neuron_index=idx.astype(np.int64),
+                ring_params=np.array([J0, J1, I, tau, noise], np.float64),
+                conversion_factor=np.float64(1.0 / dt), dt=np.float64(dt))
+    return data
+
+
+def make_bistable_trials(n_trials=500, n_valid=100, n_recorded=40, frac_exc=0.75, n_bins=50, dt=0.02,
+                         J=((12.0, -4.0), (10.0, -2.0)), I=(-5.0, -6.0), tau=(0.05, 0.025), pulse_prob=0.5,
+                         pulse_window=(0.3, 0.7), pulse_duration=0.05, pulse_amplitude=6.0, max_rate=30.0,
+                         base_range=(2.0, 5.0), gain_range=(0.5, 1.5), sim_dt=1e-3, seed=0):
+    """ Spikes from the bistable E/I network of notebook 06 (two all-to-all sigmoid populations,
+    tau_A dr_A/dt = -r_A + sigmoid(sum_B J_AB r_B + I_A); low and high stable states and a saddle between them,
+    circuits.ei_fixed_points). Each trial starts from a random state (r_E, r_I uniform in [0, 1]) and relaxes to
+    one of the two states; on a fraction pulse_prob of the trials a pulse of pulse_amplitude on the E input, for
+    pulse_duration s at a random time in pulse_window, pushes it to the high state. n_recorded neurons, the
+    first round(frac_exc * n_recorded) excitatory: neuron n fires at base_n + gain_n * max_rate * r_pop(n) Hz
+    (base_n, gain_n uniform in base_range, gain_range), Poisson counts in bins of dt s.
+    Keys: {split}_encod_data / _recon_data, _truth (Hz), _latents (r_E, r_I) (trials, T, 2), _state (trials, T):
+    1 where r_E is above the saddle's r_E, _pulse_time (s, nan without a pulse), _inputs (trials, T, 1): 1 in the
+    bins the pulse overlaps; neuron_pop (0 = E, 1 = I), neuron_base, neuron_gain, max_rate, J, I, tau,
+    fixed_points (K, 3): the circuit's fixed points [r_E, r_I, stable] from ei_fixed_points, dt, conversion_factor. """
+    from .circuits import Circuit, CircuitConfig, ei_fixed_points
+    _check_trials("make_bistable_trials", n_trials, n_valid, n_bins, dt)
+    n_exc = int(round(frac_exc * n_recorded))
+    if n_recorded < 2 or not 0 < n_exc < n_recorded:
+        raise ValueError(f"make_bistable_trials: need excitatory and inhibitory neurons, got n_recorded={n_recorded}, "
+                         f"frac_exc={frac_exc}")
+    steps_per_bin = int(round(dt / sim_dt))
+    if steps_per_bin < 1 or abs(steps_per_bin * sim_dt - dt) > 1e-9:
+        raise ValueError(f"make_bistable_trials: dt={dt} must be a whole number of sim_dt={sim_dt} steps")
+    fps = ei_fixed_points(J, I, "sigmoid", tau)
+    if sum(s for *_, s in fps) != 2:
+        raise ValueError(f"make_bistable_trials: J={J}, I={I} do not give two stable states (fixed points {fps})")
+    rng = np.random.default_rng(seed)
+    n_pop = 10                                                                # all-to-all: every neuron of a population is alike
+    cfg = CircuitConfig(names=("E", "I"), sizes=(n_pop, n_pop), tau=tuple(tau), tau_syn=(0.0, 0.0),
+                        transfer="sigmoid", threshold=(0.0, 0.0), J=J, J0=tuple(I), M0=1.0, conn="all",
+                        K=(n_pop, n_pop), balanced=False, dt=sim_dt)
+    net = Circuit(cfg, native=False)
+    r0 = rng.uniform(0, 1, (n_trials, 2))
+    has = rng.random(n_trials) < pulse_prob
+    pulse_time = np.where(has, np.round(rng.uniform(*pulse_window, n_trials) / sim_dt) * sim_dt, np.nan)
+    start_t = torch.as_tensor(np.where(has, np.round(np.nan_to_num(pulse_time) / sim_dt), -1).astype(np.int64))
+    stop_t = torch.where(start_t >= 0, start_t + int(round(pulse_duration / sim_dt)), -1)   # no pulse: empty
+    kick = torch.cat([torch.full((n_pop,), float(pulse_amplitude)), torch.zeros(n_pop)])   # (N,) onto E only
+
+    def stim(i):
+        return kick[None] * ((start_t <= i) & (i < stop_t)).float()[:, None]
+
+    out = net.simulate(n_bins * dt, r0=torch.tensor(np.repeat(r0, n_pop, axis=1), dtype=torch.float32),
+                       M0=torch.ones(n_trials), stimulus=stim, record_every=steps_per_bin)
+    pop = out["pop_rates"].numpy().astype(np.float64)                         # (trials, T, 2)
+    neuron_pop = (np.arange(n_recorded) >= n_exc).astype(np.int64)
+    base = rng.uniform(*base_range, n_recorded)
+    gain = rng.uniform(*gain_range, n_recorded)
+    hz = base + gain * max_rate * pop[..., neuron_pop]                        # (trials, T, n_recorded)
+    counts = rng.poisson(hz * dt).astype(np.float32)
+    saddle = [f for f in fps if not f[2]][0]
+    t_end = (np.arange(n_bins) + 1) * dt
+    pt = np.nan_to_num(pulse_time, nan=np.inf)[:, None]
+    on = (pt < t_end) & (pt + pulse_duration > t_end - dt)
+    arrays = dict(encod_data=counts, recon_data=counts, truth=hz.astype(np.float32), latents=pop.astype(np.float32),
+                  state=(pop[..., 0] > saddle[0]).astype(np.int8), pulse_time=pulse_time.astype(np.float32),
+                  inputs=on[..., None].astype(np.float32))
+    data = _split_trials(arrays, n_trials, n_valid)
+    data.update(neuron_pop=neuron_pop, neuron_base=base.astype(np.float32), neuron_gain=gain.astype(np.float32),
+                max_rate=np.float64(max_rate), J=np.asarray(J, np.float64), I=np.asarray(I, np.float64),
+                tau=np.asarray(tau, np.float64), fixed_points=np.array([[a, b, s] for a, b, s in fps], np.float64),
+                conversion_factor=np.float64(1.0 / dt), dt=np.float64(dt))
+    return data
+
+
+def bistable_readout(data, r_pop):
+    """ the recorded neurons' rates (Hz) for population rates r_pop (..., 2) = (r_E, r_I) of a make_bistable_trials
+    dataset: base_n + gain_n * max_rate * r_pop(n) -> (..., n_recorded) """
+    r = np.asarray(r_pop, np.float64)
+    return data["neuron_base"] + data["neuron_gain"] * float(data["max_rate"]) * r[..., np.asarray(data["neuron_pop"])]
+
+
+# -----------------------------------------------------------------------------
+# circular metrics (notebook 07): phases on a ring
+
+
+def circular_distance(a, b):
+    """ |a - b| on the circle, in degrees in [0, 180], for angles a, b in radians (broadcast) """
+    d = np.angle(np.exp(1j * (np.asarray(a, np.float64) - np.asarray(b, np.float64))))
+    return np.degrees(np.abs(d))
+
+
+def circular_correlation(a, b):
+    """ Fisher & Lee (1983) circular-circular correlation of paired angles a, b (n,) radians:
+        rho = sum_{i<j} sin(a_i - a_j) sin(b_i - b_j) / sqrt(sum_{i<j} sin^2(a_i - a_j) sum_{i<j} sin^2(b_i - b_j)),
+    1 when b = a + c, -1 when b = -a + c (the same ring traversed the other way), ~0 for unrelated angles. """
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    if a.shape != b.shape or a.size < 3:
+        raise ValueError(f"circular_correlation: need two paired arrays of >= 3 angles, got {a.size} and {b.size}")
+    sa, sb = np.sin(a[:, None] - a[None]), np.sin(b[:, None] - b[None])
+    return float((sa * sb).sum() / max(math.sqrt((sa ** 2).sum() * (sb ** 2).sum()), 1e-300))
+
+
+def fit_phase_decoder(features, phase):
+    """ least squares from [features, 1] (..., F) to (cos, sin) of phase (...): returns W (F + 1, 2) for decode_phase """
+    X = np.asarray(features, np.float64).reshape(-1, np.shape(features)[-1])
+    ph = np.asarray(phase, np.float64).ravel()
+    if len(X) != len(ph):
+        raise ValueError(f"fit_phase_decoder: {len(X)} feature rows but {len(ph)} phases")
+    X = np.concatenate([X, np.ones((len(X), 1))], 1)
+    W, *_ = np.linalg.lstsq(X, np.stack([np.cos(ph), np.sin(ph)], 1), rcond=None)
+    return W
+
+
+def decode_phase(features, W):
+    """ the phase (radians in [0, 2 pi)) read out from features (..., F) by a decoder of fit_phase_decoder """
+    f = np.asarray(features, np.float64)
+    cs = f @ W[:-1] + W[-1]
+    return np.mod(np.arctan2(cs[..., 1], cs[..., 0]), 2 * np.pi)

@@ -8,6 +8,8 @@ References:
   Keshtkaran & Pandarinath (2019) "Enabling hyperparameter optimization in sequential autoencoders
     for spiking neural data" (coordinated dropout)
   lfads-torch (Sedler & Pandarinath 2023), the reference PyTorch implementation
+  Sussillo & Barak (2013) "Opening the black box: low-dimensional dynamics in high-dimensional recurrent neural
+    networks"; Golub & Sussillo (2018) "FixedPointFinder" (the analysis section at the end)
 
 The model explains spike counts x (B trials, T bins, N neurons) as Poisson samples of rates that are
 a read-out of a low-dimensional dynamical system (the "generator") started from an inferred initial
@@ -88,6 +90,10 @@ Other likelihoods (recon=...; the read-out gives n_params numbers per channel, l
     'gamma'     [log alpha, log beta]           positive data; mean alpha / beta
     'zig'       [log alpha, log beta, logit q]  zero-inflated Gamma (EMG, calcium): 0 w.p. 1 - q, else
                                                 x - zig_loc ~ Gamma(alpha, beta); mean q (alpha / beta + zig_loc)
+
+Analysis (the last section): find_fixed_points(step, h0) finds the fixed and slow points of a step map, e.g. the
+trained generator's update (lfads_generator_step), by minimising q(h) = 1/2 ||step(h) - h||^2 from many starts, and
+classifies them by the eigenvalues of the Jacobian there.
 
 Several sessions (session_neurons=(N_1, N_2, ...), read_in_dim=D): recordings of different neurons share the
 encoders, controller, generator and factors; each session s has its own read-in Linear(N_s -> D) in front of
@@ -776,38 +782,37 @@ class LFADS(nn.Module):
         Returns numpy arrays named as in lfads-torch's output file (without the split prefix):
         output_params (rates, counts per bin), factors, gen_states, gen_init, ic_mean, ic_std, and with
         a controller co_means, co_stds, gen_inputs, con_states. session: as in forward. """
-        check_counts(encod, "encod_data", self.n_inputs(session), spikes=False)
-        if ext_input is not None:
-            check_counts(ext_input, "ext_input", self.cfg.ext_input_dim or None, spikes=False)
         if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 0:
             raise ValueError(f"n_samples must be an integer >= 0 (0: the posterior means), got {n_samples!r}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        if n_steps is not None:
+            _check_steps(n_steps)
+        was_training = self.training
+        self.eval()
         s = self._session(session)
+        check_counts(encod, "encod_data", self.n_inputs(session), spikes=False)
         B, T, _ = encod.shape
-        n_steps = T if n_steps is None else _check_steps(n_steps)
-        dtype = self.fac.weight.dtype
-        encod = encod.to(dtype)                                  # float64 input: cast to the model's dtype
+        n_steps = T if n_steps is None else n_steps
         E = self.cfg.ext_input_dim
         if E:
             if ext_input is None:
                 raise ValueError(f"LFADS was built with ext_input_dim={E}: pass ext_input of shape (B, T, {E})")
+            check_counts(ext_input, "ext_input", E, spikes=False)
             if ext_input.shape[0] != B or ext_input.shape[1] < n_steps:
                 raise ValueError(f"ext_input has shape {tuple(ext_input.shape)}; expected ({B}, >= {n_steps}, {E})")
-            ext_input = ext_input.to(dtype)
         elif ext_input is not None:
             raise ValueError("ext_input was given but the model has ext_input_dim=0")
-        was_training = self.training
-        self.eval()
         S = max(n_samples, 1)
         chunk = max(1, batch_size // S)                          # trials per batch: chunk * S rows
         avg = {}
+        w = self.gen.weight_hh_l0                                 # inputs follow the model (CPU data, GPU model)
         try:
             for i in range(0, B, chunk):
-                x = encod[i:i + chunk]
+                x = encod[i:i + chunk].to(w.device, w.dtype)
                 b = x.shape[0]
                 enc = {k: v.repeat_interleave(S, dim=0) for k, v in self._encode(x, s).items()}  # (b*S, ...)
-                er = ext_input[i:i + chunk, :n_steps].repeat_interleave(S, dim=0) if E else None
+                er = ext_input[i:i + chunk, :n_steps].to(w.device, w.dtype).repeat_interleave(S, dim=0) if E else None
                 out = self._decode(enc, er, n_steps, n_samples > 0, s)
                 res = {"output_params": self.likelihood.mean(out["params"]), "factors": out["factors"],
                        "gen_states": out["gen_states"], "gen_init": out["gen_init"],
@@ -896,3 +901,191 @@ def check_sessions(sessions, names=None):
             raise ValueError(f"sessions must have the same number of time bins: {names[0]} has {T}, "
                              f"{name} has {encod.shape[1]}")
     return tuple(int(s[0].shape[2]) for s in sessions)
+
+
+# -----------------------------------------------------------------------------
+# analysis: fixed points and slow points of a trained generator (Sussillo & Barak 2013, "Opening the black box:
+# low-dimensional dynamics in high-dimensional recurrent neural networks"; Golub & Sussillo 2018, FixedPointFinder)
+#
+# A step map h -> step(h) (the generator's update with a constant input) has a fixed point where step(h) = h. Near
+# one, h_{t+1} - h* ~ J (h_t - h*) with J the Jacobian of step at h*: the eigenvalues of J say which directions
+# decay (|lambda| < 1), grow (|lambda| > 1) or stay (|lambda| ~ 1). To find them, minimise the "speed"
+#
+#     q(h) = 1/2 ||step(h) - h||^2          (q = 0 exactly at a fixed point)
+#
+# from many starts on the model's own trajectories. Points where q has a local minimum above zero, or is merely
+# tiny, are *slow points*: the flow nearly stops there (the ghost of a fixed point that almost exists, or a point
+# of a continuous attractor that a finite network only approximates). They are reported apart from fixed points.
+#
+# The minimiser is Levenberg-Marquardt, per start and batched: with the residual F = step(h) - h and its Jacobian
+# J_F = J - I, a step solves (J_F^T J_F + mu I) d = -J_F^T F, with mu shrunk after a step that lowers q and grown
+# after one that does not. q is a sum of squares, so this Gauss-Newton method converges quadratically to a fixed
+# point (q reaches 1e-20 in a few dozen steps, where the Adam of FixedPointFinder needs thousands and ends at a
+# tolerance), and each start has its own mu (a line search of L-BFGS on the summed q would couple the starts).
+# The Jacobians it needs anyway give the eigenvalues at the end.
+
+
+def _jacobians(step, h):
+    """ d step(h)_b / d h_b for every row b: (B, H, H). step must act on each row of h (B, H) independently. """
+    try:  # reverse mode, vectorised over the H output directions
+        jac = torch.func.jacrev(lambda x: step(x).sum(0))(h)             # (H, B, H)
+        return jac.permute(1, 0, 2)
+    except Exception:  # a step that torch.func cannot transform: one backward pass per output dimension
+        x = h.detach().requires_grad_(True)
+        with torch.enable_grad():
+            y = step(x)
+            rows = [torch.autograd.grad(y[:, i].sum(), x, retain_graph=True)[0] for i in range(y.shape[1])]
+        return torch.stack(rows, 1)                                       # (B, H, H)
+
+
+def find_fixed_points(step, h0, tol=1e-8, max_iters=200, unique_tol=1e-3, slow_tol=1e-5, noise=0.0, seed=0,
+                      stop_q=None, max_step=0.5, mu=1e-3):
+    """ Fixed points (and slow points) of h -> step(h), minimising q(h) = 1/2 ||step(h) - h||^2 from each start.
+
+    step: a function (B, H) -> (B, H) acting on each row independently (e.g. lfads_generator_step(model)); it runs
+          in the dtype of h0 (float64 gives exact fixed points; a float32 step reaches q ~ 1e-13).
+    h0: (B, H) starts, e.g. states of the model's own trajectories; noise: std of Gaussian noise added to them
+        (seeded by seed) so that starts leave the trajectories and find unstable points too.
+    tol: q below tol is a fixed point. slow_tol: tol <= q < slow_tol at the end is a slow point.
+    stop_q: None: every start runs until q stops falling (to round-off at a fixed point, so the starts that found
+        one point agree to ~1e-7 and merge into it); then tol and slow_tol classify it. A number: a start stops as
+        soon as q < stop_q, as FixedPointFinder stops at its tolerance. On a nearly continuous attractor (a ring
+        trained into a network) q is tiny all along it but zero only at a few isolated points: polishing slides
+        every start to those, an early stop (stop_q between the ring's q and the q off it) leaves the starts
+        spread along the ring, as slow points.
+    max_iters: Levenberg-Marquardt iterations at most; mu: its initial damping; max_step: the longest step of one
+        iteration relative to the state's size, max_step * (1 + ||h||) (a trust region): near a nearly neutral
+        direction the Gauss-Newton step is huge and would throw a start far from where it began (into the saturated
+        corners of a GRU, whose closed gates freeze every state: fixed points no trajectory visits).
+    unique_tol: points closer than this (Euclidean) are one point (the one with the smallest q is kept).
+    Returns a dict of torch tensors: points (K, H) and q (K,) of the fixed points, eigvals (K, H) complex (the
+    eigenvalues of the Jacobian of step there, largest |lambda| first), stable (K,) bool (every |lambda| < 1),
+    jacobians (K, H, H); the same for the slow points under slow_points, slow_q, slow_eigvals, slow_stable,
+    slow_jacobians; and every start's end point and q (final, final_q: (B, H), (B,)) and iters (int). """
+    if not callable(step):
+        raise TypeError(f"find_fixed_points: step must be a function (B, H) -> (B, H), got {type(step).__name__}")
+    if not isinstance(h0, torch.Tensor) or h0.dim() != 2 or not h0.is_floating_point() or h0.shape[0] < 1:
+        raise ValueError(f"find_fixed_points: h0 must be a floating-point tensor of starts (B, H), got "
+                         f"{type(h0).__name__}{'' if not isinstance(h0, torch.Tensor) else ' ' + str(tuple(h0.shape)) + ' ' + str(h0.dtype)}")
+    if not torch.isfinite(h0).all():
+        raise ValueError("find_fixed_points: h0 contains NaN or infinite values")
+    for name, v in (("tol", tol), ("slow_tol", slow_tol), ("mu", mu), ("max_step", max_step)):
+        if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+            raise ValueError(f"find_fixed_points: {name} must be a number > 0, got {v!r}")
+    if slow_tol <= tol:
+        raise ValueError(f"find_fixed_points: slow_tol={slow_tol} must be larger than tol={tol}")
+    if isinstance(max_iters, bool) or not isinstance(max_iters, (int, np.integer)) or max_iters < 1:
+        raise ValueError(f"find_fixed_points: max_iters must be an integer >= 1, got {max_iters!r}")
+    if not (isinstance(unique_tol, (int, float)) and unique_tol >= 0):
+        raise ValueError(f"find_fixed_points: unique_tol must be a number >= 0, got {unique_tol!r}")
+    if not (isinstance(noise, (int, float)) and noise >= 0):
+        raise ValueError(f"find_fixed_points: noise must be a number >= 0, got {noise!r}")
+    h = h0.detach().clone()
+    if noise > 0:
+        g = torch.Generator(device=h.device).manual_seed(int(seed))
+        h = h + noise * torch.randn(h.shape, generator=g, device=h.device, dtype=h.dtype)
+    with torch.no_grad():
+        out = step(h)
+    if not isinstance(out, torch.Tensor) or out.shape != h.shape:
+        raise ValueError(f"find_fixed_points: step must return a tensor of the shape of its input {tuple(h.shape)}, "
+                         f"got {tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")
+
+    def speed(x):  # q per row, (B,)
+        with torch.no_grad():
+            return 0.5 * (step(x) - x).pow(2).sum(-1)
+
+    B, H = h.shape
+    eye = torch.eye(H, dtype=h.dtype, device=h.device)
+    q = speed(h)
+    damp = torch.full((B,), float(mu), dtype=h.dtype, device=h.device)
+    floor = H * (torch.finfo(h.dtype).eps * max(1.0, float(h.abs().max()))) ** 2   # q at round-off
+    if stop_q is not None and not (isinstance(stop_q, (int, float)) and stop_q > 0):
+        raise ValueError(f"find_fixed_points: stop_q must be None or a number > 0, got {stop_q!r}")
+    stop_q = floor if stop_q is None else max(float(stop_q), floor)
+    active = q >= stop_q
+    it = 0
+    for it in range(1, max_iters + 1):
+        if not active.any():
+            break
+        idx = active.nonzero().squeeze(1)
+        x = h[idx]
+        with torch.no_grad():
+            F_ = step(x) - x                                             # (b, H) residual
+        Jf = _jacobians(step, x).detach() - eye                          # (b, H, H)
+        JtJ = Jf.transpose(1, 2) @ Jf
+        grad = (Jf.transpose(1, 2) @ F_.unsqueeze(-1)).squeeze(-1)       # (b, H) = gradient of q
+        A = JtJ + damp[idx, None, None] * eye
+        d = -torch.linalg.solve(A, grad.unsqueeze(-1)).squeeze(-1)       # (b, H)
+        limit = max_step * (1 + x.norm(dim=1, keepdim=True))             # trust region, relative to |h|
+        d = d * (limit / torch.maximum(d.norm(dim=1, keepdim=True), limit))
+        x_new = x + d
+        q_new = speed(x_new)
+        better = torch.isfinite(q_new) & (q_new < q[idx])
+        h[idx[better]] = x_new[better]
+        # no step lowers q any more: the damping has grown past any use, or q stopped falling (a local minimum)
+        stalled = (~better & (damp[idx] > 1e12)) | (better & (q[idx] - q_new <= 1e-14 * q[idx]))
+        q[idx[better]] = q_new[better]
+        damp[idx] = torch.where(better, (damp[idx] / 3).clamp_min(1e-12), damp[idx] * 4)
+        active[idx] = (q[idx] >= stop_q) & ~stalled
+
+    fixed = q < tol
+    slow = (~fixed) & (q < slow_tol)
+
+    def unique(mask, keep_away=()):  # greedy: lowest q first, drop points within unique_tol of a kept one
+        order = mask.nonzero().squeeze(1)
+        order = order[torch.argsort(q[order])].tolist()
+        kept = []
+        ref = h[list(keep_away)] if len(keep_away) else h[:0]              # (k, H) points kept so far
+        for i in order:
+            if len(ref) == 0 or (ref - h[i]).norm(dim=1).min() > unique_tol:
+                kept.append(i)
+                ref = torch.cat([ref, h[i:i + 1]])
+        return kept
+
+    keep_fixed = unique(fixed)
+    keep_slow = unique(slow, keep_fixed)
+    res = {"final": h, "final_q": q, "iters": it}
+    for prefix, keep in (("", keep_fixed), ("slow_", keep_slow)):
+        ix = torch.tensor(keep, dtype=torch.long, device=h.device)
+        pts = h[ix]
+        jac = _jacobians(step, pts).detach() if len(keep) else torch.zeros(0, H, H, dtype=h.dtype, device=h.device)
+        ev = torch.linalg.eigvals(jac) if len(keep) else torch.zeros(0, H, dtype=torch.complex128, device=h.device)
+        ev = torch.gather(ev, 1, torch.argsort(ev.abs(), dim=1, descending=True))
+        key = "points" if not prefix else "slow_points"
+        res.update({key: pts, f"{prefix}q": q[ix], f"{prefix}eigvals": ev,
+                    f"{prefix}stable": (ev.abs() < 1).all(1), f"{prefix}jacobians": jac})
+    return res
+
+
+def lfads_generator_step(model, inputs=None, dtype=torch.float64):
+    """ The update of a trained LFADS generator as a function h (B, G) -> h_next (B, G), for find_fixed_points:
+    one step of its GRU (the same torch.gru_cell the model runs; no clamp, as in the model, whose states stay within
+    +-1 after the first step) with a constant input. inputs: (co_dim + ext_input_dim,) input held constant (the
+    inferred input u and known inputs, in the generator's input order); None: zero input, the autonomous generator.
+    The weights are copied (detached) in `dtype`, so the step does not track the model's later training. """
+    if not isinstance(model, LFADS):
+        raise TypeError(f"lfads_generator_step: model must be an LFADS, got {type(model).__name__}")
+    gen = model.gen
+    w_ih, w_hh = gen.weight_ih_l0.detach().to(dtype), gen.weight_hh_l0.detach().to(dtype)
+    b_ih, b_hh = gen.bias_ih_l0.detach().to(dtype), gen.bias_hh_l0.detach().to(dtype)
+    n_in = w_ih.shape[1]
+    if inputs is None:
+        u = torch.zeros(n_in, dtype=dtype, device=w_ih.device)
+    else:
+        u = torch.as_tensor(inputs, dtype=dtype, device=w_ih.device).reshape(-1)
+        if u.shape[0] != model.gen_in_dim or not torch.isfinite(u).all():
+            raise ValueError(f"lfads_generator_step: inputs must be {model.gen_in_dim} finite numbers "
+                             f"(co_dim + ext_input_dim), got shape {tuple(torch.as_tensor(inputs).shape)}")
+    b_in = F.linear(u, w_ih, b_ih)                                       # (3G,): the input side is a constant
+
+    def step(h):  # (B, G) -> (B, G)
+        return torch.gru_cell(torch.zeros(h.shape[0], 0, dtype=h.dtype, device=h.device), h,
+                              w_ih[:, :0], w_hh, b_in, b_hh)
+    return step
+
+
+def lfads_factors(model, h, dtype=None):
+    """ the factors f = W_fac h of generator states h (..., G) (unit-norm rows of W_fac, no dropout) """
+    w = model.fac.weight.detach()
+    w = w / w.norm(dim=1, keepdim=True)
+    return F.linear(h, w.to(h.dtype if dtype is None else dtype))

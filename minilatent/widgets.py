@@ -20,9 +20,9 @@ import matplotlib.pyplot as plt
 
 def stepper(plot_fn, n_steps, start=0, step=1, interval_ms=150, description="time bin", label=None):
     """ A Play button and a slider over t in [0, n_steps) that redraws plot_fn(t) in an output area.
-    plot_fn draws with matplotlib (and may call plt.show()); returns the ipywidgets container. """
+    plot_fn draws with matplotlib (and may call plt.show()). Returns the ipywidgets container without
+    displaying it: end a cell with the call (or pass the result to display) to show it, once. """
     import ipywidgets as widgets
-    from IPython.display import display
 
     if n_steps < 1:
         raise ValueError(f"stepper: n_steps must be >= 1, got {n_steps}")
@@ -43,9 +43,7 @@ def stepper(plot_fn, n_steps, start=0, step=1, interval_ms=150, description="tim
     children = [widgets.HBox([play, slider])]
     if label:
         children.insert(0, widgets.HTML(f"<b>{label}</b>"))
-    box = widgets.VBox(children + [out])
-    display(box)
-    return box
+    return widgets.VBox(children + [out])
 
 
 # -----------------------------------------------------------------------------
@@ -64,7 +62,9 @@ def plot_raster_rates(spikes, t=None, true_rates=None, inferred_rates=None, neur
 
 def plot_trajectory(traj, t=None, ax=None, color="C0", label=None, others=None, title=None):
     """ Draw a (T, D) trajectory (D >= 2; the first three dims) up to bin t, with a dot at t.
-    others: optional list of (T, D) trajectories drawn faintly in full for context. """
+    others: optional list of (T, D) trajectories drawn faintly in full for context. The axis limits cover
+    the whole trajectory (and the others, and whatever earlier calls drew on the same axes), so they stay
+    put while t moves. """
     traj = np.asarray(traj)
     T, D = traj.shape
     if D < 2:
@@ -81,6 +81,15 @@ def plot_trajectory(traj, t=None, ax=None, color="C0", label=None, others=None, 
         ax.plot(*[np.asarray(o)[:, d] for d in dims], color="0.8", lw=0.6)
     ax.plot(*[traj[: t + 1, d] for d in dims], color=color, lw=1.5, label=label)
     ax.scatter(*[traj[t:t + 1, d] for d in dims], color=color, s=30)
+    # limits from every point this axes is asked to show, not only the part drawn so far
+    pts = np.concatenate([traj[:, list(dims)]] + [np.asarray(o)[:, list(dims)] for o in others or []])
+    lo, hi = np.nanmin(pts, 0), np.nanmax(pts, 0)
+    if hasattr(ax, "_minilatent_limits"):
+        lo, hi = np.minimum(lo, ax._minilatent_limits[0]), np.maximum(hi, ax._minilatent_limits[1])
+    ax._minilatent_limits = (lo, hi)
+    pad = 0.05 * np.where(hi > lo, hi - lo, 1.0)
+    for d, set_lim in zip(range(len(dims)), (ax.set_xlim, ax.set_ylim, getattr(ax, "set_zlim", None))):
+        set_lim(lo[d] - pad[d], hi[d] + pad[d])
     if title:
         ax.set_title(title)
     if label:
@@ -391,5 +400,85 @@ def plot_inferred_input_frame(t, inferred_input, true_input=None, gen_states=Non
         ax3 = fig.add_subplot(2, 2, 4)
         plot_raster_rates(spikes, t, true_rates, rates, neurons=range(min(6, np.shape(spikes)[1])), dt=dt, ax=ax3,
                           title="spikes, true (grey) and inferred rates")
+    fig.tight_layout()
+    return fig
+
+
+# -----------------------------------------------------------------------------
+# circuits to latents (notebook 07): the ring's bump against the phase a model reads out, and its slow points
+
+
+def _wrap_deg(a):
+    return np.degrees(np.mod(np.asarray(a, dtype=np.float64), 2 * np.pi))
+
+
+def plot_ring_decoding_frame(t, spikes, neuron_angles, true_phase, decoded_phase, dt=None, cue_bins=None,
+                             labels=("true bump phase", "decoded phase")):
+    """ One ring trial up to bin t: spikes of the recorded neurons sorted by preferred angle, with the true bump
+    phase and a decoded phase drawn over them (left); the two phases as points on the ring at bin t (right).
+    spikes (T, N); neuron_angles (N,) radians; true_phase, decoded_phase (T,) radians; cue_bins: bins where a cue
+    is on (shaded). Returns the figure. """
+    spikes = np.asarray(spikes)
+    T = spikes.shape[0]
+    t = _upto(t, T)
+    order = np.argsort(neuron_angles)
+    ang = _wrap_deg(np.asarray(neuron_angles)[order])
+    x = np.arange(T) * (dt or 1.0)
+    fig = plt.figure(figsize=(11, 3.6))
+    ax = fig.add_subplot(1, 3, (1, 2))
+    ti, ni = np.nonzero(spikes[: t + 1][:, order])
+    ax.scatter(x[ti], ang[ni], s=4, color="k", marker="|", alpha=0.5)
+    for ph, c, lab in ((true_phase, "C3", labels[0]), (decoded_phase, "C0", labels[1])):
+        y = _wrap_deg(ph)[: t + 1].copy()
+        y[1:][np.abs(np.diff(y)) > 180] = np.nan                         # no line across the 0/360 seam
+        ax.plot(x[: t + 1], y, color=c, lw=2, label=lab)
+    if cue_bins is not None and len(np.atleast_1d(cue_bins)):
+        cb = np.atleast_1d(cue_bins)
+        ax.axvspan(x[cb.min()], x[cb.max()] + (dt or 1.0), color="y", alpha=0.3, label="cue")
+    ax.set_xlim(x[0], x[-1] + (dt or 1.0)); ax.set_ylim(0, 360)
+    ax.set_xlabel("time (s)" if dt else "bin"); ax.set_ylabel("preferred angle (deg)")
+    ax.legend(loc="upper right", fontsize=8); ax.set_title("spikes sorted by preferred angle")
+    axp = fig.add_subplot(1, 3, 3, projection="polar")
+    axp.plot(np.linspace(0, 2 * np.pi, 100), np.ones(100), color="grey", lw=1)
+    for ph, c, lab in ((true_phase, "C3", labels[0]), (decoded_phase, "C0", labels[1])):
+        axp.plot([ph[t]], [1.0], "o", color=c, ms=12, alpha=0.8, label=lab)
+    axp.set_ylim(0, 1.2); axp.set_yticks([])
+    err = abs((np.degrees(decoded_phase[t] - true_phase[t]) + 180) % 360 - 180)
+    axp.set_title(f"bin {t}: error {err:.0f} deg", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_slow_point_frame(k, points_2d, phases, eigvals, rates, neuron_angles, trajectories_2d=None):
+    """ Walk around a ring of slow points, at point k: all points in a 2-D projection coloured by the phase each is
+    mapped to, point k circled, over the model's trajectories (left); the eigenvalues of the Jacobian at point k
+    against the unit circle (middle); the rates the model reads out at point k against the neurons' preferred
+    angles, with the mapped phase (right). points_2d (K, 2); phases (K,) radians; eigvals (K, H) complex;
+    rates (K, N); neuron_angles (N,) radians; trajectories_2d (trials, T, 2). Returns the figure. """
+    points_2d, eigvals, rates = np.asarray(points_2d), np.asarray(eigvals), np.asarray(rates)
+    K = len(points_2d)
+    k = _upto(k, K)
+    fig, ax = plt.subplots(1, 3, figsize=(12, 3.6))
+    if trajectories_2d is not None:
+        for tr in np.asarray(trajectories_2d):
+            ax[0].plot(tr[:, 0], tr[:, 1], color="0.8", lw=0.5, zorder=0)
+    sc = ax[0].scatter(points_2d[:, 0], points_2d[:, 1], c=_wrap_deg(phases), cmap="hsv", vmin=0, vmax=360, s=18)
+    ax[0].scatter(points_2d[k, 0], points_2d[k, 1], s=160, facecolors="none", edgecolors="k", lw=2)
+    fig.colorbar(sc, ax=ax[0], label="mapped phase (deg)")
+    ax[0].set_xlabel("PC 1"); ax[0].set_ylabel("PC 2"); ax[0].set_title(f"slow point {k} of {K}")
+    ax[0].set_aspect("equal", "datalim")
+    c = np.linspace(0, 2 * np.pi, 200)
+    ax[1].plot(np.cos(c), np.sin(c), color="grey", lw=1)
+    ax[1].scatter(eigvals[k].real, eigvals[k].imag, s=16, color="C0")
+    top = eigvals[k][np.argmax(np.abs(eigvals[k]))]
+    ax[1].scatter([top.real], [top.imag], s=60, color="C3", label=f"largest |lambda| = {abs(top):.3f}")
+    ax[1].set_aspect("equal"); ax[1].set_xlim(-1.15, 1.15); ax[1].set_ylim(-1.15, 1.15)
+    ax[1].legend(fontsize=8, loc="lower left"); ax[1].set_title("Jacobian eigenvalues")
+    order = np.argsort(neuron_angles)
+    ax[2].plot(_wrap_deg(np.asarray(neuron_angles)[order]), rates[k][order], "o-", ms=3, color="C1")
+    ax[2].axvline(_wrap_deg(phases[k]), color="k", ls="--", lw=1, label="mapped phase")
+    ax[2].set_ylim(0, 1.1 * rates.max()); ax[2].set_xlim(0, 360)
+    ax[2].set_xlabel("preferred angle (deg)"); ax[2].set_ylabel("rate (Hz)"); ax[2].legend(fontsize=8)
+    ax[2].set_title("read-out at the slow point")
     fig.tight_layout()
     return fig

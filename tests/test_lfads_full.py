@@ -154,7 +154,8 @@ def test_kl_co_is_log_q_minus_log_p_and_its_average_is_the_analytic_gaussian_pro
 
 def reference_controlled_forward(m, x, ext=None):
     """ The controller/generator equations stepped one at a time with GRU cells on concatenated inputs
-    (the formulation of references.md, before the input-side matmuls were hoisted out of the loop).
+    (the formulation of the LFADS papers, Sussillo et al. 2016 and Pandarinath et al. 2018, before the input-side
+    matmuls were hoisted out of the loop).
     Dropout must be off and sampling off (posterior means). """
     cfg = m.cfg
     B, T, _ = x.shape

@@ -19,7 +19,8 @@ def spikes(B=3, T=20, N=5, p=0.3, seed=0):
 
 
 def numpy_hebbian(s, wpre, wpost, taupre, taupost, dt, V, b, clip=(-0.5, 1.5), data_type="ephys"):
-    """ the equations of references.md §2, one bin and one pair at a time (increments w, not dt*w) """
+    """ the Hebbian attention equations of SPARKS (Skatchkovsky et al. 2024), one bin and one pair at a time
+    (increments w, not dt*w) """
     B, T, N = s.shape
     H, Dh, _ = V.shape
     out = np.zeros((B, T, N, H, Dh))

@@ -7,9 +7,13 @@ import pytest
 from minilatent import widgets
 
 
-def test_stepper_draws_the_start_frame_and_redraws_when_the_slider_moves():
+def test_stepper_draws_the_start_frame_and_redraws_when_the_slider_moves(monkeypatch):
+    import IPython.display
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda *a, **k: shown.append(a))
     calls = []
     box = widgets.stepper(lambda t: calls.append(t), n_steps=10, start=3)
+    assert shown == []          # returned, not displayed: a cell ending in the call shows it exactly once
     assert calls == [3]
     play_slider = box.children[0]
     play, slider = play_slider.children
@@ -36,6 +40,19 @@ def test_plain_viewers_draw_up_to_t_and_reject_bad_t():
     plt.close("all")
     with pytest.raises(ValueError, match="at least 2 dims"):
         widgets.plot_trajectory(np.zeros((5, 1)))
+
+
+def test_plot_trajectory_fixes_the_limits_to_the_whole_trajectory():
+    traj = np.stack([np.linspace(0, 10, 50), np.linspace(-3, 3, 50), np.linspace(5, 6, 50)], 1)   # (T, 3)
+    fig = plt.figure()
+    ax = fig.add_subplot(111, projection="3d")
+    widgets.plot_trajectory(traj, t=0, ax=ax)          # at bin 0 only one point is drawn
+    for (lo, hi), (a, b) in zip((ax.get_xlim(), ax.get_ylim(), ax.get_zlim()), zip(traj.min(0), traj.max(0))):
+        assert lo <= a and hi >= b and (hi - lo) < 1.2 * (b - a)
+    other = traj * 2                                     # a second curve on the same axes widens them
+    widgets.plot_trajectory(other, t=0, ax=ax)
+    assert ax.get_xlim()[1] >= 20 and ax.get_xlim()[0] <= 0
+    plt.close("all")
 
 
 # ----------------------------------------------------------------------------- circuit views (notebooks 04-06)

@@ -1,0 +1,545 @@
+"""
+Hyperparameter search for LFADS by population-based training (PBT) on Ray Tune, as in AutoLFADS.
+
+This file has one job: run a population of LFADS models, each trained by the unchanged generic
+`Trainer`, and let Ray Tune's PBT scheduler copy the weights of good members into poor ones
+(exploit) and perturb their hyperparameters (explore). The model files and the trainer know nothing
+of Ray; Ray is an optional extra (`pip install minilatent[tune]`).
+
+References
+- Jaderberg et al. (2017) "Population based training of neural networks".
+- Keshtkaran, Sedler et al. (2022) "A large-scale neural network training framework for generalized
+  estimation of single-trial population dynamics", Nature Methods (AutoLFADS).
+- Liaw et al. (2018) "Tune: a research platform for distributed model selection and training".
+
+How a member trains. Each member is a Ray Tune function trainable: it builds LFADS from the data and
+its hyperparameters, wraps it in `Trainer`, and, through the trainer's `on_epoch_end` callback,
+writes a trainer checkpoint and reports the validation metric after every epoch. When PBT decides
+that a member in the bottom quantile should exploit one in the top quantile, Ray restarts the member
+with the donor's checkpoint and a perturbed config: the member loads the weights, optimiser and EMA
+state, applies its new hyperparameters, and continues. Checkpoints go through Ray's own checkpoint
+API, so a search interrupted by Ctrl-C or a lost node resumes with `--resume`.
+
+The metric. Members differ in their KL and L2 weights, so their total losses are not comparable;
+like AutoLFADS we rank them by the validation reconstruction loss (the likelihood term alone, with
+coordinated dropout off), exponentially smoothed over epochs ('valid_recon_smth').
+
+The search space (SEARCH_SPACE below). AutoLFADS searched the learning rate, dropout and
+coordinated-dropout rates and the KL and L2 weights; the ranges are the paper's, in this package's
+loss convention (reconstruction as a mean per entry, KL summed over latent dimensions and averaged
+over trials, L2 as 0.5 |W|^2 per recurrent weight: the same convention as lfads-torch), with two
+deviations, each so that the package's defaults lie inside the range: the learning rate reaches up to
+2e-2 (this package trains with batches of 32 at 1e-2; AutoLFADS used larger batches at <= 5e-3), and
+kl_ic_scale reaches down to 1e-7 (the package default is 1e-6). The population's first member starts
+from the package defaults; the others are drawn from the space. Exploration multiplies a value by 0.8
+or 1.2 (Ray's default) or, with probability 0.25, resamples it, and clips it to the range.
+"""
+
+import csv
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+# name: (low, high, log-scale?, which config holds it)
+SEARCH_SPACE = {
+    "lr":           (1e-5, 2e-2, True,  "trainer"),
+    "dropout":      (0.0,  0.6,  False, "model"),
+    "cd_rate":      (0.01, 0.7,  False, "model"),
+    "kl_ic_scale":  (1e-7, 1e-3, True,  "model"),
+    "kl_co_scale":  (1e-6, 1e-4, True,  "model"),
+    "l2_gen_scale": (1e-4, 1.0,  True,  "model"),
+    "l2_con_scale": (1e-4, 1.0,  True,  "model"),
+}
+METRIC = "valid_recon_smth"
+SMOOTHING = 0.7          # weight of the previous smoothed value in the metric's exponential smoothing
+
+
+def require_ray():
+    """ import Ray Tune, or raise ImportError with one line naming the extra to install """
+    try:
+        import ray
+        from ray import tune
+    except ImportError:
+        raise ImportError("hyperparameter search needs Ray Tune: pip install 'minilatent[tune]'") from None
+    return ray, tune
+
+
+def start_ray(address=None, num_cpus=None, verbose=0):
+    """ Join the Ray cluster at address, or start a local Ray with num_cpus (default: this machine's cores). """
+    ray, _ = require_ray()
+    if ray.is_initialized():
+        return ray
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    if address:
+        ray.init(address=address, log_to_driver=bool(verbose))
+        return ray
+    for attempt in (1, 2):     # a raylet that misses Ray's 30 s start-up deadline on a loaded machine: try once more
+        try:
+            ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=bool(verbose),
+                     configure_logging=bool(verbose))
+            return ray
+        except Exception as e:
+            if attempt == 2 or "timed out during startup" not in str(e):
+                raise
+            ray.shutdown()
+
+
+def searched_names(co_dim):
+    """ the hyperparameters searched for a model with (co_dim > 0) or without a controller """
+    skip = set() if co_dim else {"kl_co_scale", "l2_con_scale"}
+    return [k for k in SEARCH_SPACE if k not in skip]
+
+
+def sample_config(rng, names):
+    """ one random point of the search space (numpy Generator rng) """
+    out = {}
+    for k in names:
+        lo, hi, log, _ = SEARCH_SPACE[k]
+        out[k] = float(math.exp(rng.uniform(math.log(lo), math.log(hi))) if log else rng.uniform(lo, hi))
+    return out
+
+
+def clip_config(config):
+    """ PBT's explore step may leave the range: clip each searched value back into it """
+    out = dict(config)
+    for k, (lo, hi, _, _) in SEARCH_SPACE.items():
+        if k in out:
+            out[k] = float(min(max(out[k], lo), hi))
+    return out
+
+
+# -----------------------------------------------------------------------------
+# one member of the population: a Ray Tune function trainable around the generic Trainer
+
+
+def _member(config, setup=None):
+    """ Train one LFADS population member, reporting the smoothed validation metric every epoch. """
+    from ray import tune
+    from .lfads import LFADS, LFADSConfig
+    from .trainer import Trainer, TrainerConfig
+
+    hps = {k: config[k] for k in SEARCH_SPACE if k in config}
+    model_hps = {k: v for k, v in hps.items() if SEARCH_SPACE[k][3] == "model"}
+    torch.manual_seed(setup["seed"] + config["member"])
+    model = LFADS(LFADSConfig(**{**setup["model_kw"], **model_hps}))
+    train, valid = setup["train"], setup["valid"]
+    setup["init_fn"](model)
+    tcfg = TrainerConfig(**{**setup["trainer_kw"], "lr": hps["lr"], "lr_schedule": "constant",
+                            "seed": setup["seed"] + config["member"], "monitor": "recon", "progress": False,
+                            "checkpoint_path": None})
+    trainer = Trainer(model, train, valid, tcfg)
+    trial_id = tune.get_context().get_trial_id()
+    meta = {"smooth": None, "lineage": [trial_id], "exploits": 0}
+    ck = tune.get_checkpoint()
+    if ck is not None:
+        with ck.as_directory() as d:
+            trainer.load_checkpoint(os.path.join(d, "checkpoint.pt"))
+            with open(os.path.join(d, "member.json")) as f:
+                meta = json.load(f)
+        if meta["lineage"][-1] != trial_id:          # restored from another member: an exploit
+            meta["lineage"].append(trial_id)
+            meta["exploits"] += 1
+
+    def report(tr):
+        row = tr.history.rows[-1]
+        recon = float(row.get("valid_recon", math.nan))
+        meta["smooth"] = recon if meta["smooth"] is None or not math.isfinite(meta["smooth"]) \
+            else SMOOTHING * meta["smooth"] + (1 - SMOOTHING) * recon
+        metrics = {METRIC: meta["smooth"], "valid_recon": recon, "epoch": row["epoch"],
+                   "train_recon": float(row.get("train_recon", math.nan)), "exploits": meta["exploits"],
+                   "parent": meta["lineage"][-2] if len(meta["lineage"]) > 1 else "", **hps}
+        if row["epoch"] % setup["checkpoint_every"]:
+            tune.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as d:
+            tr.save_checkpoint(os.path.join(d, "checkpoint.pt"))
+            with open(os.path.join(d, "member.json"), "w") as f:
+                json.dump(meta, f)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+
+    trainer.add_callback("on_epoch_end", report)
+    trainer.fit()
+
+
+# -----------------------------------------------------------------------------
+# the search
+
+
+def run_pbt(train, valid, model_kw, out_dir, trials=8, max_seconds=600.0, seed=0, trainer_kw=None,
+            perturbation_interval=4, cpus_per_trial=1.0, gpus_per_trial=0.0, address=None, num_cpus=None,
+            resume=False, verbose=0, init_fn=None):
+    """ Run AutoLFADS-style PBT. train/valid: tuples of tensors as the Trainer takes them (one session).
+    model_kw: LFADSConfig fields that are not searched (sizes, likelihood, ...). Returns the Ray
+    ResultGrid; results and Ray's state live in out_dir/ray. """
+    ray, tune = require_ray()
+    from ray.tune.schedulers import PopulationBasedTraining
+
+    names = searched_names(model_kw.get("co_dim", 0))
+    start_ray(address, num_cpus, verbose)
+    if init_fn is None:                     # one session: start the read-out bias at the mean rates
+        init_fn = lambda model: model.init_readout_bias(train[1])
+    setup = {"train": train, "valid": valid, "model_kw": model_kw, "seed": seed, "init_fn": init_fn,
+             "checkpoint_every": perturbation_interval,
+             "trainer_kw": {"max_epochs": 10 ** 6, **(trainer_kw or {})}}
+    trainable = tune.with_resources(tune.with_parameters(_member, setup=setup),
+                                    {"cpu": cpus_per_trial, "gpu": gpus_per_trial})
+    storage = os.path.abspath(out_dir)
+    exp_dir = os.path.join(storage, "ray")
+    if resume:
+        tuner = tune.Tuner.restore(exp_dir, trainable=trainable, resume_unfinished=True, resume_errored=True)
+        return tuner.fit()
+
+    from .lfads import LFADSConfig
+    defaults = LFADSConfig(n_neurons=1)
+    from .trainer import TrainerConfig
+    first = {k: float(getattr(defaults, k) if SEARCH_SPACE[k][3] == "model"
+                      else (trainer_kw or {}).get("lr", TrainerConfig().lr)) for k in names}
+    rng = np.random.default_rng(seed)
+    starts = [first] + [sample_config(rng, names) for _ in range(trials - 1)]
+    starts = [clip_config({**s, "member": i}) for i, s in enumerate(starts)]
+    mutations = {k: (tune.loguniform(*SEARCH_SPACE[k][:2]) if SEARCH_SPACE[k][2]
+                     else tune.uniform(*SEARCH_SPACE[k][:2])) for k in names}
+    pbt = PopulationBasedTraining(time_attr="training_iteration", perturbation_interval=perturbation_interval,
+                                  hyperparam_mutations=mutations, quantile_fraction=0.25,
+                                  resample_probability=0.25, custom_explore_fn=clip_config, synch=False)
+    tuner = tune.Tuner(
+        trainable,
+        # the member index is grid-searched; each member's starting hyperparameters follow from it
+        param_space={"member": tune.grid_search(list(range(trials))),
+                     **{k: tune.sample_from(_starter(starts, k)) for k in names}},
+        tune_config=tune.TuneConfig(metric=METRIC, mode="min", scheduler=pbt, time_budget_s=max_seconds,
+                                    reuse_actors=False),
+        run_config=tune.RunConfig(name="ray", storage_path=storage, verbose=verbose,
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=4)),
+    )
+    return tuner.fit()
+
+
+def _starter(starts, key):
+    return lambda config: starts[config["member"]][key]
+
+
+# -----------------------------------------------------------------------------
+# what a search leaves behind: the table of all members, a plot, the best member
+
+
+def trial_rows(results):
+    """ one row per member per epoch: trial id, epoch, seconds, metric, exploits, parent, hyperparameters """
+    rows = []
+    for r in results:
+        df = r.metrics_dataframe
+        if df is None or len(df) == 0:
+            continue
+        for rec in df.to_dict("records"):
+            row = {"trial_id": rec.get("trial_id"), "epoch": rec.get("epoch"), "seconds": rec.get("time_total_s"),
+                   METRIC: rec.get(METRIC), "valid_recon": rec.get("valid_recon"),
+                   "train_recon": rec.get("train_recon"), "exploits": rec.get("exploits"),
+                   "parent": rec.get("parent") or ""}
+            row.update({k: rec[k] for k in SEARCH_SPACE if k in rec})
+            rows.append(row)
+    return rows
+
+
+def count_exploits(exp_dir):
+    """ how many exploit steps PBT took (Ray logs one line per exploit in pbt_global.txt) """
+    try:
+        with open(os.path.join(exp_dir, "pbt_global.txt")) as f:
+            return sum(1 for line in f if line.strip())
+    except OSError:
+        return 0
+
+
+def best_result(results):
+    """ the member whose last smoothed validation metric is lowest (errored members count with what they reported) """
+    best = None
+    for r in results:
+        m = (r.metrics or {}).get(METRIC)
+        if m is not None and math.isfinite(m) and r.checkpoint is not None and (best is None or m < best.metrics[METRIC]):
+            best = r
+    if best is None:
+        raise RuntimeError("no population member reported a finite validation metric with a checkpoint: "
+                           "give the search more time (--max-seconds) or check the data")
+    return best
+
+
+def plot_population(rows, path):
+    """ the population's smoothed validation metric over wall time, one line per member, exploits marked """
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, tid in enumerate(sorted({r["trial_id"] for r in rows})):
+        rs = [r for r in rows if r["trial_id"] == tid]
+        ax.plot([r["seconds"] for r in rs], [r[METRIC] for r in rs], color=f"C{i % 10}", lw=1, label=tid)
+        ex = [r for j, r in enumerate(rs) if j and r["exploits"] != rs[j - 1]["exploits"]]
+        ax.plot([r["seconds"] for r in ex], [r[METRIC] for r in ex], "v", color=f"C{i % 10}", ms=5)
+    ax.set_xlabel("seconds of training (per member)")
+    ax.set_ylabel("smoothed validation reconstruction loss")
+    ax.set_title("PBT population (triangles: a member copied a better one)")
+    if len(ax.lines) <= 32:
+        ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def write_trials_csv(rows, path):
+    keys = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+
+
+def load_best(best, model_kw, device="cpu"):
+    """ (model in eval mode with the member's best validated weights, its searched hyperparameters, checkpoint dict) """
+    from .lfads import LFADS, LFADSConfig
+    hps = {k: best.config[k] for k in SEARCH_SPACE if k in best.config}
+    model = LFADS(LFADSConfig(**{**model_kw, **{k: v for k, v in hps.items() if SEARCH_SPACE[k][3] == "model"}}))
+    with best.checkpoint.as_directory() as d:
+        ck = torch.load(os.path.join(d, "checkpoint.pt"), map_location=device, weights_only=True)
+    model.load_state_dict(ck["final_model"])
+    model.eval()
+    return model, hps, ck
+
+
+# -----------------------------------------------------------------------------
+# the command line: python -m minilatent tune lfads [DATA ...] --out DIR --trials N --max-seconds S ...
+
+TUNE_FILES = ("best_config.json", "trials.csv", "pbt.png", "best", "ray", "run.json")
+
+
+def add_tune_parser(sub, prog, formatter, parser_class, run_folder_note):
+    """ the `tune` subcommand (argparse), next to `train` in __main__.py """
+    from . import __main__ as cli
+    from .lfads import LFADSConfig, LIKELIHOODS
+    from .trainer import TrainerConfig
+    from .data import TRUTH_UNITS
+    t = sub.add_parser("tune", help="hyperparameter search (population-based training on Ray Tune)",
+                       formatter_class=formatter, description="Search hyperparameters by population-based training "
+                       "(AutoLFADS) on Ray Tune; needs the extra: pip install 'minilatent[tune]'.")
+    ts = t.add_subparsers(dest="model", metavar="MODEL", required=True, parser_class=parser_class)
+    space = "\n".join(f"  {k:13s} {lo:g} .. {hi:g} ({'log' if log else 'linear'})"
+                      for k, (lo, hi, log, _) in SEARCH_SPACE.items())
+    p = ts.add_parser("lfads", help="AutoLFADS: PBT over LFADS's learning rate, dropout, coordinated dropout, KL "
+                      "and L2 weights", formatter_class=formatter,
+                      description="Train a population of LFADS models on Ray Tune; population-based training copies "
+                      "good members into poor ones and perturbs their hyperparameters. Without --address it starts "
+                      "a local Ray with this machine's cores; with it, it joins an existing Ray cluster. Writes "
+                      "best_config.json, best/lfads_output.h5 (as train lfads), best/checkpoint.pt, trials.csv and "
+                      "pbt.png into DIR (Ray's own state in DIR/ray).", epilog=f"""examples:
+  {prog} tune lfads --out runs/pbt --trials 8 --max-seconds 900
+  {prog} tune lfads data.h5 --out runs/pbt --trials 32 --max-seconds 7200 --address auto --cpus-per-trial 2
+  {prog} tune lfads data.h5 --out runs/pbt --trials 16 --max-seconds 3600 --gpus-per-trial 0.25
+  {prog} tune lfads data.h5 --out runs/pbt --resume          # continue an interrupted search
+
+searched (AutoLFADS's ranges; see minilatent/tune.py):
+{space}
+
+{run_folder_note}""")
+    p.add_argument("data", nargs="*", metavar="DATA.h5", help="HDF5 file(s) as for train lfads (default: the shipped "
+                   "Lorenz example)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--trials", type=cli._number(int, 2, 10000), default=8, help="population size")
+    p.add_argument("--max-seconds", type=cli._number(float, 0, 1e9, lo_open=True), default=900.0,
+                   help="wall-clock budget of the whole search")
+    p.add_argument("--perturbation-interval", type=cli._number(int, 1, 100000), default=10,
+                   help="epochs between PBT's exploit/explore decisions for a member")
+    p.add_argument("--address", default=None, help="join this Ray cluster ('auto' or HOST:PORT) instead of starting "
+                   "a local Ray")
+    p.add_argument("--cpus-per-trial", type=cli._number(float, 0, 1024, lo_open=True), default=1.0,
+                   help="CPUs each member reserves (fractions share a core)")
+    p.add_argument("--gpus-per-trial", type=cli._number(float, 0, 64), default=0.0,
+                   help="GPUs each member reserves (e.g. 0.25: four members per GPU); > 0 trains on CUDA")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where members train: auto = "
+                   "cuda when --gpus-per-trial > 0, else cpu; cuda needs --gpus-per-trial > 0 (Ray hides the GPUs "
+                   "from members that reserve none)")
+    p.add_argument("--seed", type=cli._number(int, 0, 2**32 - 1), default=0, help="seeds the population's starting "
+                   "hyperparameters and each member's weights")
+    p.add_argument("--batch-size", type=cli._number(int, 1, 10**6), default=TrainerConfig().batch_size,
+                   help="trials per optimiser step")
+    d = cli._defaults(LFADSConfig)
+    for flag, field, typ, h in cli.LFADS_MODEL_OPTIONS:
+        if field in SEARCH_SPACE:
+            continue
+        if field == "recon":
+            p.add_argument(flag, default=d[field], choices=sorted(LIKELIHOODS), help=h)
+        else:
+            p.add_argument(flag, type=typ, default=d[field], help=h)
+    p.add_argument("--ramp-epochs", type=cli._number(int, 0), default=d["kl_ramp_epochs"],
+                   help="epochs over which the KL and L2 weights rise to 1")
+    p.add_argument("--read-in-dim", type=cli._number(int, 1, 4096), default=None,
+                   help="several sessions: read-in size (default: --fac-dim)")
+    p.add_argument("--samples", type=cli._number(int, 0, 100000), default=50,
+                   help="posterior samples averaged for the best model's outputs")
+    p.add_argument("--truth-units", default="auto", choices=TRUTH_UNITS, help="units of *_truth without a "
+                   "conversion_factor (as train lfads)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--resume", action="store_true", help="continue the interrupted search in DIR (DIR/ray)")
+    g.add_argument("--overwrite", action="store_true", help="replace the search in DIR; the old files stay until the "
+                   "new search has finished")
+    p.set_defaults(fn=tune_lfads, epochs=None, lr=None, dropout=LFADSConfig.dropout, cd_rate=LFADSConfig.cd_rate,
+                   kl_co_scale=LFADSConfig.kl_co_scale)
+    return t
+
+
+def _previous(path):
+    return [f for f in TUNE_FILES if os.path.exists(os.path.join(path, f))]
+
+
+def tune_lfads(args):
+    """ `python -m minilatent tune lfads`: check everything, search, write the best member's outputs. """
+    import argparse
+    from . import __main__ as cli
+    from .files import RunFolder, RunFolderError
+    from .trainer import History
+    try:
+        ray, _ = require_ray()
+    except ImportError as e:
+        raise cli.UsageError(str(e)) from None
+    if args.gpus_per_trial > 0 and not torch.cuda.is_available() and not args.address:
+        raise cli.UsageError("--gpus-per-trial > 0 but torch sees no CUDA GPU on this machine (with --address the "
+                             "cluster's GPUs count)")
+    if args.device == "cuda" and args.gpus_per_trial == 0:
+        raise cli.UsageError("--device cuda needs --gpus-per-trial > 0 (e.g. 0.25: four members share a GPU)")
+    if args.device == "cpu" and args.gpus_per_trial > 0:
+        raise cli.UsageError("--device cpu with --gpus-per-trial > 0 would reserve GPUs that no member uses")
+    inp = cli.read_lfads_inputs(args)                    # the same checks as train lfads
+    model, _ = cli.build_lfads(args, inp)                # options the data cannot take fail here, before DIR
+    base_kw = {f.name: getattr(model.cfg, f.name) for f in __import__("dataclasses").fields(model.cfg)}
+    for k in SEARCH_SPACE:
+        base_kw.pop(k, None)
+    folder = RunFolder(args.out)
+    try:
+        folder.check_path()
+    except RunFolderError as e:
+        raise cli.UsageError(str(e)) from None
+    pid = folder.active_pid()
+    if pid is not None:
+        raise cli.UsageError(f"--out {args.out} is in use by another run (process {pid})")
+    prev = _previous(args.out) if os.path.isdir(args.out) else []
+    if args.resume and not os.path.isdir(os.path.join(args.out, "ray")):
+        raise cli.UsageError(f"--resume: no search to continue in {args.out} (no {os.path.join(args.out, 'ray')})")
+    if prev and not (args.resume or args.overwrite):
+        raise cli.UsageError(f"--out {args.out} already holds a search ({', '.join(prev)}); add --resume to continue "
+                             "it or --overwrite to replace it")
+    if args.resume:
+        stored = os.path.join(args.out, "ray", "minilatent_options.json")
+        try:
+            with open(stored) as f:
+                old = json.load(f)
+        except (OSError, ValueError):
+            raise cli.UsageError(f"--resume: {stored} is missing or unreadable: start again with --overwrite") from None
+        mine = _search_options(args, inp)
+        diffs = [f"{k} {mine.get(k)} (stored: {old.get(k)})" for k in sorted(set(old) | set(mine))
+                 if k not in ("max_seconds", "samples") and old.get(k) != mine.get(k)]
+        if diffs:
+            raise cli.UsageError(f"--resume: options differ from the stored search: {'; '.join(diffs)}")
+    try:                                                  # before DIR is touched
+        start_ray(args.address)
+    except Exception as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise cli.RunFailed(f"could not {'join the Ray cluster at ' + args.address if args.address else 'start a local Ray'}"
+                            f": {msg}; nothing was written") from None
+    staged = bool(prev) and args.overwrite
+    folder.open(staged)
+    work = folder.work if not args.resume else folder.path
+    try:
+        os.makedirs(os.path.join(work, "ray"), exist_ok=True)
+        with open(os.path.join(work, "ray", "minilatent_options.json"), "w") as f:
+            json.dump(_search_options(args, inp), f)
+        multi = inp["multi"]
+        train = inp["train"] if multi else inp["train"][0]
+        valid = inp["valid"] if multi else inp["valid"][0]
+        device = "cuda" if args.gpus_per_trial > 0 else "cpu"
+        print(f"PBT: {args.trials} members, {args.max_seconds:g} s, perturbation every {args.perturbation_interval} "
+              f"epochs, {args.cpus_per_trial:g} CPU + {args.gpus_per_trial:g} GPU per member; "
+              f"Ray {'at ' + args.address if args.address else 'local'}", flush=True)
+        results = run_pbt(train, valid, base_kw, work, trials=args.trials, max_seconds=args.max_seconds,
+                          seed=args.seed, trainer_kw={"batch_size": args.batch_size, "device": device},
+                          perturbation_interval=args.perturbation_interval, cpus_per_trial=args.cpus_per_trial,
+                          gpus_per_trial=args.gpus_per_trial, address=args.address, resume=args.resume,
+                          init_fn=_init_fn(inp))
+        rows = trial_rows(results)
+        try:
+            best = best_result(results)
+        except RuntimeError as e:
+            raise cli.RunFailed(f"{e}; Ray's state is in {os.path.join(work, 'ray')}") from None
+        model, hps, ck = load_best(best, base_kw)
+        os.makedirs(os.path.join(work, "best"), exist_ok=True)
+        write_trials_csv(rows, os.path.join(work, "trials.csv"))
+        plot_population(rows, os.path.join(work, "pbt.png"))
+        n_exploits = count_exploits(os.path.join(work, "ray"))
+        summary = {"metric": METRIC, "value": best.metrics[METRIC], "trial_id": best.metrics.get("trial_id"),
+                   "epoch": ck["epoch"], "hyperparameters": hps, "model_config": base_kw,
+                   "trainer": {"batch_size": args.batch_size, "lr_schedule": "constant", "lr": hps["lr"]},
+                   "exploits": n_exploits, "members": len(results)}
+        with open(os.path.join(work, "best_config.json"), "w") as f:
+            json.dump(summary, f, indent=1, default=str)
+        torch.save(ck, os.path.join(work, "best", "checkpoint.pt"))
+        print(f"best member {summary['trial_id']}: {METRIC} {summary['value']:.5f} at epoch {ck['epoch']}, "
+              + ", ".join(f"{k} {v:.3g}" for k, v in hps.items()) + f"; {n_exploits} exploits in the population")
+        sub = argparse.Namespace(**vars(args))
+        sub.out = os.path.join(args.out, "best")
+        best_folder = _Sub(os.path.join(work, "best"))
+        cli.write_lfads_outputs(sub, best_folder, inp, model, History(list(ck["history"])))
+        if staged:                                        # replace the old search only now
+            for name in prev:
+                p = os.path.join(folder.path, name)
+                shutil.rmtree(p) if os.path.isdir(p) else os.remove(p)
+            for name in _previous(work):
+                os.replace(os.path.join(work, name), os.path.join(folder.path, name))
+            shutil.rmtree(work, ignore_errors=True)
+        with open(os.path.join(folder.path, "run.json"), "w") as f:
+            json.dump({"command": "tune lfads", "finished": True, **summary}, f, indent=1, default=str)
+    finally:
+        folder.release()
+        if ray.is_initialized() and not args.address:
+            ray.shutdown()
+    return 0
+
+
+class _Sub:
+    """ the part of RunFolder that write_lfads_outputs uses, pointed at DIR/best """
+    def __init__(self, path):
+        self.path = self.work = path
+
+    def file(self, name):
+        return os.path.join(self.path, name)
+
+
+def _search_options(args, inp):
+    """ what a resumed search must share with the stored one """
+    keep = ["trials", "perturbation_interval", "seed", "batch_size", "ramp_epochs", "read_in_dim", "truth_units"]
+    from . import __main__ as cli
+    keep += [f for _, f, _, _ in cli.LFADS_MODEL_OPTIONS if f not in SEARCH_SPACE]
+    out = {k: getattr(args, k) for k in keep}
+    out["data"] = cli._fingerprint([x for t in inp["train"] + inp["valid"] for x in t])
+    return out
+
+
+def _init_fn(inp):
+    """ what a new member does to its fresh model before training (read-out bias from the data, PCR read-ins) """
+    from .data import psths
+    datasets, train, multi = inp["datasets"], inp["train"], inp["multi"]
+    conds = [set(np.unique(d["train_cond_idx"]).tolist()) if "train_cond_idx" in d else None for d in datasets]
+    pcr = multi and all(c is not None and c == conds[0] for c in conds)
+    mats = [psths(d, "train") for d in datasets] if pcr else None
+
+    def init(model):
+        if multi:
+            if pcr:
+                model.init_pcr(mats)
+            for s, t in enumerate(train):
+                model.init_readout_bias(t[1], session=s)
+        else:
+            model.init_readout_bias(train[0][1])
+    return init

@@ -1,0 +1,218 @@
+"""find_fixed_points against systems whose fixed points, stability and slow points are known in closed form."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from minilatent.lfads import LFADS, LFADSConfig, find_fixed_points, lfads_generator_step, lfads_factors
+
+D64 = torch.float64
+
+
+def rand_starts(B, H, scale, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (2 * torch.rand(B, H, generator=g, dtype=D64) - 1) * scale
+
+
+def test_affine_map_one_exact_point():
+    g = torch.Generator().manual_seed(1)
+    H = 6
+    for radius, stable in ((0.8, True), (1.3, False)):
+        A = torch.randn(H, H, generator=g, dtype=D64)
+        A = radius * A / torch.linalg.eigvals(A).abs().max()                # spectral radius exactly `radius`
+        b = torch.randn(H, generator=g, dtype=D64)
+        step = lambda h: h @ A.T + b
+        r = find_fixed_points(step, rand_starts(64, H, 3.0), unique_tol=1e-6)
+        h_star = torch.linalg.solve(torch.eye(H, dtype=D64) - A, b)
+        assert r["points"].shape == (1, H)
+        assert torch.allclose(r["points"][0], h_star, atol=1e-10)
+        assert r["q"][0] < 1e-20
+        ev = np.sort_complex(torch.linalg.eigvals(A).numpy())
+        np.testing.assert_allclose(np.sort_complex(r["eigvals"][0].numpy()), ev, atol=1e-9)
+        assert bool(r["stable"][0]) is stable
+        assert abs(r["eigvals"][0].abs()[0] - radius) < 1e-9              # sorted: largest |lambda| first
+        assert len(r["slow_points"]) == 0
+
+
+def test_affine_map_far_away_and_large_batch():
+    # the fixed point of h -> 0.5 h + b is 2 b: far from the starts when b is large (the trust region is relative)
+    H = 4
+    b = torch.full((H,), 500.0, dtype=D64)
+    r = find_fixed_points(lambda h: 0.5 * h + b, rand_starts(2000, H, 1.0))
+    assert r["points"].shape == (1, H) and torch.allclose(r["points"][0], 2 * b, rtol=1e-12)
+    assert bool(r["stable"][0])
+
+
+@pytest.mark.parametrize("H,a", [(2, 1.5), (3, 2.0), (5, 2.0)])
+def test_tanh_diagonal_three_to_the_H_points(H, a):
+    # h -> tanh(a h) elementwise: each coordinate sits at 0 (unstable: slope a > 1) or at +-x*, x* = tanh(a x*)
+    # (stable: slope a (1 - x*^2) < 1). So 3^H fixed points, 2^H of them stable (all coordinates nonzero).
+    x = 1.0
+    for _ in range(200):
+        x = math.tanh(a * x)
+    step = lambda h: torch.tanh(a * h)
+    r = find_fixed_points(step, rand_starts(3000, H, 1.5, seed=H))
+    pts = r["points"].numpy()
+    assert len(pts) == 3 ** H
+    levels = np.array([-x, 0.0, x])
+    assert np.abs(pts[..., None] - levels).min(-1).max() < 1e-10          # every coordinate on a known level
+    assert len({tuple(np.round(p, 6)) for p in pts}) == 3 ** H
+    nonzero = (np.abs(pts) > 0.5 * x).all(1)
+    assert r["stable"].sum().item() == 2 ** H
+    np.testing.assert_array_equal(r["stable"].numpy(), nonzero)
+    # eigenvalues: a (1 - h_i^2) per coordinate (the Jacobian is diagonal)
+    for p, ev in zip(pts, r["eigvals"].numpy()):
+        np.testing.assert_allclose(np.sort(ev.real), np.sort(a * (1 - p ** 2)), atol=1e-9)
+        assert np.abs(ev.imag).max() < 1e-12
+
+
+def test_gru_cell_with_a_fixed_point_built_by_hand():
+    # n = tanh(W_in x + b_in + r * (W_hn h + b_hn)), h' = (1 - z) n + z h: h* is fixed where n(h*) = h*, so choose h*
+    # and set b_in = atanh(h*) - W_in x - r(h*) (W_hn h* + b_hn). Small recurrent weights make the map a
+    # contraction: one fixed point, stable.
+    g = torch.Generator().manual_seed(5)
+    H, I = 8, 3
+    cell = torch.nn.GRUCell(I, H).double()
+    with torch.no_grad():
+        for p in cell.parameters():
+            p.copy_(0.2 / math.sqrt(H) * torch.randn(p.shape, generator=g, dtype=D64))
+        x = torch.randn(1, I, generator=g, dtype=D64)
+        h_star = 0.8 * (2 * torch.rand(1, H, generator=g, dtype=D64) - 1)
+        W_ir, W_iz, W_in = cell.weight_ih.chunk(3)
+        W_hr, W_hz, W_hn = cell.weight_hh.chunk(3)
+        b_ir, b_iz, b_in = cell.bias_ih.chunk(3)
+        b_hr, b_hz, b_hn = cell.bias_hh.chunk(3)
+        r_ = torch.sigmoid(x @ W_ir.T + b_ir + h_star @ W_hr.T + b_hr)
+        new_b_in = torch.atanh(h_star) - x @ W_in.T - r_ * (h_star @ W_hn.T + b_hn)
+        cell.bias_ih[2 * H:] = new_b_in[0]
+    step = lambda h: cell(x.expand(h.shape[0], -1), h)
+    assert torch.allclose(step(h_star), h_star, atol=1e-12)               # the construction is right
+    r = find_fixed_points(step, rand_starts(50, H, 1.0), noise=0.1)
+    assert r["points"].shape == (1, H)
+    assert torch.allclose(r["points"], h_star, atol=1e-10)
+    assert bool(r["stable"][0])
+    jac = torch.autograd.functional.jacobian(lambda h: cell(x, h[None])[0], h_star[0])   # a separate autograd route
+    np.testing.assert_allclose(np.sort_complex(r["eigvals"][0].numpy()),
+                               np.sort_complex(torch.linalg.eigvals(jac).numpy()), atol=1e-10)
+
+
+def test_slow_point_is_reported_as_slow():
+    # the ghost of a saddle-node: h0 <- h0 + eps + h0^2 never stops (no root), but is slowest at h0 = 0, where
+    # q = eps^2 / 2; h1 <- 0.5 h1 decays. Eigenvalues there: 1 and 0.5.
+    eps = 1e-3
+    step = lambda h: torch.stack([h[:, 0] + eps + h[:, 0] ** 2, 0.5 * h[:, 1]], 1)
+    r = find_fixed_points(step, rand_starts(40, 2, 0.5), tol=1e-8, slow_tol=1e-5)
+    assert len(r["points"]) == 0                                            # no fixed point ...
+    assert r["slow_points"].shape == (1, 2)                                 # ... one slow point
+    assert torch.allclose(r["slow_points"][0], torch.zeros(2, dtype=D64), atol=1e-6)
+    assert abs(r["slow_q"][0].item() - eps ** 2 / 2) < 1e-12
+    np.testing.assert_allclose(np.sort(r["slow_eigvals"][0].real.numpy()), [0.5, 1.0], atol=1e-6)
+    # with eps = 0 the ghost becomes a fixed point (a double root: Newton converges only linearly there), marginal
+    step0 = lambda h: torch.stack([h[:, 0] + h[:, 0] ** 2, 0.5 * h[:, 1]], 1)
+    r0 = find_fixed_points(step0, rand_starts(40, 2, 0.5), tol=1e-8, unique_tol=1e-2)
+    assert len(r0["points"]) == 1 and r0["points"][0].abs().max() < 1e-3
+    assert abs(r0["eigvals"][0].abs()[0].item() - 1) < 1e-3
+
+
+def test_line_attractor_of_a_linear_map():
+    # A = V diag(1, 0.5, 0.2) V^-1: every multiple of v1 is a fixed point, with eigenvalues 1, 0.5, 0.2
+    g = torch.Generator().manual_seed(2)
+    V = torch.randn(3, 3, generator=g, dtype=D64)
+    A = V @ torch.diag(torch.tensor([1.0, 0.5, 0.2], dtype=D64)) @ torch.linalg.inv(V)
+    step = lambda h: h @ A.T
+    r = find_fixed_points(step, rand_starts(100, 3, 2.0), unique_tol=1e-3)
+    pts = r["points"]
+    v1 = V[:, 0] / V[:, 0].norm()
+    off_line = pts - (pts @ v1)[:, None] * v1
+    assert len(pts) > 50                                                    # a continuum: (nearly) every start its own point
+    assert off_line.abs().max() < 1e-8
+    assert (pts @ v1).max() - (pts @ v1).min() > 1.0                        # spread along the line
+    np.testing.assert_allclose(r["eigvals"].abs().numpy(), np.tile([1.0, 0.5, 0.2], (len(pts), 1)), atol=1e-8)
+    assert not r["stable"].any()                                            # |lambda| = 1 is not < 1
+
+
+def test_ring_attractor():
+    # radial contraction onto the unit circle, angle unchanged: h -> h + 0.5 (1 - |h|) h. Every point of the circle
+    # is fixed; eigenvalues 1 (along the ring) and 0.5 (across it). The origin is fixed too, unstable (1.5, 1.5).
+    step = lambda h: h + 0.5 * (1 - h.norm(dim=1, keepdim=True)) * h
+    ang = torch.linspace(0, 2 * math.pi, 37, dtype=D64)[:-1]
+    h0 = torch.stack([torch.cos(ang), torch.sin(ang)], 1) * torch.linspace(0.6, 2.0, 36, dtype=D64)[:, None]
+    origin = find_fixed_points(step, torch.tensor([[0.05, -0.02]], dtype=D64))
+    assert origin["points"].abs().max() < 1e-12 and not origin["stable"][0]
+    np.testing.assert_allclose(origin["eigvals"][0].real.numpy(), [1.5, 1.5], atol=1e-9)
+    r = find_fixed_points(step, h0, unique_tol=1e-3)
+    assert len(r["points"]) == 36
+    assert (r["points"].norm(dim=1) - 1).abs().max() < 1e-9
+    found = torch.atan2(r["points"][:, 1], r["points"][:, 0]) % (2 * math.pi)
+    assert torch.allclose(torch.sort(found).values, ang, atol=1e-9)        # each start keeps its angle
+    np.testing.assert_allclose(r["eigvals"].abs().numpy(), np.tile([1.0, 0.5], (36, 1)), atol=1e-8)
+
+
+def test_nearly_continuous_ring_slow_points():
+    # the ring above with a small tangential flow eps sin(2 theta): on the circle q = eps^2 sin^2(2 theta) / 2, zero
+    # only at theta = 0, 90, 180, 270 deg (stable along the ring at 90 and 270: slope 1 + 2 eps cos(2 theta) < 1).
+    # Polishing finds exactly those four; stopping early (stop_q) leaves slow points spread along the ring.
+    eps = 1e-3
+
+    def step(h):
+        r = h.norm(dim=1, keepdim=True)
+        th = torch.atan2(h[:, 1], h[:, 0])[:, None]
+        tangent = torch.cat([-torch.sin(th), torch.cos(th)], 1)
+        return h + 0.5 * (1 - r) * h + eps * torch.sin(2 * th) * tangent
+
+    ang = torch.linspace(0, 2 * math.pi, 73, dtype=D64)[:-1] + 0.01
+    h0 = torch.stack([torch.cos(ang), torch.sin(ang)], 1) * 1.2
+    full = find_fixed_points(step, h0, max_iters=500)
+    th = torch.atan2(full["points"][:, 1], full["points"][:, 0]) % (2 * math.pi)
+    assert len(full["points"]) == 4 and len(full["slow_points"]) == 0
+    assert torch.allclose(torch.sort(th).values, torch.tensor([0, 0.5, 1, 1.5], dtype=D64) * math.pi, atol=1e-8)
+    np.testing.assert_array_equal(full["stable"][torch.argsort(th)].numpy(), [False, True, False, True])
+    early = find_fixed_points(step, h0, tol=1e-12, slow_tol=1e-6, stop_q=1e-8)
+    sp = early["slow_points"]
+    assert len(sp) > 40                                                    # spread along the ring ...
+    assert (sp.norm(dim=1) - 1).abs().max() < 1e-3                         # ... on it (to sqrt(2 stop_q) / 0.5)
+    assert (early["slow_q"] < 1e-6).all() and (early["slow_q"] >= 1e-12).all()
+    ev = early["slow_eigvals"].abs().numpy()
+    assert np.all(np.abs(ev[:, 0] - 1) < 3e-3) and np.all(np.abs(ev[:, 1] - 0.5) < 1e-3)   # one |lambda| near 1
+
+
+def test_lfads_generator_step_is_the_model_update():
+    torch.manual_seed(0)
+    model = LFADS(LFADSConfig(n_neurons=12, gen_dim=16, fac_dim=4)).eval()
+    x = torch.poisson(torch.ones(5, 20, 12))
+    out = model(x)
+    step = lfads_generator_step(model, dtype=torch.float32)
+    g0, g = out["gen_init"], out["gen_states"]
+    h, hs = g0, []
+    for t in range(20):
+        h = step(h)
+        hs.append(h)
+    assert torch.allclose(torch.stack(hs, 1), g, atol=1e-5)
+    assert torch.allclose(lfads_factors(model, g), out["factors"], atol=1e-6)
+    # with a controller the generator's input is the inferred input: a constant u enters through weight_ih
+    mc = LFADS(LFADSConfig(n_neurons=12, gen_dim=16, fac_dim=4, co_dim=2)).eval()
+    u = torch.tensor([0.3, -0.2])
+    s = lfads_generator_step(mc, inputs=u, dtype=torch.float32)
+    ref = torch.gru_cell(u.expand(5, 2), g0, mc.gen.weight_ih_l0, mc.gen.weight_hh_l0, mc.gen.bias_ih_l0,
+                         mc.gen.bias_hh_l0)
+    assert torch.allclose(s(g0), ref, atol=1e-6)
+    r = find_fixed_points(lfads_generator_step(model), g.reshape(-1, 16).double()[:40])
+    assert len(r["points"]) >= 1 and (r["q"] < 1e-8).all()
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(h0=torch.zeros(4)), "h0"), (dict(h0=torch.zeros(4, 2, dtype=torch.long)), "h0"),
+    (dict(h0=torch.full((2, 2), float("nan"))), "h0"), (dict(tol=0.0), "tol"), (dict(tol=1e-3, slow_tol=1e-4), "slow_tol"),
+    (dict(max_iters=0), "max_iters"), (dict(unique_tol=-1.0), "unique_tol"), (dict(noise=-0.1), "noise"), (dict(stop_q=-1.0), "stop_q"),
+    (dict(step=lambda h: h[:, :1]), "step must return"),
+])
+def test_bad_input(kw, match):
+    args = dict(step=lambda h: 0.5 * h, h0=torch.zeros(4, 2))
+    args.update(kw)
+    with pytest.raises(ValueError, match=match):
+        find_fixed_points(**args)
+    with pytest.raises(TypeError, match="step"):
+        find_fixed_points("not a function", torch.zeros(4, 2))
+    with pytest.raises(ValueError, match="inputs"):
+        lfads_generator_step(LFADS(LFADSConfig(n_neurons=3, co_dim=1)), inputs=[1.0, 2.0])

@@ -1,0 +1,152 @@
+"""
+`python -m minilatent tune lfads`: AutoLFADS-style population-based training on a local Ray (num_cpus=2),
+tiny data, a budget of about a minute. Skipped with a reason where Ray Tune is not installed
+(pip install 'minilatent[tune]'; .ci/run installs it).
+"""
+import csv
+import importlib.util
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from minilatent.__main__ import main
+from minilatent import tune as mt
+
+needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
+                               reason="Ray Tune is not installed: pip install 'minilatent[tune]'")
+
+SMALL = ["--gen-dim", "24", "--fac-dim", "6", "--ic-enc-dim", "24", "--samples", "4", "--batch-size", "16"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from minilatent.data import make_lorenz, save_h5
+    p = tmp_path_factory.mktemp("data") / "tiny.h5"
+    save_h5(p, make_lorenz(n_conditions=6, trials_per_condition=8, n_valid_per_condition=2, n_neurons=16, seed=0))
+    return str(p)
+
+
+def test_missing_extra_is_one_line_naming_it(tiny, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)          # as if Ray were not installed
+    out = tmp_path / "never"
+    assert main(["tune", "lfads", tiny, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "minilatent[tune]" in err[0]
+    assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def search(tiny, tmp_path_factory):
+    """ one search shared by the tests below: 4 members, PBT decisions every 2 epochs, 90 s """
+    out = str(tmp_path_factory.mktemp("pbt") / "run")
+    try:
+        mt.start_ray(num_cpus=2)
+    except Exception as e:   # Ray's raylet has a fixed 30 s start-up deadline that an overloaded machine can miss
+        if "timed out during startup" not in str(e):
+            raise
+        pytest.skip("Ray could not start here: its raylet missed Ray's 30 s start-up deadline (machine overloaded)")
+    code = main(["tune", "lfads", tiny, "--out", out, "--trials", "4", "--max-seconds", "90",
+                 "--perturbation-interval", "2", "--cpus-per-trial", "0.5"] + SMALL)
+    return code, out
+
+
+@needs_ray
+def test_search_writes_the_files_and_exploits(search):
+    code, out = search
+    assert code == 0
+    for name in ("best_config.json", "trials.csv", "pbt.png", "run.json", "best/lfads_output.h5", "best/checkpoint.pt"):
+        assert os.path.exists(os.path.join(out, name)), name
+    best = json.load(open(os.path.join(out, "best_config.json")))
+    rows = list(csv.DictReader(open(os.path.join(out, "trials.csv"))))
+    assert len({r["trial_id"] for r in rows}) == 4
+    # PBT copied a better member into a worse one at least once, and the copy says whose weights it took
+    assert best["exploits"] >= 1
+    assert any(r["parent"] for r in rows)
+    # every searched value stays inside the documented range
+    for r in rows:
+        for k, (lo, hi, _, _) in mt.SEARCH_SPACE.items():
+            if r.get(k):
+                assert lo * (1 - 1e-9) <= float(r[k]) <= hi * (1 + 1e-9), (k, r[k])
+    # the best member is the one with the lowest smoothed validation loss among the members' last reports
+    last = {}
+    for r in rows:
+        last[r["trial_id"]] = float(r[mt.METRIC])
+    assert best["value"] == pytest.approx(min(last.values()))
+
+
+@needs_ray
+def test_best_output_has_train_lfads_layout(search):
+    import h5py
+    _, out = search
+    with h5py.File(os.path.join(out, "best", "lfads_output.h5")) as f:
+        rates = f["valid_output_params"][()]
+        spikes = f["valid_recon_data"][()]
+        assert rates.shape == spikes.shape and np.all(rates > 0)
+        for k in ("train_factors", "valid_factors", "valid_ic_mean", "valid_gen_states"):
+            assert k in f
+
+
+@needs_ray
+def test_second_search_into_the_folder_is_refused(search, tiny, capsys):
+    _, out = search
+    before = sorted(os.listdir(out))
+    assert main(["tune", "lfads", tiny, "--out", out, "--trials", "2", "--max-seconds", "5"] + SMALL) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--resume" in err[0] and "--overwrite" in err[0]
+    assert sorted(os.listdir(out)) == before
+
+
+@needs_ray
+def test_resume_continues_the_search(search, tiny):
+    _, out = search
+    rows_before = list(csv.DictReader(open(os.path.join(out, "trials.csv"))))
+    assert main(["tune", "lfads", tiny, "--out", out, "--trials", "4", "--max-seconds", "150",
+                 "--perturbation-interval", "2", "--cpus-per-trial", "0.5", "--resume"] + SMALL) == 0
+    rows = list(csv.DictReader(open(os.path.join(out, "trials.csv"))))
+    epochs = lambda rs: max(int(float(r["epoch"])) for r in rs)
+    assert epochs(rows) > epochs(rows_before)          # the members went on training from their checkpoints
+
+
+@needs_ray
+def test_resume_refuses_changed_options(search, tiny, capsys):
+    _, out = search
+    assert main(["tune", "lfads", tiny, "--out", out, "--trials", "4", "--max-seconds", "10",
+                 "--perturbation-interval", "2", "--resume", "--gen-dim", "32"] + SMALL[2:]) == 2
+    assert "gen_dim" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--trials", "1"], "--trials"),
+    (["--max-seconds", "0"], "--max-seconds"),
+    (["--cpus-per-trial", "-1"], "--cpus-per-trial"),
+    (["--perturbation-interval", "0"], "--perturbation-interval"),
+])
+def test_bad_options_exit_2_and_write_nothing(tiny, tmp_path, capsys, argv, needle):
+    out = tmp_path / "never"
+    assert main(["tune", "lfads", tiny, "--out", str(out)] + argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0]
+    assert not out.exists()
+
+
+def test_bad_data_exit_2_before_ray(tmp_path, capsys):
+    p = tmp_path / "bad.h5"
+    import h5py
+    with h5py.File(p, "w") as f:
+        f["train_data"] = np.zeros((4, 10, 3))
+    out = tmp_path / "never"
+    assert main(["tune", "lfads", str(p), "--out", str(out)]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_explore_clips_to_the_documented_ranges():
+    cfg = {k: hi * 10 for k, (lo, hi, _, _) in mt.SEARCH_SPACE.items()}
+    assert mt.clip_config(cfg) == {k: hi for k, (lo, hi, _, _) in mt.SEARCH_SPACE.items()}
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        c = mt.sample_config(rng, list(mt.SEARCH_SPACE))
+        assert all(lo <= c[k] <= hi for k, (lo, hi, _, _) in mt.SEARCH_SPACE.items())
