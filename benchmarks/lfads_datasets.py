@@ -39,7 +39,7 @@ from minilatent import data as D
 
 
 def run_one(name, path, seed, seconds, cli_args, keep):
-    out = os.path.join(keep, f"{name}_s{seed}") if keep else tempfile.mkdtemp(prefix=f"lfads_{name}_")
+    out = os.path.join(keep or os.path.dirname(path), f"{name}_s{seed}")   # default: inside the temporary folder
     cmd = [sys.executable, "-m", "minilatent", "train", "lfads", path, "--out", out, "--max-seconds", str(seconds),
            "--seed", str(seed)] + shlex.split(cli_args) + (["--overwrite"] if _has_overwrite() else [])
     t0 = time.perf_counter()

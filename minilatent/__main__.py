@@ -209,12 +209,14 @@ def build_parser():
                         epilog=f"""examples:
   {prog} train lfads --out runs/lorenz --max-seconds 90
   {prog} train lfads a.h5 b.h5 --out runs/two --epochs 100          # two sessions
+  {prog} train lfads rec.nwb --out runs/rec --bin-ms 10 --align move_onset_time --window -250 450
+  {prog} train lfads data.h5 --out runs/ho --heldout-neurons 10     # co-bps on 10 held-out neurons
   {prog} train lfads eg_data/chaotic_rnn_inputs.h5 --out runs/pulses --co-dim 1 --co-prior-tau 2 --ramp-epochs 3
   {prog} train lfads data.h5 --out runs/a --resume --epochs 300     # continue to 300 epochs
 
 {RUN_FOLDERS}""")
-    lf.add_argument("data", nargs="*", metavar="DATA.h5", help="HDF5 file (default: the shipped Lorenz example); "
-                    "several files = several sessions sharing the dynamics, each with its own read-in/out (outputs "
+    lf.add_argument("data", nargs="*", metavar="DATA.h5", help="HDF5 or NWB file (default: the shipped Lorenz "
+                    "example); NWB recordings are binned with --bin-ms/--align/--window; several files = several sessions sharing the dynamics, each with its own read-in/out (outputs "
                     "lfads_output_<name>.h5)")
     _add_common(lf, t["max_epochs"], t["batch_size"], t["lr"], "peak learning rate (cosine decay to 5%% of it)")
     for flag, field, typ, h in LFADS_MODEL_OPTIONS:
@@ -228,6 +230,17 @@ def build_parser():
                     help="several sessions: read-in size (default: --fac-dim)")
     lf.add_argument("--samples", type=_number(int, 0, 100000), default=50,
                     help="posterior samples averaged for the outputs (0: the posterior means)")
+    lf.add_argument("--heldout-neurons", type=_number(int, 1, 100000), default=None, metavar="K",
+                    help="hold out K neurons (a random choice seeded by --seed): the encoders never see them, LFADS "
+                    "predicts them, and the run reports co-bps (the Neural Latents Benchmark's score on held-out "
+                    "neurons); the choice is written to the output (heldin_idx, heldout_idx)")
+    lf.add_argument("--bin-ms", type=_number(float, 0, 1e6, lo_open=True), default=10.0,
+                    help="NWB input: bin width in milliseconds")
+    lf.add_argument("--align", default=None, metavar="COLUMN", help="NWB input: trials-table column the trials are "
+                    "aligned to, e.g. move_onset_time (default: each trial's start_time)")
+    lf.add_argument("--window", type=_number(float), nargs=2, default=None, metavar=("START", "END"),
+                    help="NWB input: milliseconds around the align column (default: each trial's start to its stop, "
+                    "cut to the shortest trial)")
     lf.add_argument("--truth-units", default="auto", choices=TRUTH_UNITS, help="units of *_truth when the file has "
                     "no conversion_factor: hz (spikes/s, needs dt), counts (per bin), or auto (inferred when evident "
                     "from the data, else the rate R2 is skipped)")
@@ -488,16 +501,29 @@ def read_lfads_inputs(args):
     """ Load and check every DATA file and the options that depend on the data; raises UsageError. """
     import numpy as np
     import torch
-    from .data import load_h5, eg_path, lfads_tensors, truth_conversion
+    from .data import load_h5, load_dataset, eg_path, lfads_tensors, truth_conversion
     from .lfads import LFADSConfig, LIKELIHOODS
 
     paths = args.data or [eg_path("lorenz")]
+    nwb = [p for p in paths if p.lower().endswith(".nwb")]
+    if (args.align is not None or args.window is not None) and not nwb:
+        raise UsageError("--align and --window apply to NWB recordings (.nwb); HDF5 data are binned already")
+    if args.heldout_neurons and len(paths) > 1:
+        raise UsageError("--heldout-neurons needs a single DATA file (held-out neurons are one session's)")
     datasets = []
     for path in paths:
         try:
-            datasets.append(load_h5(path, counts=args.recon == "poisson", nonnegative=args.recon != "gaussian"))
-        except (KeyError, ValueError, FileNotFoundError) as e:
+            if path.lower().endswith(".nwb") or args.heldout_neurons:
+                datasets.append(load_dataset(path, counts=args.recon == "poisson", nonnegative=args.recon != "gaussian",
+                                             bin_ms=args.bin_ms, align=args.align,
+                                             window=tuple(args.window) if args.window else None,
+                                             heldout_neurons=args.heldout_neurons, seed=args.seed))
+            else:
+                datasets.append(load_h5(path, counts=args.recon == "poisson", nonnegative=args.recon != "gaussian"))
+        except (KeyError, ValueError, TypeError, FileNotFoundError, ImportError) as e:
             msg = e.args[0] if e.args else str(e)
+            if args.heldout_neurons and "n_heldout" in msg:
+                msg = msg.replace("split_heldout: n_heldout", "--heldout-neurons")
             raise UsageError(msg if len(paths) == 1 else f"{path}: {msg}") from None
     names = [os.path.splitext(os.path.basename(p))[0] for p in paths]
     if len(set(names)) < len(names):
@@ -533,7 +559,8 @@ def read_lfads_inputs(args):
 def lfads_options(args):
     """ the options a resumed run must share with the checkpoint's (plus the budgets, which may differ) """
     keep = [f for _, f, _, _ in LFADS_MODEL_OPTIONS] + ["ramp_epochs", "read_in_dim", "seed", "batch_size", "lr",
-                                                         "epochs", "max_seconds", "samples", "truth_units"]
+                                                         "epochs", "max_seconds", "samples", "truth_units",
+                                                         "heldout_neurons", "bin_ms", "align", "window"]
     return {k: getattr(args, k) for k in keep}
 
 
@@ -621,7 +648,7 @@ def train_lfads(args):
 def write_lfads_outputs(args, folder, inp, model, history):
     """ posterior sample-and-average, lfads-torch's output layout (one file per session), figures, results """
     import numpy as np
-    from .data import save_h5, rate_r2, bits_per_spike, pulse_timing_accuracy
+    from .data import save_h5, rate_r2, bits_per_spike, pulse_timing_accuracy, heldout_figures
     cfg, multi = model.cfg, inp["multi"]
     written, lines, first = [], [], None
     for s, (name, data) in enumerate(zip(inp["names"], inp["datasets"])):
@@ -650,7 +677,11 @@ def write_lfads_outputs(args, folder, inp, model, history):
         if first is None:
             first = (rates, data, truth_valid)
         line = f"{name}: " if multi else ""
-        if cfg.recon == "poisson":
+        nlb = heldout_figures(rates, data) if cfg.recon == "poisson" else {}
+        if nlb:   # held-out neurons / forward bins: NLB's figures; bits/spike of the held-in neurons is in-sample
+            line += f"valid bits/spike (held-in neurons) {nlb['bps']:.4f}" + "".join(
+                f"  {k.replace('_', '-')} {nlb[k]:.4f}" for k in ("co_bps", "fp_bps") if k in nlb)
+        elif cfg.recon == "poisson":
             line += f"valid bits/spike {bits_per_spike(rates, data['valid_recon_data']):.4f}"
         else:
             line += f"valid {cfg.recon} NLL per entry {history.rows[-1].get('valid_recon', float('nan')):.5f}"
