@@ -582,14 +582,16 @@ def baseline_scores(data, split="valid", smooth_sigmas=SMOOTH_SIGMAS, psth_sigma
 
 def make_rotation(n_trials=100, n_valid=20, n_neurons=100, n_bins=150, dt=0.01, freq_range=(0.5, 1.5),
                   p_base=0.05, p_max=0.6, kappa=2.3, seed=0, tuning_seed=None):
-    """ Bernoulli neurons tuned to the phase of a 2-D rotation, the decoding task used to benchmark SPARKS (Skatchkovsky et al. 2024). Each trial rotates at
-    f ~ U(freq_range) Hz from a random phase: theta_t = phi0 + 2 pi f t dt; the latent is (cos, sin) theta.
-    Neuron n fires in a bin with probability p = p_base + p_max exp(kappa (cos(theta - pref_n) - 1)) (a von
-    Mises bump around its preferred phase; gain ~ U(0.5, 1) scales p_max). The first n_trials - n_valid
-    trials are 'train', the rest 'valid'. tuning_seed (default: seed) draws the neurons, so two sessions with
-    different tuning_seed record different neurons of the same kind of rotation. The default tuning (~18 Hz
-    mean rate) is calibrated to the synthetic rotation benchmark of sparks-ai 0.2.1's setting (100 neurons, 150 bins of 10 ms), whose true-rate ceiling we measured at 0.469 bits/spike: the true probabilities score 0.47 bits/spike
-    (bits_per_spike, the NLB Poisson definition; 0.60 with a Bernoulli likelihood), its true-rate ceiling 0.469.
+    """ Bernoulli neurons tuned to the phase of a 2-D rotation, the decoding task used to benchmark SPARKS
+    (Skatchkovsky et al. 2024). Each trial rotates at f ~ U(freq_range) Hz from a random phase:
+    theta_t = phi0 + 2 pi f t dt; the latent is (cos, sin) theta. Neuron n fires in a bin with probability
+    p = p_base + p_max exp(kappa (cos(theta - pref_n) - 1)) (a von Mises bump around its preferred phase;
+    gain ~ U(0.5, 1) scales p_max). The first n_trials - n_valid trials are 'train', the rest 'valid'.
+    tuning_seed (default: seed) draws the neurons, so two sessions with different tuning_seed record different
+    neurons of the same kind of rotation. The default tuning (~18 Hz mean rate) is calibrated to sparks-ai
+    0.2.1's synthetic rotation setting (100 neurons, 150 bins of 10 ms), whose true-rate ceiling we measured at
+    0.469 bits/spike: the true probabilities here score 0.47 bits/spike (bits_per_spike, the NLB Poisson
+    definition; 0.60 with a Bernoulli likelihood).
     Keys: {split}_encod_data / _recon_data (binary spikes), _latents (cos, sin), _phase, _freq, _truth
     (firing probability / dt, in Hz; counts per bin = truth / conversion_factor), tuning_pref, tuning_gain. """
     if not 0 < n_valid < n_trials:
