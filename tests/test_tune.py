@@ -47,7 +47,10 @@ def _max_epoch(out):
     best = 0
     for f in glob.glob(os.path.join(out, "ray", "_member*", "result.json")):
         for line in open(f).read().splitlines():
-            best = max(best, int(json.loads(line).get("epoch", 0)))
+            try:                                   # Ray may be writing the last line right now
+                best = max(best, int(json.loads(line).get("epoch", 0)))
+            except ValueError:
+                pass
     return best
 
 
