@@ -182,6 +182,21 @@ RUN_FOLDERS = """run folders:
   130 Ctrl-C, 143 SIGTERM."""
 
 
+def add_data_options(p):
+    """ the data options of train lfads (and tune lfads): held-out neurons, NWB binning """
+    p.add_argument("--heldout-neurons", type=_number(int, 1, 100000), default=None, metavar="K",
+                    help="hold out K neurons (a random choice seeded by --seed): the encoders never see them, LFADS "
+                    "predicts them, and the run reports co-bps (the Neural Latents Benchmark's score on held-out "
+                    "neurons); the choice is written to the output (heldin_idx, heldout_idx)")
+    p.add_argument("--bin-ms", type=_number(float, 0, 1e6, lo_open=True), default=10.0,
+                    help="NWB input: bin width in milliseconds")
+    p.add_argument("--align", default=None, metavar="COLUMN", help="NWB input: trials-table column the trials are "
+                    "aligned to, e.g. move_onset_time (default: each trial's start_time)")
+    p.add_argument("--window", type=_number(float), nargs=2, default=None, metavar=("START", "END"),
+                    help="NWB input: milliseconds around the align column (default: each trial's start to its stop, "
+                    "cut to the shortest trial)")
+
+
 def build_parser():
     from .lfads import LFADSConfig, LIKELIHOODS
     from .sparks import SPARKSConfig
@@ -230,17 +245,7 @@ def build_parser():
                     help="several sessions: read-in size (default: --fac-dim)")
     lf.add_argument("--samples", type=_number(int, 0, 100000), default=50,
                     help="posterior samples averaged for the outputs (0: the posterior means)")
-    lf.add_argument("--heldout-neurons", type=_number(int, 1, 100000), default=None, metavar="K",
-                    help="hold out K neurons (a random choice seeded by --seed): the encoders never see them, LFADS "
-                    "predicts them, and the run reports co-bps (the Neural Latents Benchmark's score on held-out "
-                    "neurons); the choice is written to the output (heldin_idx, heldout_idx)")
-    lf.add_argument("--bin-ms", type=_number(float, 0, 1e6, lo_open=True), default=10.0,
-                    help="NWB input: bin width in milliseconds")
-    lf.add_argument("--align", default=None, metavar="COLUMN", help="NWB input: trials-table column the trials are "
-                    "aligned to, e.g. move_onset_time (default: each trial's start_time)")
-    lf.add_argument("--window", type=_number(float), nargs=2, default=None, metavar=("START", "END"),
-                    help="NWB input: milliseconds around the align column (default: each trial's start to its stop, "
-                    "cut to the shortest trial)")
+    add_data_options(lf)
     lf.add_argument("--truth-units", default="auto", choices=TRUTH_UNITS, help="units of *_truth when the file has "
                     "no conversion_factor: hz (spikes/s, needs dt), counts (per bin), or auto (inferred when evident "
                     "from the data, else the rate R2 is skipped)")

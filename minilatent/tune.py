@@ -382,6 +382,7 @@ searched (AutoLFADS's ranges; see minilatent/tune.py):
                    help="several sessions: read-in size (default: --fac-dim)")
     p.add_argument("--samples", type=cli._number(int, 0, 100000), default=50,
                    help="posterior samples averaged for the best model's outputs")
+    cli.add_data_options(p)
     p.add_argument("--truth-units", default="auto", choices=TRUTH_UNITS, help="units of *_truth without a "
                    "conversion_factor (as train lfads)")
     g = p.add_mutually_exclusive_group()
