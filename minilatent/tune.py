@@ -20,6 +20,13 @@ with the donor's checkpoint and a perturbed config: the member loads the weights
 state, applies its new hyperparameters, and continues. Checkpoints go through Ray's own checkpoint
 API, so a search interrupted by Ctrl-C or a lost node resumes with `--resume`.
 
+Generations. As in AutoLFADS, the population moves in generations (Ray's synchronous PBT): every
+`perturbation_interval` epochs all members stop, are ranked together, and the bottom quarter takes the
+weights and perturbed hyperparameters of the top quarter. (Asynchronous PBT ranks each member against
+the others' stale scores, and a member it copies may not have saved at its own last decision; in a small
+population on a busy machine it then skipped every exploit.) A search ends at its time budget, or
+when every member has trained `--max-epochs`.
+
 The metric. Members differ in their KL and L2 weights, so their total losses are not comparable;
 like AutoLFADS we rank them by the validation reconstruction loss (the likelihood term alone, with
 coordinated dropout off), exponentially smoothed over epochs ('valid_recon_smth').
@@ -175,12 +182,11 @@ def _member(config, setup=None):
 
 def run_pbt(train, valid, model_kw, out_dir, trials=8, max_seconds=600.0, seed=0, trainer_kw=None,
             perturbation_interval=4, cpus_per_trial=1.0, gpus_per_trial=0.0, address=None, num_cpus=None,
-            resume=False, verbose=0, init_fn=None):
+            resume=False, verbose=0, init_fn=None, max_epochs=None):
     """ Run AutoLFADS-style PBT. train/valid: tuples of tensors as the Trainer takes them (one session).
     model_kw: LFADSConfig fields that are not searched (sizes, likelihood, ...). Returns the Ray
     ResultGrid; results and Ray's state live in out_dir/ray. """
     ray, tune = require_ray()
-    from ray.tune.schedulers import PopulationBasedTraining
 
     names = searched_names(model_kw.get("co_dim", 0))
     start_ray(address, num_cpus, verbose)
@@ -194,6 +200,7 @@ def run_pbt(train, valid, model_kw, out_dir, trials=8, max_seconds=600.0, seed=0
     storage = os.path.abspath(out_dir)
     exp_dir = os.path.join(storage, "ray")
     if resume:
+        _pbt_class(), _stopper_class()      # the classes of the saved state, for unpickling it
         tuner = tune.Tuner.restore(exp_dir, trainable=trainable, resume_unfinished=True, resume_errored=True)
         return tuner.fit()
 
@@ -207,9 +214,9 @@ def run_pbt(train, valid, model_kw, out_dir, trials=8, max_seconds=600.0, seed=0
     starts = [clip_config({**s, "member": i}) for i, s in enumerate(starts)]
     mutations = {k: (tune.loguniform(*SEARCH_SPACE[k][:2]) if SEARCH_SPACE[k][2]
                      else tune.uniform(*SEARCH_SPACE[k][:2])) for k in names}
-    pbt = PopulationBasedTraining(time_attr="training_iteration", perturbation_interval=perturbation_interval,
-                                  hyperparam_mutations=mutations, quantile_fraction=0.25,
-                                  resample_probability=0.25, custom_explore_fn=clip_config, synch=False)
+    pbt = _PBT(time_attr="training_iteration", perturbation_interval=perturbation_interval,
+               hyperparam_mutations=mutations, quantile_fraction=0.25,
+               resample_probability=0.25, custom_explore_fn=clip_config, synch=True)
     tuner = tune.Tuner(
         trainable,
         # the member index is grid-searched; each member's starting hyperparameters follow from it
@@ -218,9 +225,82 @@ def run_pbt(train, valid, model_kw, out_dir, trials=8, max_seconds=600.0, seed=0
         tune_config=tune.TuneConfig(metric=METRIC, mode="min", scheduler=pbt, time_budget_s=max_seconds,
                                     reuse_actors=False),
         run_config=tune.RunConfig(name="ray", storage_path=storage, verbose=verbose,
+                                  stop=_stopper_class()(trials, max_epochs) if max_epochs else None,
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=4)),
     )
     return tuner.fit()
+
+
+def _pbt_class():
+    """ Ray's asynchronous PBT with one fix: an exploiting member restarts from a copy of the checkpoint it clones. """
+    from ray import tune
+    from ray.tune.schedulers import PopulationBasedTraining
+
+    class PBT(PopulationBasedTraining):
+        def __init__(self, **kw):
+            super().__init__(**kw)
+            self.copies = {}                  # trial id -> the copied checkpoint it restarts from
+
+        def on_trial_result(self, tune_controller, trial, result):
+            self._drop_copy(trial)
+            return super().on_trial_result(tune_controller, trial, result)
+
+        def _exploit(self, tune_controller, trial, trial_to_clone):
+            # The member restarts from the cloned checkpoint only once a new process has started, while the member
+            # it clones trains on and Ray deletes its older checkpoints (num_to_keep; with PBT's extra saves Ray
+            # sometimes deletes one it still points to). Restarting from a deleted checkpoint fails the member
+            # ("does not exist on storage anymore"; seen on a loaded machine), so it gets a copy of its own,
+            # deleted once it has saved a newer checkpoint.
+            state = self._trial_state[trial_to_clone]
+            orig = state.last_checkpoint
+            src = getattr(orig, "path", None)
+            if src and os.path.isdir(src):
+                dst = os.path.join(os.path.dirname(os.path.dirname(src)), "exploited",
+                                   f"{trial.trial_id}_{self._num_perturbations}")
+                shutil.copytree(src, dst, dirs_exist_ok=True)
+                state.last_checkpoint = tune.Checkpoint.from_directory(dst)
+                self._drop_copy(trial, force=True)
+                self.copies[trial.trial_id] = dst
+            try:
+                super()._exploit(tune_controller, trial, trial_to_clone)
+            finally:
+                state.last_checkpoint = orig
+
+        def _drop_copy(self, trial, force=False):
+            dst = self.copies.get(trial.trial_id)
+            ck = trial.checkpoint
+            if dst and (force or (ck is not None and getattr(ck, "path", None) != dst)):
+                shutil.rmtree(dst, ignore_errors=True)
+                del self.copies[trial.trial_id]
+    # a module-level name, so that Ray's saved experiment state (pickled) finds the class when a search resumes
+    PBT.__name__ = PBT.__qualname__ = "_RayPBT"
+    globals()["_RayPBT"] = PBT
+    return PBT
+
+
+def _stopper_class():
+    """ --max-epochs: the whole population stops once every member has trained that many epochs. Members never stop
+    one by one: in Ray's synchronous PBT a finished member leaves the others paused forever, waiting for it to reach
+    the end of the generation (seen with Ray 2.60). """
+    from ray.tune import Stopper
+
+    class EpochStopper(Stopper):
+        def __init__(self, members, max_epochs):
+            self.members, self.max_epochs, self.epochs = members, max_epochs, {}
+
+        def __call__(self, trial_id, result):
+            self.epochs[trial_id] = max(self.epochs.get(trial_id, 0), result.get("epoch", 0))
+            return False
+
+        def stop_all(self):
+            return len(self.epochs) >= self.members and min(self.epochs.values()) >= self.max_epochs
+    EpochStopper.__name__ = EpochStopper.__qualname__ = "_RayEpochStopper"
+    globals()["_RayEpochStopper"] = EpochStopper
+    return EpochStopper
+
+
+def _PBT(**kw):
+    return _pbt_class()(**kw)
 
 
 def _starter(starts, key):
@@ -341,6 +421,7 @@ def add_tune_parser(sub, prog, formatter, parser_class, run_folder_note):
   {prog} tune lfads --out runs/pbt --trials 8 --max-seconds 900
   {prog} tune lfads data.h5 --out runs/pbt --trials 32 --max-seconds 7200 --address auto --cpus-per-trial 2
   {prog} tune lfads data.h5 --out runs/pbt --trials 16 --max-seconds 3600 --gpus-per-trial 0.25
+  {prog} tune lfads data.h5 --out runs/pbt --trials 8 --max-epochs 200 --max-seconds 86400
   {prog} tune lfads data.h5 --out runs/pbt --resume          # continue an interrupted search
 
 searched (AutoLFADS's ranges; see minilatent/tune.py):
@@ -353,8 +434,11 @@ searched (AutoLFADS's ranges; see minilatent/tune.py):
     p.add_argument("--trials", type=cli._number(int, 2, 10000), default=8, help="population size")
     p.add_argument("--max-seconds", type=cli._number(float, 0, 1e9, lo_open=True), default=900.0,
                    help="wall-clock budget of the whole search")
+    p.add_argument("--max-epochs", type=cli._number(int, 1, 10**6), default=None,
+                   help="the search stops once every member has trained this many epochs (default: no limit; the time "
+                   "budget ends the search)")
     p.add_argument("--perturbation-interval", type=cli._number(int, 1, 100000), default=10,
-                   help="epochs between PBT's exploit/explore decisions for a member")
+                   help="epochs per generation: every member trains this long between two exploit/explore decisions")
     p.add_argument("--address", default=None, help="join this Ray cluster ('auto' or HOST:PORT) instead of starting "
                    "a local Ray")
     p.add_argument("--cpus-per-trial", type=cli._number(float, 0, 1024, lo_open=True), default=1.0,
@@ -392,6 +476,15 @@ searched (AutoLFADS's ranges; see minilatent/tune.py):
     p.set_defaults(fn=tune_lfads, epochs=None, lr=None, dropout=LFADSConfig.dropout, cd_rate=LFADSConfig.cd_rate,
                    kl_co_scale=LFADSConfig.kl_co_scale)
     return t
+
+
+def _read_elapsed(path):
+    """ seconds the earlier runs of a resumed search took (0 where no file says) """
+    try:
+        with open(path) as f:
+            return float(json.load(f)["seconds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0.0
 
 
 def _previous(path):
@@ -466,10 +559,13 @@ def tune_lfads(args):
         print(f"PBT: {args.trials} members, {args.max_seconds:g} s, perturbation every {args.perturbation_interval} "
               f"epochs, {args.cpus_per_trial:g} CPU + {args.gpus_per_trial:g} GPU per member; "
               f"Ray {'at ' + args.address if args.address else 'local'}", flush=True)
+        elapsed_file = os.path.join(work, "ray", "minilatent_elapsed.json")
+        before = _read_elapsed(elapsed_file) if args.resume else 0.0
         t0 = time.time()
         try:
             results = run_pbt(train, valid, base_kw, work, trials=args.trials, max_seconds=args.max_seconds,
                               seed=args.seed, trainer_kw={"batch_size": args.batch_size, "device": device},
+                              max_epochs=args.max_epochs,
                               perturbation_interval=args.perturbation_interval, cpus_per_trial=args.cpus_per_trial,
                               gpus_per_trial=args.gpus_per_trial, address=args.address, resume=args.resume,
                               init_fn=_init_fn(inp))
@@ -478,11 +574,17 @@ def tune_lfads(args):
                 first = str(errors[0]).strip().splitlines()[-1][:200]
                 raise cli.RunFailed(f"every population member failed; the last line of the first error: {first}; "
                                     f"Ray's state is in {os.path.join(work, 'ray')}")
-            # members train until the budget runs out, so a search that ends well before it was stopped (Ctrl-C,
-            # SIGTERM): Ray has saved its state, and nothing that looks finished is written
-            interrupted = not args.resume and time.time() - t0 < 0.9 * args.max_seconds
+            # members train until the time budget runs out or each has trained --max-epochs; a search that ended
+            # before either was stopped (Ctrl-C, SIGTERM): Ray has saved its state, and nothing that looks finished
+            # is written
+            spent = before + time.time() - t0 >= 0.9 * args.max_seconds     # Ray's budget counts over resumes
+            trained = bool(args.max_epochs) and all(
+                r.metrics and r.metrics.get("epoch", 0) >= args.max_epochs for r in results if r.error is None)
+            interrupted = not (spent or trained)
         except KeyboardInterrupt:
             interrupted = True
+        with open(elapsed_file, "w") as f:
+            json.dump({"seconds": before + time.time() - t0}, f)
         if interrupted:
             print(f"error: the search was interrupted after {time.time() - t0:.0f} s; its state is in "
                   f"{os.path.join(work, 'ray')}: continue it with the same command plus --resume", file=sys.stderr)
@@ -537,7 +639,7 @@ class _Sub:
 
 def _search_options(args, inp):
     """ what a resumed search must share with the stored one """
-    keep = ["trials", "perturbation_interval", "seed", "batch_size", "ramp_epochs", "read_in_dim", "truth_units"]
+    keep = ["trials", "max_epochs", "perturbation_interval", "seed", "batch_size", "ramp_epochs", "read_in_dim", "truth_units"]
     from . import __main__ as cli
     keep += [f for _, f, _, _ in cli.LFADS_MODEL_OPTIONS if f not in SEARCH_SPACE]
     out = {k: getattr(args, k) for k in keep}

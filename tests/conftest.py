@@ -1,7 +1,10 @@
 import os
+import shutil
 import subprocess
 import sys
+import sysconfig
 import textwrap
+import venv
 
 import pytest
 import torch
@@ -52,3 +55,45 @@ def write_h5(path, **arrays):
 @pytest.fixture
 def copied_model(tmp_path):
     return lambda filename, snippet, **kw: run_copied_model(tmp_path, filename, snippet, **kw)
+
+
+# -----------------------------------------------------------------------------
+# installed use (tests/test_installed.py, tests/test_browser.py)
+
+SKIP_DIRS = {".venv", ".git", "build", "dist", "data", "runs", "__pycache__", ".pytest_cache", ".ipynb_checkpoints"}
+
+
+def clean_copy(dst):
+    """ the repository as a fresh clone has it (no venv, no build output, no egg-info, no user data) """
+    def ignore(folder, names):
+        return {n for n in names if n in SKIP_DIRS or n.endswith(".egg-info")}
+    shutil.copytree(ROOT, dst, ignore=ignore)
+    return dst
+
+
+def run_ok(cmd, **kw):
+    r = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    assert r.returncode == 0, f"{cmd} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    return r
+
+
+def install_package(base):
+    """ `pip install .` (not editable) of a clean copy of the repository into a fresh venv under base, the way
+    Colab or a JupyterHub gets the package. For speed the venv borrows the dependencies (torch, JupyterLab,
+    ipykernel, nbval, ...) of the venv running the tests through a .pth file instead of downloading them again; the
+    package itself is installed, not linked, and the copy it came from is deleted. Returns (python, env, site). """
+    if sys.prefix == sys.base_prefix:
+        pytest.skip("not running inside a venv: no site-packages to borrow the dependencies from")
+    src = clean_copy(base / "repo")
+    env_dir = base / "venv"
+    venv.EnvBuilder(with_pip=False).create(env_dir)           # pip and setuptools come through the .pth
+    py = str(env_dir / "bin" / "python")
+    site = run_ok([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip()
+    with open(os.path.join(site, "borrowed-deps.pth"), "w") as f:
+        f.write(sysconfig.get_paths()["purelib"] + "\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env["PATH"] = f"{env_dir / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    run_ok([py, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--disable-pip-version-check",
+            str(src)], env=env, cwd=base)
+    shutil.rmtree(src)                                            # nothing may still point into the copy
+    return py, env, site

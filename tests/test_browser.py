@@ -1,8 +1,12 @@
-""" Every lesson as a student meets it: JupyterLab (from this venv) in Debian's Chromium, driven by Playwright.
-For each lesson, in fast mode: open it, Run > Run All Cells, wait until every code cell has run, then check
+""" Every lesson as a student meets it: the student version, written by `python -m minilatent lessons student`
+of a non-editable install outside the checkout (conftest.install_package), opened in JupyterLab (from this venv)
+in Debian's Chromium, driven by Playwright, on a kernel that runs the installed package. For each lesson, in fast
+mode: open it, Run > Run All Cells, wait until every code cell has run, then check
 - no error output except in the cells tagged `exercise` (which must raise NotImplementedError);
 - no "Error displaying widget", every widget output rendered, no cell showing the same widget twice;
-- moving a slider (the arrow key on an ipywidgets slider) redraws the figure next to it.
+- moving a slider (the arrow key on an ipywidgets slider) redraws the figure next to it;
+- the kernel imported minilatent from the install's site-packages, not from the checkout.
+(The instructor versions, the lessons as they are in notebooks/, run under nbval with the rest of the suite.)
 Screenshots of each lesson go to $MINILATENT_SCREENSHOTS when set.
 
 Needs /usr/bin/chromium (`apt-get install chromium`) and Playwright for Python (`pip install 'minilatent[browser]'`);
@@ -18,6 +22,8 @@ import time
 import urllib.request
 
 import pytest
+
+from conftest import install_package, run_ok
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NB_DIR = os.path.join(ROOT, "notebooks")
@@ -58,10 +64,15 @@ def lab(tmp_path_factory):
     if not os.path.exists(jupyter):
         pytest.skip(f"no jupyter next to {sys.executable}")
     base = tmp_path_factory.mktemp("lab")
-    work = base / "lessons"                       # copies: the browser saves what it runs, the sources stay clean
-    work.mkdir()
-    for f in LESSONS:
-        shutil.copy(os.path.join(NB_DIR, f), work / f)
+    py, ienv, site = install_package(base)
+    work = base / "lessons"                       # the student versions, written by the installed package
+    run_ok([py, "-m", "minilatent", "lessons", "student", str(work)], env=ienv, cwd=base)
+    assert sorted(f for f in os.listdir(work) if f.endswith(".ipynb")) == LESSONS
+    kernel = base / "data" / "kernels" / "python3"   # found before this venv's own python3 kernel
+    kernel.mkdir(parents=True)
+    with open(kernel / "kernel.json", "w") as f:
+        json.dump({"argv": [py, "-m", "ipykernel_launcher", "-f", "{connection_file}"], "language": "python",
+                   "display_name": "Python 3 (minilatent installed)", "env": {"PATH": ienv["PATH"]}}, f)
     settings(str(base / "settings"))
     port = free_port()
     cmd = [jupyter, "lab", "--no-browser", f"--port={port}", "--ip=127.0.0.1", f"--ServerApp.token={TOKEN}",
@@ -71,6 +82,7 @@ def lab(tmp_path_factory):
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         cmd.append("--allow-root")
     env = dict(os.environ, MINILATENT_FAST="1", JUPYTER_CONFIG_DIR=str(base / "config"),
+               JUPYTER_DATA_DIR=str(base / "data"), JUPYTER_PREFER_ENV_PATH="0",
                JUPYTERLAB_WORKSPACES_DIR=str(base / "workspaces"))
     log = open(base / "lab.log", "w")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -89,7 +101,7 @@ def lab(tmp_path_factory):
         from playwright.sync_api import sync_playwright
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
-            yield url, browser
+            yield url, browser, site
             browser.close()
     finally:
         proc.terminate()
@@ -110,6 +122,21 @@ KERNEL_IDLE = """() => {
     const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
     return k ? k.status : null;
 }"""
+
+
+KERNEL_EXEC = """async (code) => {
+    const k = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;
+    let text = "";
+    const future = k.requestExecute({code: code, silent: false, store_history: false});
+    future.onIOPub = (msg) => { if (msg.header.msg_type === "stream") { text += msg.content.text; } };
+    await future.done;
+    return text;
+}"""
+
+
+def kernel_says(page, code):
+    """ what the lesson's kernel prints for `code` (run outside the notebook's cells) """
+    return page.evaluate(KERNEL_EXEC, code).strip()
 
 
 def notebook(page):
@@ -157,7 +184,7 @@ def widget_ids(cell):
 
 @pytest.mark.parametrize("name", LESSONS)
 def test_lesson_in_the_browser(lab, name):
-    url, browser = lab
+    url, browser, site = lab
     context = browser.new_context(viewport={"width": 1280, "height": 900})   # fresh storage per lesson
     page = context.new_page()
     try:
@@ -189,6 +216,9 @@ def test_lesson_in_the_browser(lab, name):
                 rendered = cell.locator(".jp-OutputArea-child .widget-box, .jp-OutputArea-child .jupyter-widgets")
                 if views == 0 or rendered.count() == 0:
                     problems.append(f"cell {i}: widget output not rendered")
+        where = kernel_says(page, "import minilatent; print(minilatent.__file__)")
+        if not where.startswith(site):
+            problems.append(f"the kernel imported minilatent from {where!r}, not from the install ({site})")
         assert not problems, f"{name}: " + "; ".join(problems)
         check_a_slider(page, nb, name)
     finally:

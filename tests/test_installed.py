@@ -1,59 +1,30 @@
 """ Installed use, the way Colab or a JupyterHub gets the package: `pip install .` (not editable) into a fresh
-venv from a clean copy of the repository; then, with the working directory outside the checkout, the example
-data and the lessons come from site-packages: eg_path(), and `python -m minilatent lessons student OUT` writes
-the student versions into an empty folder, where each runs from top to bottom in fast mode with only its
-exercise stubs raising (one pass that checks both the installed use and the student versions).
+venv from a clean copy of the repository (conftest.install_package); then, with the working directory outside the
+checkout, the example data and the lessons come from site-packages.
 
-For speed the fresh venv borrows the dependencies (torch, JupyterLab, nbval, ...) of the venv running this test
-through a .pth file instead of downloading them again; the package itself is installed, not linked. """
+The student versions of the lessons, written by the installed package's CLI, run from that install in
+tests/test_browser.py (JupyterLab in Chromium, Run All). Where that test cannot run (no Chromium or Playwright),
+test_lessons_run_from_the_install_outside_the_checkout runs them here without a browser instead. """
 
+import importlib.util
 import json
 import os
-import shutil
 import subprocess
-import sys
-import sysconfig
-import venv
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SKIP_DIRS = {".venv", ".git", "build", "dist", "data", "runs", "__pycache__", ".pytest_cache", ".ipynb_checkpoints"}
+from conftest import ROOT, install_package, run_ok as run
 
 pytestmark = pytest.mark.installed
 
-
-def clean_copy(dst):
-    """ the repository as a fresh clone has it (no venv, no build output, no egg-info, no user data) """
-    def ignore(folder, names):
-        return {n for n in names if n in SKIP_DIRS or n.endswith(".egg-info")}
-    shutil.copytree(ROOT, dst, ignore=ignore)
-    return dst
-
-
-def run(cmd, **kw):
-    r = subprocess.run(cmd, capture_output=True, text=True, **kw)
-    assert r.returncode == 0, f"{cmd} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
-    return r
+CHROMIUM = os.environ.get("MINILATENT_CHROMIUM", "/usr/bin/chromium")
+BROWSER_TEST_RUNS = os.path.exists(CHROMIUM) and importlib.util.find_spec("playwright") is not None
 
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
-    if sys.prefix == sys.base_prefix:
-        pytest.skip("not running inside a venv: no site-packages to borrow the dependencies from")
     base = tmp_path_factory.mktemp("installed")
-    src = clean_copy(base / "repo")
-    env_dir = base / "venv"
-    venv.EnvBuilder(with_pip=False).create(env_dir)           # pip and setuptools come through the .pth
-    py = str(env_dir / "bin" / "python")
-    site = run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip()
-    with open(os.path.join(site, "borrowed-deps.pth"), "w") as f:
-        f.write(sysconfig.get_paths()["purelib"] + "\n")
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    env["PATH"] = f"{env_dir / 'bin'}{os.pathsep}{env.get('PATH', '')}"
-    run([py, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--disable-pip-version-check",
-         str(src)], env=env, cwd=base)
-    shutil.rmtree(src)                                            # nothing may still point into the copy
+    py, env, site = install_package(base)
     work = base / "class"
     work.mkdir()
     return py, env, work, site
@@ -93,6 +64,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.skipif(BROWSER_TEST_RUNS, reason="tests/test_browser.py runs the installed student versions in JupyterLab")
 def test_lessons_run_from_the_install_outside_the_checkout(installed):
     """ The student version of every lesson, written by the installed package's CLI into an empty folder, runs
     from top to bottom in fast mode with each exercise stub raising NotImplementedError exactly there and no error
