@@ -609,6 +609,20 @@ def build_lfads(args, inp):
     return model, note
 
 
+def open_run(args, folder, staged, trainer, command, options, arrays):
+    """ the last checks of a training run (a resumed run must match its checkpoint; the trainer checks the data),
+    then open the run folder and load the checkpoint to resume from """
+    fingerprint = _fingerprint(arrays)
+    ck = read_checkpoint_for_resume(folder, command, options, fingerprint) if args.resume else None
+    try:
+        trainer.check_data()
+    except ValueError as e:
+        raise UsageError(e.args[0]) from None
+    _open(folder, staged, trainer, ck, {"command": command, "options": options, "data": fingerprint})
+    if staged:
+        print(f"{args.out} holds a previous run: this one works in {folder.work} and replaces it when it has finished")
+
+
 def train_lfads(args):
     from .trainer import Trainer, TrainerConfig
 
@@ -621,16 +635,8 @@ def train_lfads(args):
                          device=resolve_device(args.device),
                          batch_size=args.batch_size, lr=args.lr, progress=False)
     trainer = Trainer(model, inp["train"] if multi else inp["train"][0], inp["valid"] if multi else inp["valid"][0], tcfg)
-    options = lfads_options(args)
-    fingerprint = _fingerprint([x for t in inp["train"] + inp["valid"] for x in t])
-    ck = read_checkpoint_for_resume(folder, "lfads", options, fingerprint) if args.resume else None
-    try:
-        trainer.check_data()
-    except ValueError as e:
-        raise UsageError(e.args[0]) from None
-    _open(folder, staged, trainer, ck, {"command": "lfads", "options": options, "data": fingerprint})
-    if staged:
-        print(f"{args.out} holds a previous run: this one works in {folder.work} and replaces it when it has finished")
+    open_run(args, folder, staged, trainer, "lfads", lfads_options(args),
+             [x for t in inp["train"] + inp["valid"] for x in t])
 
     for p, t, v in zip(inp["paths"], inp["train"], inp["valid"]):
         print(f"data: {p}\n  train {tuple(t[0].shape)}, valid {tuple(v[0].shape)} (trials, bins, neurons)")
@@ -812,16 +818,7 @@ def train_sparks(args):
                          batch_size=args.batch_size, lr=args.lr, lr_schedule="constant", ema_decay=None,
                          grad_clip=None, progress=False)
     trainer = Trainer(model, train, valid, tcfg)
-    options = sparks_options(args)
-    fingerprint = _fingerprint([x for x in train + valid])
-    ck = read_checkpoint_for_resume(folder, "sparks", options, fingerprint) if args.resume else None
-    try:
-        trainer.check_data()
-    except ValueError as e:
-        raise UsageError(e.args[0]) from None
-    _open(folder, staged, trainer, ck, {"command": "sparks", "options": options, "data": fingerprint})
-    if staged:
-        print(f"{args.out} holds a previous run: this one works in {folder.work} and replaces it when it has finished")
+    open_run(args, folder, staged, trainer, "sparks", sparks_options(args), list(train + valid))
     print(f"data: {inp['path']}\n  train {tuple(train[0].shape)}, valid {tuple(valid[0].shape)} (trials, bins, neurons); "
           + (f"decoding '{inp['target']}' ({train[1].shape[2]} outputs)" if supervised else "unsupervised (reconstruct spikes)"))
     print(f"model: SPARKS with {model.n_params:,} parameters; budget: {tcfg.max_epochs} epochs"

@@ -232,7 +232,7 @@ def run_pbt(train, valid, model_kw, out_dir, trials=8, max_seconds=600.0, seed=0
 
 
 def _pbt_class():
-    """ Ray's asynchronous PBT with one fix: an exploiting member restarts from a copy of the checkpoint it clones. """
+    """ Ray's PBT with one fix: an exploiting member restarts from a copy of the checkpoint it clones. """
     from ray import tune
     from ray.tune.schedulers import PopulationBasedTraining
 

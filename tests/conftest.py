@@ -43,6 +43,20 @@ def run_copied_model(tmp_path, filename, snippet, timeout=300):
     return r.stdout
 
 
+def small_cfg(**kw):
+    """ a tiny LFADS config for unit tests (6 neurons) """
+    from minilatent.lfads import LFADSConfig
+    base = dict(n_neurons=6, ic_enc_dim=8, ic_dim=4, gen_dim=10, fac_dim=3, ci_enc_dim=6, con_dim=6)
+    base.update(kw)
+    return LFADSConfig(**base)
+
+
+def counts(B=5, T=12, N=6, rate=0.7, seed=0):
+    """ Poisson counts (B, T, N) at a constant rate, from a seeded generator """
+    g = torch.Generator().manual_seed(seed)
+    return torch.poisson(torch.full((B, T, N), rate), generator=g)
+
+
 def write_h5(path, **arrays):
     """ write raw arrays to an HDF5 file with h5py, bypassing the package's checks (for bad-input tests) """
     import h5py
@@ -97,3 +111,4 @@ def install_package(base):
             str(src)], env=env, cwd=base)
     shutil.rmtree(src)                                            # nothing may still point into the copy
     return py, env, site
+

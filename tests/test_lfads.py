@@ -4,18 +4,8 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import counts, small_cfg
 from minilatent.lfads import LFADS, LFADSConfig, PoissonLikelihood
-
-
-def small_cfg(**kw):
-    base = dict(n_neurons=6, ic_enc_dim=8, ic_dim=4, gen_dim=10, fac_dim=3, ci_enc_dim=6, con_dim=6)
-    base.update(kw)
-    return LFADSConfig(**base)
-
-
-def counts(B=5, T=12, N=6, rate=0.7, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.poisson(torch.full((B, T, N), rate), generator=g)
 
 
 @pytest.mark.parametrize("co_dim,ext", [(0, 0), (2, 0), (0, 3), (2, 3)])

@@ -1,14 +1,14 @@
 """ Fidelity fixes after comparing LFADS equation by equation with lfads-torch (issue 11, item 6). """
+import functools
+
 import numpy as np
 import torch
 
-from minilatent.lfads import LFADS, LFADSConfig
+import conftest
+from minilatent.lfads import LFADS
 
 
-def small_cfg(**kw):
-    base = dict(n_neurons=6, ic_enc_dim=8, ic_dim=4, gen_dim=10, fac_dim=3, ci_enc_dim=6, con_dim=6, co_dim=2)
-    base.update(kw)
-    return LFADSConfig(**base)
+small_cfg = functools.partial(conftest.small_cfg, co_dim=2)     # with a controller unless told otherwise
 
 
 def test_analytic_kl_co_matches_monte_carlo_average():

@@ -5,16 +5,11 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import small_cfg
 from minilatent import data as D
 from minilatent.lfads import (LFADS, LFADSConfig, GaussianLikelihood, GammaLikelihood, ZeroInflatedGammaLikelihood,
                               check_sessions)
 from minilatent.trainer import Trainer, TrainerConfig
-
-
-def small_cfg(**kw):
-    base = dict(n_neurons=6, ic_enc_dim=8, ic_dim=4, gen_dim=10, fac_dim=3, ci_enc_dim=6, con_dim=6)
-    base.update(kw)
-    return LFADSConfig(**base)
 
 
 # -----------------------------------------------------------------------------
