@@ -112,3 +112,14 @@ def install_package(base):
     shutil.rmtree(src)                                            # nothing may still point into the copy
     return py, env, site
 
+
+
+# -----------------------------------------------------------------------------
+# order: the Ray Tune search (a chain of process starts, about a minute or two of mostly waiting) first, so that
+# `pytest -n 2 --dist loadfile` (xdist hands out files in collection order) runs it beside the rest, not after it
+
+FIRST = "tests/test_tune.py"
+
+
+def pytest_collection_modifyitems(session, config, items):
+    items.sort(key=lambda item: item.nodeid.split("::")[0] != FIRST)      # stable: the rest keeps its order
