@@ -503,5 +503,7 @@ def _check_config(c):
 
 
 def save_atomic(obj, path):
-    """ torch.save to a temporary file in the same folder, fsync, then rename over the target. """
-    atomic_write(path, lambda f: torch.save(obj, f))
+    """ torch.save to a temporary file in the same folder, fsync, then rename over the target. By name, not through
+    a Python file object: then torch writes from C++ alone, and a signal that arrives during the save cannot leave
+    a half-written archive whose destructor later writes to the closed file (an abort at exit, seen after SIGTERM). """
+    atomic_write(path, lambda name: torch.save(obj, name), by_name=True)

@@ -82,8 +82,9 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     t.fit()
     good = ck.read_bytes()
 
-    def broken_save(obj, f, *a, **k):
-        f.write(b"partial")
+    def broken_save(obj, name, *a, **k):          # torch.save gets the temporary file's name
+        with open(name, "wb") as f:
+            f.write(b"partial")
         raise OSError("disk full")
     monkeypatch.setattr(torch, "save", broken_save)
     with pytest.raises(OSError, match="disk full"):
