@@ -214,9 +214,9 @@ def run_pbt(train, valid, model_kw, out_dir, trials=8, max_seconds=600.0, seed=0
     starts = [clip_config({**s, "member": i}) for i, s in enumerate(starts)]
     mutations = {k: (tune.loguniform(*SEARCH_SPACE[k][:2]) if SEARCH_SPACE[k][2]
                      else tune.uniform(*SEARCH_SPACE[k][:2])) for k in names}
-    pbt = _PBT(time_attr="training_iteration", perturbation_interval=perturbation_interval,
-               hyperparam_mutations=mutations, quantile_fraction=0.25,
-               resample_probability=0.25, custom_explore_fn=clip_config, synch=True)
+    pbt = _pbt_class()(time_attr="training_iteration", perturbation_interval=perturbation_interval,
+                       hyperparam_mutations=mutations, quantile_fraction=0.25,
+                       resample_probability=0.25, custom_explore_fn=clip_config, synch=True)
     tuner = tune.Tuner(
         trainable,
         # the member index is grid-searched; each member's starting hyperparameters follow from it
@@ -297,10 +297,6 @@ def _stopper_class():
     EpochStopper.__name__ = EpochStopper.__qualname__ = "_RayEpochStopper"
     globals()["_RayEpochStopper"] = EpochStopper
     return EpochStopper
-
-
-def _PBT(**kw):
-    return _pbt_class()(**kw)
 
 
 def _starter(starts, key):
