@@ -446,9 +446,10 @@ searched (AutoLFADS's ranges; see minilatent/tune.py):
                    "from members that reserve none)")
     p.add_argument("--seed", type=cli._number(int, 0, 2**32 - 1), default=0, help="seeds the population's starting "
                    "hyperparameters and each member's weights")
-    p.add_argument("--batch-size", type=cli._number(int, 1, 10**6), default=TrainerConfig().batch_size,
-                   help="trials per optimiser step")
-    d = cli._defaults(LFADSConfig)
+    p.add_argument("--batch-size", type=cli._number(int, 1, 10**6), default=None,
+                   help=f"trials per optimiser step (default: as train lfads, a tenth of the training trials, at least "
+                   f"{cli.LFADS_BATCH[0]} and at most {cli.LFADS_BATCH[1]})")
+    d = {**cli._defaults(LFADSConfig), **cli.LFADS_CLI_DEFAULTS}
     for flag, field, typ, h in cli.LFADS_MODEL_OPTIONS:
         if field in SEARCH_SPACE:
             continue

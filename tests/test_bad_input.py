@@ -1,5 +1,6 @@
 """ Bad data, bad options and bad API arguments, table-driven (issue 10): every case exits 2 (CLI) or raises
 ValueError/TypeError/KeyError (API) with one line that names the problem, and the CLI writes nothing. """
+import json
 import math
 
 import h5py
@@ -15,6 +16,7 @@ from minilatent.sparks import SPARKS, SPARKSConfig
 from minilatent.trainer import Trainer, TrainerConfig
 from conftest import write_h5
 
+TINY_NOBATCH = ["--epochs", "1", "--samples", "1", "--gen-dim", "4", "--fac-dim", "2", "--ic-enc-dim", "4"]
 TINY = ["--epochs", "1", "--samples", "1", "--gen-dim", "4", "--fac-dim", "2", "--ic-enc-dim", "4", "--batch-size", "8"]
 rng = np.random.default_rng(0)
 X = rng.poisson(1.0, (6, 10, 4)).astype(np.float32)          # (trials, bins, neurons) counts
@@ -181,20 +183,36 @@ def test_help_at_every_level_has_a_description_examples_and_defaults(capsys, arg
     assert "examples:" in text and text.count("python -m minilatent") >= 3
     if argv[:1] == ["train"] and len(argv) == 2:
         from minilatent.lfads import LFADSConfig
-        assert "(default: 32)" in text and "--resume" in text and "--overwrite" in text and "run folders:" in text
-        if argv[1] == "lfads":   # the flags' defaults are the config's: they cannot drift
-            assert f"(default: {LFADSConfig().kl_co_scale})" in text and f"(default: {LFADSConfig().gen_dim})" in text
+        assert "--resume" in text and "--overwrite" in text and "run folders:" in text
+        if argv[1] == "lfads":   # the flags' defaults are the config's or the command line's stated ones
+            from minilatent.__main__ import LFADS_CLI_DEFAULTS
+            assert f"(default: {LFADSConfig().kl_co_scale})" in text and f"(default: {LFADS_CLI_DEFAULTS['gen_dim']})" in text
+            assert "a tenth of the training trials, at least 16 and at most 64" in " ".join(text.split())
+        else:
+            assert "(default: 32)" in text
 
 
 def test_cli_defaults_come_from_the_configs():
-    from minilatent.__main__ import build_parser, LFADS_MODEL_OPTIONS
+    from minilatent.__main__ import build_parser, LFADS_MODEL_OPTIONS, LFADS_CLI_DEFAULTS, LFADS_CLI_LR
     args = build_parser().parse_args(["train", "lfads", "--out", "x"])
     cfg = LFADSConfig()
-    for _, field, _, _ in LFADS_MODEL_OPTIONS:
-        assert getattr(args, field) == getattr(cfg, field), field
+    for _, field, _, _ in LFADS_MODEL_OPTIONS:   # the config's, except the few the command line states itself
+        assert getattr(args, field) == LFADS_CLI_DEFAULTS.get(field, getattr(cfg, field)), field
+    assert (args.gen_dim, args.fac_dim, args.cd_rate, args.lr) == (128, 40, 0.5, 3e-3) and args.lr == LFADS_CLI_LR
     assert args.kl_co_scale == cfg.kl_co_scale == 1e-4
-    assert args.batch_size == TrainerConfig().batch_size and args.lr == TrainerConfig().lr
+    assert args.batch_size is None                # chosen from the data: lfads_batch_size
     assert args.epochs == TrainerConfig().max_epochs and args.ramp_epochs == cfg.kl_ramp_epochs
+
+
+def test_cli_batch_size_is_a_tenth_of_the_training_trials_within_bounds(tmp_path, capsys):
+    from minilatent.__main__ import lfads_batch_size
+    assert [lfads_batch_size(n) for n in (5, 160, 199, 200, 640, 1040, 100000)] == [16, 16, 19, 20, 64, 64, 64]
+    path = tmp_path / "d.h5"
+    D.save_h5(path, D.make_lorenz_rate(n_neurons=6, n_trials=300, n_bins=12, seed=0))   # 240 training trials -> 24
+    assert main(["train", "lfads", str(path), "--out", str(tmp_path / "run"), *TINY_NOBATCH]) == 0
+    out = capsys.readouterr().out
+    assert "chosen for this data: batch size 24 (from 240 training trials" in out
+    assert json.load(open(tmp_path / "run" / "run.json"))["options"]["batch_size"] == 24
 
 
 @pytest.mark.parametrize("out,msg", [
