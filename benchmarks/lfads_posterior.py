@@ -7,6 +7,7 @@ Target (issue 11): <= 10 s with 50 samples, < 1 GB.
 
     python benchmarks/lfads_posterior.py            # fast path, then the slow path for comparison
     python benchmarks/lfads_posterior.py --fast-only
+    python benchmarks/lfads_posterior.py --fast-only --gen-dim 128 --fac-dim 40    # the command line's model
 
 CPU time is what an idle core would take as wall time; on a loaded machine the wall time is longer, so the
 script prints the load average as well.
@@ -27,12 +28,17 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--fast-only", action="store_true")
     ap.add_argument("--samples", type=int, default=50)
+    ap.add_argument("--gen-dim", type=int, default=None, help="generator size (default: LFADSConfig's; the command "
+                    "line's default is 128)")
+    ap.add_argument("--fac-dim", type=int, default=None)
     args = ap.parse_args()
     torch.set_num_threads(1)
     d = load_h5(eg_path("lorenz"))
     splits = [lfads_tensors(d, s)[0] for s in ("train", "valid")]
     torch.manual_seed(0)
-    m = LFADS(LFADSConfig(n_neurons=30)).eval()
+    sizes = {k: v for k, v in (("gen_dim", args.gen_dim), ("fac_dim", args.fac_dim)) if v is not None}
+    m = LFADS(LFADSConfig(n_neurons=30, **sizes)).eval()
+    print(f"model: gen_dim {m.cfg.gen_dim}, fac_dim {m.cfg.fac_dim}")
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     c0, w0 = time.process_time(), time.perf_counter()
     for x in splits:

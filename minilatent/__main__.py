@@ -166,14 +166,22 @@ def lfads_batch_size(n_train):
     return int(min(hi, max(lo, n_train // 10)))
 
 
+NO_EPOCH_LIMIT = 10**7          # --epochs when only --max-seconds is given
+
+
+def _budget(epochs, seconds):
+    return " or ".join(([f"{epochs} epochs"] if epochs < NO_EPOCH_LIMIT else []) + ([f"{seconds:g} s"] if seconds else []))
+
+
 BUDGET_OPTIONS = ("epochs", "max_seconds", "samples", "truth_units")   # may change on --resume
 
 
 def _add_common(p, epochs, batch_size, lr, lr_note, batch_note="trials per optimiser step"):
     """ the options every train subcommand shares """
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (see 'run folders' below)")
-    p.add_argument("--epochs", type=_number(int, 1, 10**7), default=epochs, help="maximum epochs, counted from the "
-                   "start of the run (a resumed run continues to this total)")
+    p.add_argument("--epochs", type=_number(int, 1, 10**7), default=None, help=f"maximum epochs, counted from the "
+                   f"start of the run (a resumed run continues to this total) (default: {epochs}; with --max-seconds "
+                   f"and no --epochs, the time budget alone ends the run)")
     p.add_argument("--max-seconds", type=_number(float, 0, 1e9, lo_open=True), default=None,
                    help="wall-clock training budget in seconds (a total over resumed runs). The learning rate then "
                    "follows the clock, so the same seed does not reproduce the run: the run prints the epochs it "
@@ -671,7 +679,7 @@ def train_lfads(args):
     parts = [f"{cfg.recon} likelihood"] + ([f"controller with {cfg.co_dim} inferred inputs"] if cfg.co_dim else []) \
         + ([f"{len(inp['names'])} sessions, read-in dim {cfg.read_in_dim}"] if multi else [])
     print(f"model: LFADS with {model.n_params:,} parameters ({', '.join(parts)}); budget: "
-          f"{tcfg.max_epochs} epochs" + (f" or {args.max_seconds:g} s" if args.max_seconds else ""))
+          f"{_budget(tcfg.max_epochs, args.max_seconds)}")
     if init_note:
         print(init_note)
     if inp["chosen"]:
@@ -754,6 +762,9 @@ def main(argv=None):
         return 2
     except SystemExit as e:                 # --help
         return e.code
+    if args.cmd == "train" and args.epochs is None:          # --max-seconds alone is the budget
+        from .trainer import TrainerConfig
+        args.epochs = NO_EPOCH_LIMIT if args.max_seconds else _defaults(TrainerConfig)["max_epochs"]
     try:
         return args.fn(args)
     except UsageError as e:
@@ -848,8 +859,7 @@ def train_sparks(args):
     open_run(args, folder, staged, trainer, "sparks", sparks_options(args), list(train + valid))
     print(f"data: {inp['path']}\n  train {tuple(train[0].shape)}, valid {tuple(valid[0].shape)} (trials, bins, neurons); "
           + (f"decoding '{inp['target']}' ({train[1].shape[2]} outputs)" if supervised else "unsupervised (reconstruct spikes)"))
-    print(f"model: SPARKS with {model.n_params:,} parameters; budget: {tcfg.max_epochs} epochs"
-          + (f" or {args.max_seconds:g} s" if args.max_seconds else ""))
+    print(f"model: SPARKS with {model.n_params:,} parameters; budget: {_budget(tcfg.max_epochs, args.max_seconds)}")
     return run_training(args, folder, staged, trainer, lambda r: f"kl {r['train_kl']:.2f}",
                         lambda history: write_sparks_outputs(args, folder, inp, model, history))
 

@@ -201,7 +201,20 @@ def test_cli_defaults_come_from_the_configs():
     assert (args.gen_dim, args.fac_dim, args.cd_rate, args.lr) == (128, 40, 0.5, 3e-3) and args.lr == LFADS_CLI_LR
     assert args.kl_co_scale == cfg.kl_co_scale == 1e-4
     assert args.batch_size is None                # chosen from the data: lfads_batch_size
-    assert args.epochs == TrainerConfig().max_epochs and args.ramp_epochs == cfg.kl_ramp_epochs
+    assert args.epochs is None and args.ramp_epochs == cfg.kl_ramp_epochs   # resolved by main(): see below
+
+
+def test_epochs_default_is_the_trainers_unless_max_seconds_alone_sets_the_budget(tmp_path, capsys):
+    from minilatent.__main__ import NO_EPOCH_LIMIT
+    path = tmp_path / "d.h5"
+    D.save_h5(path, D.make_lorenz_rate(n_neurons=6, n_trials=60, n_bins=12, seed=0))
+    tiny = ["--samples", "1", "--gen-dim", "4", "--fac-dim", "2", "--ic-enc-dim", "4"]
+    assert main(["train", "lfads", str(path), "--out", str(tmp_path / "a"), "--max-seconds", "2", *tiny]) == 0
+    out = capsys.readouterr().out
+    assert "budget: 2 s" in out and "(time budget)" in out       # no epoch limit: the clock ended it
+    assert json.load(open(tmp_path / "a" / "run.json"))["options"]["epochs"] == NO_EPOCH_LIMIT
+    assert main(["train", "lfads", str(path), "--out", str(tmp_path / "b"), "--epochs", "2", "--max-seconds", "60", *tiny]) == 0
+    assert "budget: 2 epochs or 60 s" in capsys.readouterr().out
 
 
 def test_cli_batch_size_is_a_tenth_of_the_training_trials_within_bounds(tmp_path, capsys):
