@@ -26,7 +26,7 @@ def run_cli(*args):
 
 def test_train_lfads_writes_lfads_torch_output_layout(small_h5, tmp_path):
     out = tmp_path / "run"
-    r = run_cli("train", "lfads", small_h5, "--out", out, "--epochs", 2, "--samples", 3, "--gen-dim", 8)
+    r = run_cli("train", "lfads", small_h5, "--out", out, "--epochs", 2, "--samples", 3, "--gen-dim", 8, "--fac-dim", 20)
     assert r.returncode == 0, r.stderr
     assert "valid rate R2" in r.stdout and "bits/spike" in r.stdout and "epoch    2" in r.stdout
     for f in ("lfads_output.h5", "metrics.csv", "loss.png", "rates.png", "checkpoint.pt"):
@@ -46,7 +46,7 @@ def test_train_lfads_writes_lfads_torch_output_layout(small_h5, tmp_path):
     assert lines[0].startswith("epoch,step,seconds") and len(lines) == 3
 
     # --resume continues from the checkpoint
-    r = run_cli("train", "lfads", small_h5, "--out", out, "--epochs", 3, "--samples", 2, "--gen-dim", 8, "--resume")
+    r = run_cli("train", "lfads", small_h5, "--out", out, "--epochs", 3, "--samples", 2, "--gen-dim", 8, "--fac-dim", 20, "--resume")
     assert r.returncode == 0, r.stderr
     assert "resumed from" in r.stdout and "epoch    3" in r.stdout and "epoch    1 " not in r.stdout
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from minilatent import data as D
-from minilatent.__main__ import main
+from minilatent.__main__ import main, LFADS_CLI_LR
 from minilatent.lfads import LFADS
 
 TINY = ["--samples", "1", "--gen-dim", "4", "--fac-dim", "2", "--ic-enc-dim", "4", "--batch-size", "8"]
@@ -196,7 +196,7 @@ def test_resume_with_a_larger_budget_continues_the_schedule(tiny_h5, tmp_path, c
     code, stdout, err = cli(capsys, [*args, "--epochs", 4, "--resume"])        # a finished run, extended
     assert code == 0, err
     lr = [float(r["lr"]) for r in metrics(out)]
-    assert len(lr) == 4 and lr[2] == lr[3] == pytest.approx(0.05 * 0.01)     # continues at the final rate
+    assert len(lr) == 4 and lr[2] == lr[3] == pytest.approx(0.05 * LFADS_CLI_LR)   # continues at the final rate
     # an interrupted 6-epoch run resumed with 10 epochs: the rate keeps falling, never jumps back up
     out2 = tmp_path / "run2"
     from minilatent.trainer import Trainer
@@ -211,7 +211,7 @@ def test_resume_with_a_larger_budget_continues_the_schedule(tiny_h5, tmp_path, c
     monkeypatch.undo()
     assert cli(capsys, ["train", "lfads", tiny_h5[0], "--out", out2, *TINY, "--epochs", 10, "--resume"])[0] == 0
     lr = [float(r["lr"]) for r in metrics(out2)]
-    assert len(lr) == 10 and all(b < a for a, b in zip(lr, lr[1:])) and lr[-1] == pytest.approx(0.05 * 0.01)
+    assert len(lr) == 10 and all(b < a for a, b in zip(lr, lr[1:])) and lr[-1] == pytest.approx(0.05 * LFADS_CLI_LR)
 
 
 def test_resume_refuses_changed_options_and_other_data_naming_each(tiny_h5, tmp_path, capsys):
@@ -221,7 +221,7 @@ def test_resume_refuses_changed_options_and_other_data_naming_each(tiny_h5, tmp_
     code, _, err = cli(capsys, ["train", "lfads", tiny_h5[0], "--out", out, "--epochs", 2, *TINY, "--resume",
                                 "--lr", "0.02", "--batch-size", "4", "--seed", "3", "--gen-dim", "5"])
     assert code == 2
-    one_line(err, "--lr 0.02 (checkpoint: 0.01)", "--batch-size 4 (checkpoint: 8)", "--seed 3 (checkpoint: 0)",
+    one_line(err, f"--lr 0.02 (checkpoint: {LFADS_CLI_LR})", "--batch-size 4 (checkpoint: 8)", "--seed 3 (checkpoint: 0)",
              "--gen-dim 5 (checkpoint: 4)")
     code, _, err = cli(capsys, ["train", "lfads", tiny_h5[1], "--out", out, "--epochs", 2, *TINY, "--resume"])
     assert code == 2
