@@ -153,7 +153,7 @@ SPARKS_MODEL_OPTIONS = [
 # Lorenz data of issue 11 (60 neurons at 1.8 Hz, 640 training trials, 300 s) a generator of 128 units, 40 factors,
 # coordinated dropout 0.5, a peak learning rate of 3e-3 and batches of 64 took the rate R2 from 0.885 to 0.93 and
 # the latent R2 from 0.976 / 0.925 / 0.945 to 0.99 / 0.98 / 0.98. The dataclasses keep the smaller model that the
-# lessons train in a minute and whose posterior average is 2.5x cheaper.
+# lessons train in a minute and whose posterior average is 2-2.5x cheaper.
 LFADS_CLI_DEFAULTS = {"gen_dim": 128, "fac_dim": 40, "cd_rate": 0.5}
 LFADS_CLI_LR = 3e-3
 LFADS_BATCH = (16, 64)          # --batch-size default: a tenth of the training trials, within these bounds
