@@ -18,6 +18,11 @@ and the medians over seeds. 'lorenz_sparse' is built like the public dataset of 
     python benchmarks/lfads_datasets.py                                   # every dataset, 1 seed, 120 s each
     python benchmarks/lfads_datasets.py --datasets lorenz_sparse --seeds 0 1 2 --seconds 300
     python benchmarks/lfads_datasets.py --datasets lorenz_sparse --seconds 60 --cli-args "--gen-dim 100"
+    python benchmarks/lfads_datasets.py --seconds 120 \
+        --cli-args "--gen-dim 64 --fac-dim 20 --cd-rate 0.3 --lr 0.01 --batch-size 32"     # the defaults before issue 11
+
+The command line's defaults (gen 128, 40 factors, cd 0.5, lr 3e-3, a batch of a tenth of the training trials
+within 16-64) were chosen with this script; the README's "LFADS on the dataset suite" has the tables.
 
 Training runs on one thread; the machine's load changes the epochs a budget buys, so the script prints the
 load average next to the table.
