@@ -157,6 +157,8 @@ SPARKS_MODEL_OPTIONS = [
 LFADS_CLI_DEFAULTS = {"gen_dim": 128, "fac_dim": 40, "cd_rate": 0.5}
 LFADS_CLI_LR = 3e-3
 LFADS_BATCH = (16, 64)          # --batch-size default: a tenth of the training trials, within these bounds
+LFADS_BATCH_HELP = (f"trials per optimiser step (default: a tenth of the training trials, at least {LFADS_BATCH[0]} "
+                    f"and at most {LFADS_BATCH[1]})")
 
 
 def lfads_batch_size(n_train):
@@ -260,8 +262,7 @@ def build_parser():
                     "example); NWB recordings are binned with --bin-ms/--align/--window; several files = several sessions sharing the dynamics, each with its own read-in/out (outputs "
                     "lfads_output_<name>.h5)")
     _add_common(lf, t["max_epochs"], None, LFADS_CLI_LR, "peak learning rate (cosine decay to 5%% of it)",
-                batch_note=f"trials per optimiser step (default: a tenth of the training trials, at least "
-                f"{LFADS_BATCH[0]} and at most {LFADS_BATCH[1]})")
+                batch_note=LFADS_BATCH_HELP)
     for flag, field, typ, h in LFADS_MODEL_OPTIONS:
         if field == "recon":
             lf.add_argument(flag, default=d[field], choices=sorted(LIKELIHOODS), help=h)
@@ -586,7 +587,7 @@ def read_lfads_inputs(args):
         except ValueError as e:
             raise UsageError(where + e.args[0]) from None
     chosen = None
-    if getattr(args, "batch_size", 0) is None:       # chosen from the data (the smallest session's training trials)
+    if args.batch_size is None:                       # chosen from the data (the smallest session's training trials)
         n_train = min(t[0].shape[0] for t in train)
         args.batch_size = lfads_batch_size(n_train)
         chosen = f"batch size {args.batch_size} (from {n_train} training trials; --batch-size sets it)"

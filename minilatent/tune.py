@@ -399,7 +399,6 @@ def add_tune_parser(sub, prog, formatter, parser_class, run_folder_note):
     """ the `tune` subcommand (argparse), next to `train` in __main__.py """
     from . import __main__ as cli
     from .lfads import LFADSConfig, LIKELIHOODS
-    from .trainer import TrainerConfig
     from .data import TRUTH_UNITS
     t = sub.add_parser("tune", help="hyperparameter search (population-based training on Ray Tune)",
                        formatter_class=formatter, description="Search hyperparameters by population-based training "
@@ -447,8 +446,7 @@ searched (AutoLFADS's ranges; see minilatent/tune.py):
     p.add_argument("--seed", type=cli._number(int, 0, 2**32 - 1), default=0, help="seeds the population's starting "
                    "hyperparameters and each member's weights")
     p.add_argument("--batch-size", type=cli._number(int, 1, 10**6), default=None,
-                   help=f"trials per optimiser step (default: as train lfads, a tenth of the training trials, at least "
-                   f"{cli.LFADS_BATCH[0]} and at most {cli.LFADS_BATCH[1]})")
+                   help=cli.LFADS_BATCH_HELP)
     d = {**cli._defaults(LFADSConfig), **cli.LFADS_CLI_DEFAULTS}
     for flag, field, typ, h in cli.LFADS_MODEL_OPTIONS:
         if field in SEARCH_SPACE:
