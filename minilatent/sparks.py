@@ -444,7 +444,12 @@ class SPARKS(nn.Module):
         """ x (B, T, N) -> mu, logvar (B, T, latent_dim) and the final Hebbian state. """
         B, T, N = x.shape
         h, heb = self.blocks[session].attn(x.transpose(0, 1).contiguous(), None if state is None else state["hebbian"])
-        if torch.is_grad_enabled() and self.cfg.checkpoint_head and T > self.cfg.bptt_chunk:
+        parts = _ff_latent_parts(self, session)
+        if parts is not None:
+            # the default head (Linear-ReLU-Linear with a residual, then the latent projection) as one function with
+            # a hand-written backward (appendix): the same numbers, without forming h + FF(h)
+            stats = _FFLatent.apply(self.blocks[session].proj(h), *parts, self.cfg.bptt_chunk, self.cfg.checkpoint_head)
+        elif torch.is_grad_enabled() and self.cfg.checkpoint_head and T > self.cfg.bptt_chunk:
             # per block of bins, keep only the attention output for backward and recompute the rest then:
             # the (T, B, N, D) activations of the feed-forward layers never all exist at once
             fn = lambda hc: self._head(hc, session)
@@ -760,6 +765,79 @@ def _readout_backward(go, W, A, carry, g, gW):
             g[:, h] = torch.addmm(carry[:, h].reshape(B * N, N), gh, W[h]).view(B, N, N)
 
 
+def _ff_latent_parts(model, session):
+    """ (W1, b1, W2, b2, W_latent, b_latent) when what follows the attention is the default head (a Linear-ReLU-Linear
+    feed-forward with a residual, no conventional layers, the latent projection), else None (then autograd runs the
+    modules as they are) """
+    blk, lat = model.blocks[session], model.to_latent[session]
+    ff = blk.ff
+    default = (not model.layers and isinstance(ff, nn.Sequential) and len(ff) == 3 and type(ff[0]) is nn.Linear
+               and type(ff[1]) is nn.ReLU and type(ff[2]) is nn.Linear and type(lat) is nn.Linear
+               and ff[0].bias is not None and ff[2].bias is not None and lat.bias is not None)
+    return (ff[0].weight, ff[0].bias, ff[2].weight, ff[2].bias, lat.weight, lat.bias) if default else None
+
+
+class _FFLatent(torch.autograd.Function):
+    """ stats = W_l flatten_n(y) + b_l with y = x + W2 relu(W1 x + b1) + b2 per neuron, and its backward, without
+    forming y: since W_l is linear, W_l y = W_l x + (W_l W2) r + const with r = relu(W1 x + b1), and the same
+    products give every gradient. x (t, B, N, D) -> (t, B, 2L), a block of `chunk` bins at a time """
+
+    @staticmethod
+    def forward(ctx, x, W1, b1, W2, b2, Wl, bl, chunk, recompute):
+        # W1 (F, D), b1 (F,), W2 (D, F), b2 (D,), Wl (2L, N D), bl (2L,); recompute: keep only x for backward and
+        # compute r again there (else r is kept: (t, B, N, F) more memory, one product less)
+        t, B, N, D = x.shape
+        Fh, L2 = W1.shape[0], Wl.shape[0]
+        x = x.contiguous()
+        Wl3 = Wl.view(L2, N, D)
+        M = torch.matmul(Wl3, W2).view(L2, N * Fh)                         # (2L, N F): W_l's block of neuron n times W2
+        const = torch.addmv(bl, Wl3.sum(1), b2)                            # b_l + sum_n W_l,n b2
+        s = x.new_empty(t, B, L2)
+        keep = None if recompute or not torch.is_grad_enabled() else x.new_empty(t, B, N, Fh)
+        for t0 in range(0, t, chunk):                                      # memory: one block's r at a time
+            xc = x[t0:t0 + chunk]
+            rc = torch.addmm(b1, xc.view(-1, D), W1.t()).clamp_(min=0)     # (c B N, F)
+            n = xc.shape[0] * B
+            torch.addmm(const, xc.view(n, N * D), Wl.t(), out=s[t0:t0 + chunk].view(n, L2))
+            s[t0:t0 + chunk].view(n, L2).addmm_(rc.view(n, N * Fh), M.t())
+            if keep is not None:
+                keep[t0:t0 + chunk] = rc.view(-1, B, N, Fh)
+        ctx.chunk = chunk
+        ctx.save_for_backward(x, keep, W1, b1, W2, b2, Wl, M)
+        return s
+
+    @staticmethod
+    def backward(ctx, gs):
+        x, keep, W1, b1, W2, b2, Wl, M = ctx.saved_tensors
+        t, B, N, D = x.shape
+        Fh, L2 = W1.shape[0], Wl.shape[0]
+        gs = gs.contiguous()
+        Gx, Gr = x.new_zeros(L2, N * D), x.new_zeros(L2, N * Fh)           # sums over bins of gs x^T and gs r^T
+        gW1, gb1 = torch.zeros_like(W1), torch.zeros_like(b1)
+        gx = torch.empty_like(x)
+        for t0 in range(0, t, ctx.chunk):
+            xc = x[t0:t0 + ctx.chunk]
+            n = xc.shape[0] * B
+            rc = (keep[t0:t0 + ctx.chunk].view(-1, Fh) if keep is not None
+                  else torch.addmm(b1, xc.view(-1, D), W1.t()).clamp_(min=0))
+            gc = gs[t0:t0 + ctx.chunk].view(n, L2)
+            Gx.addmm_(gc.t(), xc.view(n, N * D))
+            Gr.addmm_(gc.t(), rc.view(n, N * Fh))
+            ga = torch.mm(gc, M).view(-1, Fh)                              # dL/dr = W2^T W_l,n^T gs per row
+            torch.ops.aten.threshold_backward.grad_input(ga, rc, 0.0, grad_input=ga)   # through the ReLU
+            gW1.addmm_(ga.t(), xc.view(-1, D))
+            gb1 += ga.sum(0)
+            gxc = gx[t0:t0 + ctx.chunk].view(n, N * D)
+            torch.mm(gc, Wl, out=gxc)                                      # dL/dy
+            gxc.view(-1, D).addmm_(ga, W1)                                 # + W1^T dL/da = dL/dx
+        gsum = gs.view(-1, L2).sum(0)                                      # (2L,): the gradient of b_l
+        Gr3 = Gr.view(L2, N, Fh)
+        gWl = (Gx.view(L2, N, D) + torch.matmul(Gr3, W2.t())).add_(gsum[:, None, None] * b2)   # gs y^T
+        gW2 = torch.einsum("lnd,lnf->df", Wl.view(L2, N, D), Gr3)          # sum_n W_l,n^T (gs r_n^T)
+        gb2 = torch.mv(Wl.view(L2, N, D).sum(1).t(), gsum)
+        return gx, gW1, gb1, gW2, gb2, gWl.reshape(L2, N * D), gsum, None, None
+
+
 class _Recompute(torch.autograd.Function):
     """ y = fn(x) keeping only x for backward, where fn runs again (torch.utils.checkpoint in 15 lines,
     without the ~80 MB of modules that its non-reentrant version imports) """
@@ -925,17 +1003,6 @@ static void bwd_rows(i64 b, i64 h, i64 i0, const F* u, const F* m, const F* dP, 
         }
         for (int r = 0; r < R; ++r) for (int kk = 0; kk < 16; ++kk) g[r * Np + j0 + kk] = ac[r][kk];
       }
-      for (i64 d = 0; d < Dh; ++d) {                                           // gW += go^T A_t
-        F* gwd = gw + d * Np;
-        F gd[R];
-        for (int r = 0; r < R; ++r) gd[r] = go[r][d];
-#pragma omp simd
-        for (i64 j = 0; j < Np; ++j) {
-          F sum = gwd[j];
-          for (int r = 0; r < R; ++r) sum += gd[r] * At[r * Np + j];
-          gwd[j] = sum;
-        }
-      }
       const F* ut = u + (t * B + b) * N;
       const F* mt = m + (t * B + b) * N;
       for (int r = 0; r < R; ++r) {
@@ -957,6 +1024,38 @@ static void bwd_rows(i64 b, i64 h, i64 i0, const F* u, const F* m, const F* dP, 
           b2[j] += lqj * qprev[j]; b3[j] += lqj * ui;
           const F sv = pt[j] * mi + qt[j] * mt[j];
           cr[j] = gj - gj * sv;                                                 // to A_{t-1}: g (1 - S_t)
+        }
+      }
+    }
+    // gW += sum over the chunk's bins and the R rows of go_t^T A_t: one product of k R terms per block of gW held in
+    // registers (4 rows of gW x 16 columns), instead of a pass over all of gW every bin
+    for (i64 d0 = 0; d0 < Dh; d0 += 4) {
+      const i64 nd = Dh - d0 < 4 ? Dh - d0 : 4;
+      for (i64 j0 = 0; j0 < Np; j0 += 16) {
+        F* g0 = gw + d0 * Np + j0;
+        if (nd == 4) {
+          F c0_[16], c1[16], c2[16], c3[16];
+          for (int kk = 0; kk < 16; ++kk) { c0_[kk] = g0[kk]; c1[kk] = g0[Np + kk]; c2[kk] = g0[2 * Np + kk]; c3[kk] = g0[3 * Np + kk]; }
+          for (i64 s = 0; s < k; ++s)
+            for (int r = 0; r < R; ++r) {
+              const F* go_ = gout + ((((c0 + s) * B + b) * N + i0 + r) * H + h) * Dh + d0;
+              const F* a = As + (s + 1) * RN + r * Np + j0;
+              const F x0 = go_[0], x1 = go_[1], x2 = go_[2], x3 = go_[3];
+#pragma omp simd
+              for (int kk = 0; kk < 16; ++kk) {
+                const F v = a[kk];
+                c0_[kk] += x0 * v; c1[kk] += x1 * v; c2[kk] += x2 * v; c3[kk] += x3 * v;
+              }
+            }
+          for (int kk = 0; kk < 16; ++kk) { g0[kk] = c0_[kk]; g0[Np + kk] = c1[kk]; g0[2 * Np + kk] = c2[kk]; g0[3 * Np + kk] = c3[kk]; }
+        } else {                                                                 // the last rows of gW when 4 does not divide Dh
+          for (i64 s = 0; s < k; ++s)
+            for (int r = 0; r < R; ++r) {
+              const F* go_ = gout + ((((c0 + s) * B + b) * N + i0 + r) * H + h) * Dh + d0;
+              const F* a = As + (s + 1) * RN + r * Np + j0;
+              for (i64 dd = 0; dd < nd; ++dd)
+                for (int kk = 0; kk < 16; ++kk) g0[dd * Np + kk] += go_[dd] * a[kk];
+            }
         }
       }
     }

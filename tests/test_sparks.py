@@ -245,6 +245,49 @@ def test_every_parameter_gets_gradient(kw):
         assert p.grad.abs().sum() > 0, f"no gradient reaches {name}"
 
 
+@pytest.mark.parametrize("chunk, recompute", [(1, True), (3, False), (16, True)])
+def test_fused_head_matches_autograd_through_the_layers(chunk, recompute):
+    # the default head after the attention (x + W2 relu(W1 x + b1) + b2 per neuron, then the latent projection) as
+    # _FFLatent computes it, against the same formula through autograd: values and every gradient, float64
+    g = torch.Generator().manual_seed(0)
+    t, B, N, D, F_, L2 = 7, 3, 5, 4, 6, 8
+    args = [torch.randn(s, generator=g, dtype=torch.float64).requires_grad_(True)
+            for s in ((t, B, N, D), (F_, D), (F_,), (D, F_), (D,), (L2, N * D), (L2,))]
+
+    def plain(x, W1, b1, W2, b2, Wl, bl):
+        y = x + torch.relu(x @ W1.t() + b1) @ W2.t() + b2
+        return y.reshape(t, B, N * D) @ Wl.t() + bl
+
+    fused = lambda *a: sparks_module._FFLatent.apply(*a, chunk, recompute)
+    weight = torch.randn(t, B, L2, generator=g, dtype=torch.float64)
+    for f_out, p_out in zip([fused(*args)] + list(torch.autograd.grad((fused(*args) * weight).sum(), args)),
+                            [plain(*args)] + list(torch.autograd.grad((plain(*args) * weight).sum(), args))):
+        np.testing.assert_allclose(f_out.detach().numpy(), p_out.detach().numpy(), rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(fused, args)
+
+
+def test_the_model_takes_the_fused_head_only_for_the_default_layers_and_gets_the_same_gradients():
+    torch.manual_seed(0)
+    m = SPARKS(small(n_outputs=2, bptt_chunk=4)).double()
+    assert sparks_module._ff_latent_parts(m, 0) is not None
+    x, y = spikes(B=3, T=15, N=6), torch.randn(3, 15, 2, dtype=torch.float64)
+    torch.manual_seed(1)                   # the same latent samples for both
+    fused = torch.autograd.grad(m.compute_losses((x, y))["loss"], list(m.parameters()))
+    real = sparks_module._ff_latent_parts
+    try:                                   # the modules themselves, through autograd (the path of any other head)
+        sparks_module._ff_latent_parts = lambda *a: None
+        torch.manual_seed(1)
+        plain = torch.autograd.grad(m.compute_losses((x, y))["loss"], list(m.parameters()))
+    finally:
+        sparks_module._ff_latent_parts = real
+    for (name, _), a, b in zip(m.named_parameters(), fused, plain):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-9, atol=1e-12, err_msg=name)
+    assert sparks_module._ff_latent_parts(SPARKS(small(n_layers=1)), 0) is None      # conventional layers: autograd
+    other = SPARKS(small())
+    other.blocks[0].ff = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.GELU(), torch.nn.Linear(8, 8))
+    assert sparks_module._ff_latent_parts(other, 0) is None                             # another feed-forward: autograd
+
+
 @pytest.mark.parametrize("chunk_len", [1, 4, 7])
 def test_online_chunks_reproduce_the_offline_forward(chunk_len):
     torch.manual_seed(0)

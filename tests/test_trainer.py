@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 
 from minilatent.lfads import LFADS, LFADSConfig
-from minilatent.trainer import Trainer, TrainerConfig
+from minilatent.trainer import Trainer, TrainerConfig, keep_freed_memory
 
 
 def tiny_data(seed=0, B=24):
@@ -232,3 +232,35 @@ def test_a_nan_loss_stops_at_once_and_keeps_the_last_checkpoint(tmp_path, monkey
         t.fit()
     assert n[0] == 5 and t.saved_epoch == 1
     assert torch.load(path, weights_only=True)["epoch"] == 1
+
+
+def _faults_of_fresh_tensors(n=6, mib=16):
+    """ minor page faults (the kernel's count) of allocating, filling and freeing a mib-MiB tensor n times """
+    import resource
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(n):
+        t = torch.ones(mib * 2**18)
+        del t
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+
+@pytest.mark.skipif(not keep_freed_memory(False), reason="no glibc malloc (mallopt) here")
+def test_keep_freed_memory_reuses_pages_and_fit_hands_them_back(monkeypatch):
+    assert keep_freed_memory(True)
+    _faults_of_fresh_tensors(2)                          # the first ones map their pages
+    kept = _faults_of_fresh_tensors()
+    assert kept < 4096, kept                             # 6 x 16 MiB = 24,576 pages if each were mapped afresh
+    assert keep_freed_memory(False)
+    # fit() keeps freed memory while it trains (TrainerConfig.keep_freed_memory) and restores the defaults after
+    calls = []
+    import minilatent.trainer as trainer_module
+    real = trainer_module.keep_freed_memory
+    monkeypatch.setattr(trainer_module, "keep_freed_memory", lambda keep=True: calls.append(keep) or real(keep))
+    torch.manual_seed(0)
+    model = LFADS(LFADSConfig(n_neurons=5, gen_dim=8, ic_enc_dim=8, fac_dim=3, ic_dim=4))
+    x = torch.poisson(torch.full((8, 10, 5), 2.0))
+    Trainer(model, x, None, TrainerConfig(max_epochs=1, batch_size=4, progress=False)).fit()
+    assert calls == [True, False]
+    calls.clear()
+    Trainer(model, x, None, TrainerConfig(max_epochs=1, batch_size=4, progress=False, keep_freed_memory=False)).fit()
+    assert calls == []
