@@ -43,16 +43,22 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 REF_VENV = "/tmp/sparks_ref"
-SETTINGS = dict(batch=10, epochs=10)   # the rest: SPARKSConfig() defaults, for ours and (matched) the reference
+SETTINGS = dict(batch=None, epochs=10)  # batch None: `train sparks`'s default; the rest: SPARKSConfig()'s defaults,
+                                        # for ours and (matched) the reference
+ONE_BATCH = 10                          # trials in the one-batch figures (N = 100, 200, 400)
 OURS_BETAS = (0.9, 0.99)               # the trainer's Adam betas (TrainerConfig.betas), used by ours and ref matched
 REF_DEFAULT_LR = 1e-3                  # the reference run with its own defaults: Adam(lr=1e-3), its usual example
+MODEL = {}                             # --model: SPARKSConfig fields that replace the defaults (ours and ref matched)
+# the allocator setting ours trains with (trainer.keep_freed_memory, inside Trainer.fit), given to every process
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(2**30)}
 
 
-def ours_lr():
-    """ the learning rate `train sparks` uses by default (read from the CLI, so the benchmark follows it) """
+def cli_defaults():
+    """ the learning rate and batch size `train sparks` uses by default (read from the CLI, so the benchmark follows it) """
     sys.path.insert(0, ROOT)
     from minilatent.__main__ import build_parser
-    return build_parser().parse_args(["train", "sparks", "--out", os.path.join(tempfile.gettempdir(), "unused")]).lr
+    a = build_parser().parse_args(["train", "sparks", "--out", os.path.join(tempfile.gettempdir(), "unused")])
+    return a.lr, a.batch_size
 
 
 def peak_mb():
@@ -85,7 +91,7 @@ def worker_ours(args, data):
     cfg = SPARKSConfig(n_neurons=xtr.shape[2], n_outputs=ytr.shape[2], online=args.mode == "online",
                        **json.loads(args.cfg))
     model = SPARKS(cfg)
-    B = SETTINGS["batch"]
+    B = ONE_BATCH if args.what == "batch" else args.batch
     if args.what == "batch":
         opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=OURS_BETAS, weight_decay=0.0)
         times, kept = [], 0.0
@@ -136,10 +142,10 @@ def r2(pred, y):
 
 
 def ref_settings(matched, lr):
-    """ the reference's settings in one of the two modes; ours are SPARKSConfig()'s defaults """
+    """ the reference's settings in one of the two modes; ours are SPARKSConfig()'s defaults (with --model) """
     sys.path.insert(0, ROOT)
     from minilatent.sparks import SPARKSConfig
-    c = SPARKSConfig()
+    c = SPARKSConfig(**MODEL)
     if not matched:        # its own defaults (HebbianAttentionConfig(), its train(), Adam at its usual 1e-3)
         return dict(dt=0.001, tau_s=1.0, w_start=1.0, beta=c.beta, lr=REF_DEFAULT_LR, betas=(0.9, 0.999),
                     embed_dim=c.embed_dim, latent_dim=c.latent_dim, tau_p=c.tau_p, posterior_mean=False)
@@ -164,7 +170,7 @@ def worker_ref(args, data):
     xte = torch.tensor(data["xte"]).transpose(1, 2).contiguous()
     yte = torch.tensor(data["yte"]).transpose(1, 2).contiguous()
     base = peak_mb()
-    B = SETTINGS["batch"]
+    B = ONE_BATCH if args.what == "batch" else args.batch
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
     model = SPARKS(n_neurons_per_session=xtr.shape[1], embed_dim=S["embed_dim"], latent_dim=S["latent_dim"],
@@ -220,10 +226,14 @@ def make_data(path, n_neurons=100, n_bins=150, seed=0):
 
 def run_worker(python, pkg, data_path, what, mode="offline", epochs=10, repeats=3, seed=0, timeout=3600, native=True,
                cfg=None, lr=None):
+    """ one run in its own process (a worker of this script); returns its JSON line, or {'error': ...} """
+    if pkg == "ours":
+        cfg = {**MODEL, **(cfg or {})}
     cmd = [python, os.path.abspath(__file__), "--worker", pkg, "--data", data_path, "--what", what, "--mode", mode,
            "--epochs", str(epochs), "--repeats", str(repeats), "--seed", str(seed), "--cfg", json.dumps(cfg or {}),
-           "--lr", str(lr if lr is not None else 0.0)]
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+           "--lr", str(lr if lr is not None else 0.0),
+           "--batch", str(SETTINGS["batch"])]
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONWARNINGS="ignore", **MALLOC_ENV)
     if not native:
         env["MINILATENT_NATIVE"] = "0"
     env.pop("PYTHONPATH", None)
@@ -276,7 +286,7 @@ def fairness(lr):
     """ every setting of the matched comparison: what was matched, and what still differs and why """
     sys.path.insert(0, ROOT)
     from minilatent.sparks import SPARKSConfig
-    c, m = SPARKSConfig(), ref_settings(True, lr)
+    c, m = SPARKSConfig(**MODEL), ref_settings(True, lr)
     return [
         ("matched", "the data: one .npz file (make_rotation(), seed 0) loaded by every run"),
         ("matched", f"optimiser: Adam (AdamW, weight decay 0), lr {lr:g}, betas {OURS_BETAS}, batch "
@@ -291,6 +301,9 @@ def fairness(lr):
                     "conventional attention layers, clip of A at (-0.5, 1.5), supervised MSE"),
         ("matched", "evaluation: test R^2 of the posterior-mean prediction (the reference's test() samples the "
                     "latent; its sampled R^2 is printed too)"),
+        ("matched", "the allocator: every process runs with glibc's malloc keeping freed memory (MALLOC_MMAP_THRESHOLD_ "
+                    "32 MiB, MALLOC_TRIM_THRESHOLD_ 1 GiB), the setting `train sparks` uses (Trainer.fit); measured: "
+                    "it does not change the reference's speed"),
         ("differs", "loss over time: the reference sums the per-bin losses, ours averages them; with Adam this "
                     "scale (150x) does not change the steps, except through its gradient clipping:"),
         ("differs", "gradient clipping: the reference clips every gradient value at +-0.5 (hard-coded in its train()); "
@@ -313,8 +326,12 @@ def main():
                     "(slow; N = 400 needs ~15 GB)")
     ap.add_argument("--runs", type=int, default=3, help="seeds 0..runs-1 of every training run")
     ap.add_argument("--epochs", type=int, default=SETTINGS["epochs"])
+    ap.add_argument("--batch", type=int, default=None, help="trials per batch, ours and the reference (default: "
+                    "`train sparks`'s)")
     ap.add_argument("--lr", type=float, default=None, help="ours and ref matched (default: the CLI's default)")
     ap.add_argument("--no-torch", action="store_true", help="skip the pure-torch runs of ours")
+    ap.add_argument("--model", default="{}", help="SPARKSConfig fields in JSON replacing the defaults for ours and ref "
+                    "matched, e.g. '{\"embed_dim\": 32}'")
     # worker mode (internal)
     ap.add_argument("--worker", choices=["ours", "ref"])
     ap.add_argument("--data"); ap.add_argument("--what", default="train"); ap.add_argument("--mode", default="offline")
@@ -328,9 +345,12 @@ def main():
         print(json.dumps(fn(args, data)))
         return
 
+    MODEL.update(json.loads(args.model))
     if args.install_ref:
         install_ref()
-    lr = args.lr if args.lr is not None else ours_lr()
+    cli_lr, cli_batch = cli_defaults()
+    lr = args.lr if args.lr is not None else cli_lr
+    SETTINGS["batch"] = args.batch if args.batch is not None else cli_batch
     py_ref, why = (None, "--no-ref") if args.no_ref else ref_python()
     tmp = tempfile.mkdtemp(prefix="sparks_bench_")
     data = make_data(os.path.join(tmp, "rotation.npz"))
@@ -340,6 +360,8 @@ def main():
     print(f"data: {data} (make_rotation(): 80 train / 20 test trials x 150 bins x 100 neurons)")
     print(f"one torch thread; CPU seconds are process time; the machine is shared: load {os.getloadavg()[0]:.1f} "
           f"(1-minute average) on {os.cpu_count()} cores at the start, and after each run below")
+    if MODEL:
+        print(f"model settings replacing SPARKSConfig()'s defaults (ours and ref matched): {MODEL}")
     print("ours: SPARKSConfig() defaults, the recurrence in " + ("the compiled kernel" if kernel else
           f"pure torch (no compiled kernel: {_NATIVE['error']})") + f"; lr {lr:g} (the CLI's default)")
     if not py_ref:

@@ -225,6 +225,9 @@ def add_data_options(p):
                     "cut to the shortest trial)")
 
 
+SPARKS_CLI_BATCH = 5   # train sparks: 2x the optimiser steps per epoch of batch 10 (benchmarks/sparks_vs_reference.py)
+
+
 def build_parser():
     from .lfads import LFADSConfig, LIKELIHOODS
     from .sparks import SPARKSConfig
@@ -290,7 +293,9 @@ def build_parser():
 
 {RUN_FOLDERS}""")
     sp.add_argument("data", nargs="?", metavar="DATA.h5", help="HDF5 file (default: the shipped rotation example)")
-    _add_common(sp, 30, 10, 3e-3, "learning rate (constant)")
+    _add_common(sp, 30, SPARKS_CLI_BATCH, 3e-3, "learning rate (constant)", batch_note="trials per optimiser step "
+                "(5: on the rotation benchmark, test R2 0.910 after 10 epochs against 0.881 with 10, for ~25%% more time "
+                "per epoch)")
     sp.add_argument("--target", default=None, help="key suffix of the target to decode ('latents' -> train_latents); "
                     "default: latents when present; 'none' for unsupervised")
     for flag, field, typ, h in SPARKS_MODEL_OPTIONS:

@@ -52,8 +52,9 @@ learning rate, KL convention, init or clipping moved R^2 beyond the seed-to-seed
   - the default decoder's hidden layer has dec_hidden = 64 units (sparks-ai: mean(tau_p * latent_dim, outputs)).
 
 How it is computed: the model below is written with plain tensor ops (one bin of the recurrence is _step); the
-speed-ups (a scan over all bins with a hand-written, chunked backward, recomputation of the feed-forward layers, and
-an optional compiled kernel) sit in the APPENDIX at the end of the file behind one entry point, hebbian_scan.
+speed-ups (a scan over all bins with a hand-written, chunked backward, the default head after the attention as one
+function with its own backward, and an optional compiled kernel) sit in the APPENDIX at the end of the file behind
+two entry points, hebbian_scan and _FFLatent.
 native=None (the default) uses the compiled kernel where it can run, True requires it, False never uses it.
 
 Training is full backpropagation through time (one optimiser step per batch) or *online*: an optimiser
@@ -105,7 +106,8 @@ class SPARKSConfig:
     alpha: float = 1.0              # initial post/pre increment ratio
     clip: tuple = (-0.5, 1.5)       # backstop bounds of the attention coefficients
     bptt_chunk: int = 16            # bins per recomputation chunk in backward: memory ~ T/chunk + chunk states
-    checkpoint_head: bool = True    # recompute the feed-forward layers per chunk in backward (less memory, ~5% time)
+    checkpoint_head: bool = True    # recompute the feed-forward layers in backward, a block of bins at a time (less
+                                    # memory; no measurable time with the default head)
     online: bool = False            # True: an optimiser step every online_chunk bins, state detached
     online_chunk: int = 1           # bins per online step (1 = upstream's per-bin online learning)
     burn_in: int = 0                # bins run at the start of each trial without loss or gradient
@@ -440,26 +442,40 @@ class SPARKS(nn.Module):
             h = hs.view(t, B, N, -1)
         return self.to_latent[session](h.reshape(t, B, -1))
 
-    def encode(self, x, session=0, state=None):
-        """ x (B, T, N) -> mu, logvar (B, T, latent_dim) and the final Hebbian state. """
-        B, T, N = x.shape
-        h, heb = self.blocks[session].attn(x.transpose(0, 1).contiguous(), None if state is None else state["hebbian"])
+    def _stats(self, h, session):
+        """ (t, B, N, D) attention output -> (t, B, 2 L) latent statistics, through the fastest path for the head """
         parts = _ff_latent_parts(self, session)
         if parts is not None:
             # the default head (Linear-ReLU-Linear with a residual, then the latent projection) as one function with
             # a hand-written backward (appendix): the same numbers, without forming h + FF(h)
-            stats = _FFLatent.apply(self.blocks[session].proj(h), *parts, self.cfg.bptt_chunk, self.cfg.checkpoint_head)
-        elif torch.is_grad_enabled() and self.cfg.checkpoint_head and T > self.cfg.bptt_chunk:
+            return _FFLatent.apply(self.blocks[session].proj(h), *parts, self.cfg.bptt_chunk, self.cfg.checkpoint_head)
+        K = self.cfg.bptt_chunk
+        if torch.is_grad_enabled() and self.cfg.checkpoint_head and h.shape[0] > K:
             # per block of bins, keep only the attention output for backward and recompute the rest then:
             # the (T, B, N, D) activations of the feed-forward layers never all exist at once
             fn = lambda hc: self._head(hc, session)
             params = [p for m in (self.blocks[session].proj, self.blocks[session].ff, self.layers, self.to_latent[session])
                       for p in m.parameters() if p.requires_grad]
-            stats = torch.cat([_Recompute.apply(fn, hc, *params) for hc in h.split(self.cfg.bptt_chunk, dim=0)])
-        elif not torch.is_grad_enabled():                       # evaluation: one block of bins at a time
-            stats = torch.cat([self._head(hc, session) for hc in h.split(self.cfg.bptt_chunk, dim=0)])
+            return torch.cat([_Recompute.apply(fn, hc, *params) for hc in h.split(K, dim=0)])
+        return self._head(h, session)                           # (t, B, 2 L): all bins in one product
+
+    def encode(self, x, session=0, state=None):
+        """ x (B, T, N) -> mu, logvar (B, T, latent_dim) and the final Hebbian state. """
+        B, T, N = x.shape
+        attn, K = self.blocks[session].attn, self.cfg.bptt_chunk
+        heb = None if state is None else state["hebbian"]
+        u = x.transpose(0, 1)                                   # (T, B, N): time first
+        if not torch.is_grad_enabled():
+            # evaluation: a block of K bins at a time, the Hebbian state carried from block to block (the same
+            # numbers as all bins at once): the (T, B, N, D) attention output never exists whole
+            stats = []
+            for t0 in range(0, T, K):
+                h, heb = attn(u[t0:t0 + K].contiguous(), heb)
+                stats.append(self._stats(h, session))
+            stats = torch.cat(stats)
         else:
-            stats = self._head(h, session)                      # (T, B, 2 L): all bins in one product
+            h, heb = attn(u.contiguous(), heb)
+            stats = self._stats(h, session)
         mu, logvar = stats.transpose(0, 1).chunk(2, dim=-1)     # (B, T, L) each
         return mu, logvar, heb
 
@@ -637,7 +653,13 @@ def saved_tensor_bytes(fn):
 # in cache, keeps the states only at the start of every `bptt_chunk` bins, and in backward recomputes one chunk at
 # a time and runs the reverse (adjoint) scan, whose per-bin work is again a fused product (dL/dA_t = dL/dout_t V +
 # carry) and a dozen in-place ops: memory O(B N^2 (T / chunk + chunk)) instead of O(B N^2 T x the dozens of
-# intermediates autograd would keep). _Recompute does the same for the feed-forward layers (SPARKS.encode).
+# intermediates autograd would keep).
+# After the attention, the default head (y = h + W2 relu(W1 h + b1) + b2 per neuron, then the latent projection
+# W_l flatten(y)) is _FFLatent: W_l is linear, so W_l y = W_l h + (W_l W2) r + const with r = relu(W1 h + b1), and
+# y (T, B, N, D) never exists; its backward uses the same products (the gradients of W2 and W_l come from the small
+# sums over bins gs h^T and gs r^T), a block of bptt_chunk bins at a time, r recomputed (checkpoint_head) or kept.
+# Any other head (several heads' projection aside, conventional layers, a custom feed-forward) runs through autograd,
+# recomputed per block by _Recompute when checkpoint_head is set.
 # The optional compiled kernel at the very end runs the same scan and adjoint in C++, each row of pairs kept in L1
 # cache over all bins.
 #

@@ -288,6 +288,21 @@ def test_the_model_takes_the_fused_head_only_for_the_default_layers_and_gets_the
     assert sparks_module._ff_latent_parts(other, 0) is None                             # another feed-forward: autograd
 
 
+@pytest.mark.parametrize("native", NATIVE)
+def test_evaluation_in_blocks_of_bins_gives_the_numbers_of_one_pass(native):
+    # without gradients the encoder runs bptt_chunk bins at a time with the Hebbian state carried over; with
+    # gradients all bins at once: the same means, the same final state
+    torch.manual_seed(0)
+    m = SPARKS(small(n_outputs=2, bptt_chunk=4, native=native)).double().eval()
+    x = spikes(B=3, T=15, N=6)
+    with torch.no_grad():
+        blocks = m(x)
+    whole = m(x)                                     # grad enabled: one scan over the 15 bins
+    np.testing.assert_allclose(blocks["mu"].numpy(), whole["mu"].detach().numpy(), rtol=1e-12, atol=1e-12)
+    for a, b in zip(blocks["state"]["hebbian"], whole["state"]["hebbian"]):
+        np.testing.assert_allclose(a.numpy(), b.detach().numpy(), rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("chunk_len", [1, 4, 7])
 def test_online_chunks_reproduce_the_offline_forward(chunk_len):
     torch.manual_seed(0)
