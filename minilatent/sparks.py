@@ -1025,6 +1025,17 @@ static void bwd_rows(i64 b, i64 h, i64 i0, const F* u, const F* m, const F* dP, 
         }
         for (int r = 0; r < R; ++r) for (int kk = 0; kk < 16; ++kk) g[r * Np + j0 + kk] = ac[r][kk];
       }
+      for (i64 d = 0; d < Dh; ++d) {                                           // gW += go^T A_t
+        F* gwd = gw + d * Np;
+        F gd[R];
+        for (int r = 0; r < R; ++r) gd[r] = go[r][d];
+#pragma omp simd
+        for (i64 j = 0; j < Np; ++j) {
+          F sum = gwd[j];
+          for (int r = 0; r < R; ++r) sum += gd[r] * At[r * Np + j];
+          gwd[j] = sum;
+        }
+      }
       const F* ut = u + (t * B + b) * N;
       const F* mt = m + (t * B + b) * N;
       for (int r = 0; r < R; ++r) {
@@ -1046,38 +1057,6 @@ static void bwd_rows(i64 b, i64 h, i64 i0, const F* u, const F* m, const F* dP, 
           b2[j] += lqj * qprev[j]; b3[j] += lqj * ui;
           const F sv = pt[j] * mi + qt[j] * mt[j];
           cr[j] = gj - gj * sv;                                                 // to A_{t-1}: g (1 - S_t)
-        }
-      }
-    }
-    // gW += sum over the chunk's bins and the R rows of go_t^T A_t: one product of k R terms per block of gW held in
-    // registers (4 rows of gW x 16 columns), instead of a pass over all of gW every bin
-    for (i64 d0 = 0; d0 < Dh; d0 += 4) {
-      const i64 nd = Dh - d0 < 4 ? Dh - d0 : 4;
-      for (i64 j0 = 0; j0 < Np; j0 += 16) {
-        F* g0 = gw + d0 * Np + j0;
-        if (nd == 4) {
-          F c0_[16], c1[16], c2[16], c3[16];
-          for (int kk = 0; kk < 16; ++kk) { c0_[kk] = g0[kk]; c1[kk] = g0[Np + kk]; c2[kk] = g0[2 * Np + kk]; c3[kk] = g0[3 * Np + kk]; }
-          for (i64 s = 0; s < k; ++s)
-            for (int r = 0; r < R; ++r) {
-              const F* go_ = gout + ((((c0 + s) * B + b) * N + i0 + r) * H + h) * Dh + d0;
-              const F* a = As + (s + 1) * RN + r * Np + j0;
-              const F x0 = go_[0], x1 = go_[1], x2 = go_[2], x3 = go_[3];
-#pragma omp simd
-              for (int kk = 0; kk < 16; ++kk) {
-                const F v = a[kk];
-                c0_[kk] += x0 * v; c1[kk] += x1 * v; c2[kk] += x2 * v; c3[kk] += x3 * v;
-              }
-            }
-          for (int kk = 0; kk < 16; ++kk) { g0[kk] = c0_[kk]; g0[Np + kk] = c1[kk]; g0[2 * Np + kk] = c2[kk]; g0[3 * Np + kk] = c3[kk]; }
-        } else {                                                                 // the last rows of gW when 4 does not divide Dh
-          for (i64 s = 0; s < k; ++s)
-            for (int r = 0; r < R; ++r) {
-              const F* go_ = gout + ((((c0 + s) * B + b) * N + i0 + r) * H + h) * Dh + d0;
-              const F* a = As + (s + 1) * RN + r * Np + j0;
-              for (i64 dd = 0; dd < nd; ++dd)
-                for (int kk = 0; kk < 16; ++kk) g0[dd * Np + kk] += go_[dd] * a[kk];
-            }
         }
       }
     }
