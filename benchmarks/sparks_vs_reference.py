@@ -91,7 +91,7 @@ def worker_ours(args, data):
     cfg = SPARKSConfig(n_neurons=xtr.shape[2], n_outputs=ytr.shape[2], online=args.mode == "online",
                        **json.loads(args.cfg))
     model = SPARKS(cfg)
-    B = ONE_BATCH if args.what == "batch" else args.batch
+    B = args.batch
     if args.what == "batch":
         opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=OURS_BETAS, weight_decay=0.0)
         times, kept = [], 0.0
@@ -170,7 +170,7 @@ def worker_ref(args, data):
     xte = torch.tensor(data["xte"]).transpose(1, 2).contiguous()
     yte = torch.tensor(data["yte"]).transpose(1, 2).contiguous()
     base = peak_mb()
-    B = ONE_BATCH if args.what == "batch" else args.batch
+    B = args.batch
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
     model = SPARKS(n_neurons_per_session=xtr.shape[1], embed_dim=S["embed_dim"], latent_dim=S["latent_dim"],
@@ -225,14 +225,14 @@ def make_data(path, n_neurons=100, n_bins=150, seed=0):
 
 
 def run_worker(python, pkg, data_path, what, mode="offline", epochs=10, repeats=3, seed=0, timeout=3600, native=True,
-               cfg=None, lr=None):
+               cfg=None, lr=None, batch=None):
     """ one run in its own process (a worker of this script); returns its JSON line, or {'error': ...} """
     if pkg == "ours":
         cfg = {**MODEL, **(cfg or {})}
     cmd = [python, os.path.abspath(__file__), "--worker", pkg, "--data", data_path, "--what", what, "--mode", mode,
            "--epochs", str(epochs), "--repeats", str(repeats), "--seed", str(seed), "--cfg", json.dumps(cfg or {}),
            "--lr", str(lr if lr is not None else 0.0),
-           "--batch", str(SETTINGS["batch"])]
+           "--batch", str(batch or SETTINGS["batch"])]
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONWARNINGS="ignore", **MALLOC_ENV)
     if not native:
         env["MINILATENT_NATIVE"] = "0"
@@ -363,7 +363,8 @@ def main():
     if MODEL:
         print(f"model settings replacing SPARKSConfig()'s defaults (ours and ref matched): {MODEL}")
     print("ours: SPARKSConfig() defaults, the recurrence in " + ("the compiled kernel" if kernel else
-          f"pure torch (no compiled kernel: {_NATIVE['error']})") + f"; lr {lr:g} (the CLI's default)")
+          f"pure torch (no compiled kernel: {_NATIVE['error']})") + f"; lr {lr:g}, batch {SETTINGS['batch']} (the CLI's "
+          f"defaults unless --lr/--batch)")
     if not py_ref:
         print(f"reference: not measured ({why})")
     print("\nFAIRNESS (ours vs ref matched)")
@@ -415,17 +416,22 @@ def main():
     if ref_key and added["ours"] and added[ref_key]:
         mem = statistics.median(added[ref_key]) / statistics.median(added["ours"])
 
-    print("\n--- one offline training batch (B=10, T=150): CPU s and peak MB")
+    print(f"\n--- one offline training batch (B={ONE_BATCH}, T=150): CPU s and peak MB")
     batch = {}
     for N in (100, 200, 400):
         dp = make_data(os.path.join(tmp, f"rotation_{N}.npz"), n_neurons=N)
-        o = run_worker(sys.executable, "ours", dp, "batch", repeats=3, lr=lr)
-        r = run_worker(py_ref, "ref", dp, "batch", repeats=1, cfg=ref_settings(True, lr)) \
+        o = run_worker(sys.executable, "ours", dp, "batch", repeats=3, lr=lr, batch=ONE_BATCH)
+        r = run_worker(py_ref, "ref", dp, "batch", repeats=1, cfg=ref_settings(True, lr), batch=ONE_BATCH) \
             if (py_ref and args.ref_batches) else None
         batch[N] = o
         ref_txt = (f"sparks-ai {fmt(r.get('batch_s'), ' s')} / {fmt(r.get('peak_mb'), ' MB', 0)}" if r else
                    "sparks-ai not measured (--ref-batches)")
         print(f"N={N:4d}  ours {fmt(o.get('batch_s'), ' s')} / {fmt(o.get('peak_mb'), ' MB', 0)}   {ref_txt}   "
+              f"(load {o.get('load')})", flush=True)
+    if SETTINGS["batch"] != ONE_BATCH:               # and at the batch size the comparison above trains with
+        o = run_worker(sys.executable, "ours", dp, "batch", repeats=3, lr=lr)
+        batch["400 default"] = o
+        print(f"N= 400, B={SETTINGS['batch']}  ours {fmt(o.get('batch_s'), ' s')} / {fmt(o.get('peak_mb'), ' MB', 0)}   "
               f"(load {o.get('load')})", flush=True)
 
     print("\n--- online mode (an optimiser step per bin, state detached) vs full BPTT: one batch (N=100, B=10);")
@@ -451,9 +457,12 @@ def main():
     r2o = med(res["ours"], "r2")
     print(f"R2     >= 0.9 after {args.epochs} epochs (defaults)           : {fmt(r2o, '', 3)} "
           f"({' '.join(fmt(r.get('r2'), '', 3) for r in res['ours'])})  {ok(r2o is not None and r2o >= 0.9)}")
-    b4 = batch[400]
-    print(f"N=400  one batch <= 1 s and <= 1 GB                  : {fmt(b4.get('batch_s'), ' s')}, "
-          f"{fmt(b4.get('peak_mb'), ' MB', 0)}  {ok(b4.get('batch_s', 9) <= 1 and b4.get('peak_mb', 9e9) <= 1024)}")
+    for key, B in ((400, ONE_BATCH), ("400 default", SETTINGS["batch"])):
+        if key not in batch:
+            continue
+        b4 = batch[key]
+        print(f"N=400  one batch of {B:2d} <= 1 s and <= 1 GB            : {fmt(b4.get('batch_s'), ' s')}, "
+              f"{fmt(b4.get('peak_mb'), ' MB', 0)}  {ok(b4.get('batch_s', 9) <= 1 and b4.get('peak_mb', 9e9) <= 1024)}")
     flat = on150 is not None and on600 is not None and on600 <= 1.05 * on150
     print(f"online memory flat in T (150 -> 600)                 : kept {fmt(on150, ' MB', 2)} -> "
           f"{fmt(on600, ' MB', 2)}  {ok(flat)}")
