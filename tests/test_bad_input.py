@@ -202,6 +202,11 @@ def test_cli_defaults_come_from_the_configs():
     assert args.kl_co_scale == cfg.kl_co_scale == 1e-4
     assert args.batch_size is None                # chosen from the data: lfads_batch_size
     assert args.epochs is None and args.ramp_epochs == cfg.kl_ramp_epochs   # resolved by main(): see below
+    sp = build_parser().parse_args(["train", "sparks", "--out", "x"])
+    from minilatent.__main__ import SPARKS_MODEL_OPTIONS, SPARKS_CLI_BATCH
+    for _, field, _, _ in SPARKS_MODEL_OPTIONS:
+        assert getattr(sp, field) == getattr(SPARKSConfig(), field), field
+    assert (sp.batch_size, sp.lr) == (SPARKS_CLI_BATCH, 3e-3) == (5, 3e-3)   # chosen on the rotation benchmark
 
 
 def test_epochs_default_is_the_trainers_unless_max_seconds_alone_sets_the_budget(tmp_path, capsys):
