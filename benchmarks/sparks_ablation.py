@@ -21,8 +21,14 @@ the reference's: Adam lr 1e-3, betas (0.9, 0.999), no clipping) and changes one 
     layers pre     one conventional block as sparks-ai builds it (LayerNorm first, then attention and the GLU
                    feed-forward, each with a residual)
     cfg:KEY=VALUE  any SPARKSConfig field (VALUE in JSON), e.g. cfg:w_start=0.1
+    train:KEY=VALUE  with --cli: any TrainerConfig field, e.g. train:batch_size=10
 
     python benchmarks/sparks_ablation.py [--seeds 3] [--epochs 10] [--variants base,beta/8,...] [--out FILE.jsonl]
+    python benchmarks/sparks_ablation.py --cli --variants "base,train:batch_size=10,cfg:embed_dim=16"
+
+--cli trains every variant as `train sparks` does instead (the generic Trainer: AdamW with weight decay 0, betas
+0.9/0.99, the CLI's constant learning rate and batch size, no clipping or EMA), which is how the CLI's defaults
+were chosen.
 
 Prints one line per run and a table of medians (test R^2, CPU s per epoch). Each variant runs in its own process.
 """
@@ -96,12 +102,39 @@ def PreNormBlock(D, n_heads):
     return _Block()
 
 
-def run_one(variant, seed, epochs, data_path):
+def run_cli(variant, seed, epochs, xtr, ytr):
+    """ train as `train sparks` does (its defaults, with train:KEY=VALUE overrides); returns the CPU s per epoch """
+    sys.path.insert(0, ROOT)
+    from minilatent.__main__ import build_parser
+    from minilatent.trainer import Trainer, TrainerConfig
+    cli = build_parser().parse_args(["train", "sparks", "--out", "unused"])
+    over = {k: json.loads(v) for k, v in (p[6:].split("=") for p in variant.split("+") if p.startswith("train:"))}
+    kw = dict(max_epochs=epochs, batch_size=cli.batch_size, lr=cli.lr, lr_schedule="constant", ema_decay=None,
+              grad_clip=None, progress=False, seed=seed)
+    kw.update(over)
+    model = build("+".join(p for p in variant.split("+") if not p.startswith("train:")), xtr.shape[2], ytr.shape[2], seed)
+    epoch_s, last = [], [time.process_time()]
+
+    def tick(tr):
+        epoch_s.append(time.process_time() - last[0])
+        last[0] = time.process_time()
+    trainer = Trainer(model, (xtr, ytr), None, TrainerConfig(**kw))
+    trainer.add_callback("on_epoch_end", tick)
+    trainer.fit()
+    return model, statistics.median(epoch_s), kw["lr"]
+
+
+def run_one(variant, seed, epochs, data_path, cli=False):
     import numpy as np
     import torch
     torch.set_num_threads(1)
     d = dict(np.load(data_path))
     xtr, ytr, xte, yte = (torch.tensor(d[k]) for k in ("xtr", "ytr", "xte", "yte"))
+    if cli:
+        model, epoch_med, lr = run_cli(variant, seed, epochs, xtr, ytr)
+        pred, y = model.predict(xte)["now"], yte.numpy()
+        r2 = float(np.mean(1 - ((pred - y) ** 2).sum((0, 1)) / ((y - y.mean((0, 1))) ** 2).sum((0, 1))))
+        return {"variant": variant, "seed": seed, "r2": r2, "epoch_s": epoch_med, "lr": lr, "cli": True}
     model = build(variant, xtr.shape[2], ytr.shape[2], seed)
     parts = set(variant.split("+"))
     lr = 3e-3 if "lr 3e-3" in parts else 1e-3
@@ -135,9 +168,10 @@ def main():
     ap.add_argument("--worker", default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data", default=None)
+    ap.add_argument("--cli", action="store_true", help="train as `train sparks` does (see above)")
     args = ap.parse_args()
     if args.worker:
-        print(json.dumps(run_one(args.worker, args.seed, args.epochs, args.data)))
+        print(json.dumps(run_one(args.worker, args.seed, args.epochs, args.data, args.cli)))
         return
     import tempfile
     import numpy as np
@@ -147,14 +181,16 @@ def main():
     path = os.path.join(tempfile.mkdtemp(prefix="sparks_ablation_"), "rotation.npz")
     np.savez(path, xtr=d["train_encod_data"], ytr=d["train_latents"], xte=d["valid_encod_data"], yte=d["valid_latents"])
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    print(f"make_rotation(): 80/20 trials x 150 bins x 100 neurons; {args.epochs} epochs, batch 10, Adam; one thread; "
+    how = "as `train sparks` trains" if args.cli else "batch 10, Adam"
+    print(f"make_rotation(): 80/20 trials x 150 bins x 100 neurons; {args.epochs} epochs, {how}; one thread; "
           f"load {os.getloadavg()[0]:.1f} (2 shared cores)", flush=True)
     rows = {v: [] for v in variants}
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     for seed in range(args.seeds):          # interleaved: every variant once per seed, so load changes hit all alike
         for v in variants:
             r = subprocess.run([sys.executable, __file__, "--worker", v, "--seed", str(seed), "--epochs",
-                                str(args.epochs), "--data", path], capture_output=True, text=True, env=env)
+                                str(args.epochs), "--data", path] + (["--cli"] if args.cli else []),
+                               capture_output=True, text=True, env=env)
             lines = [l for l in r.stdout.splitlines() if l.startswith("{")]
             if not lines:
                 print(f"{v} seed {seed}: failed: {(r.stderr.strip().splitlines() or ['?'])[-1]}", flush=True)
