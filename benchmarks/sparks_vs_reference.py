@@ -3,7 +3,8 @@ SPARKS: minilatent's sparks.py against the reference package sparks-ai 0.2.1, si
 
 Data: make_rotation() saved once to one .npz file that every run loads: 100 Bernoulli neurons tuned to the phase
 of a 2-D rotation (0.5-1.5 Hz), 80 train / 20 test trials x 150 bins of 10 ms; supervised decoding of the 2-D
-latent (cos, sin of the phase); test R^2 of the posterior mean after 10 epochs, batch 10, one torch thread.
+latent (cos, sin of the phase); test R^2 of the posterior mean after 10 epochs, at `train sparks`'s batch size (5;
+--batch sets it for both packages), one torch thread.
 
 Runs (each its own process, so its peak memory (VmHWM) is its own; CPU seconds are process time), interleaved
 seed by seed so that changes in the machine's load hit every run alike; medians over seeds (--runs, default 3):
@@ -22,7 +23,8 @@ epoch than the reference (>= 3x in pure torch), >= 4x less memory added by train
 one N = 400 batch <= 1 s and <= 1 GB.
 
     python benchmarks/sparks_vs_reference.py --install-ref      # first: sparks-ai 0.2.1 into /tmp/sparks_ref
-    python benchmarks/sparks_vs_reference.py                    # everything (63 min at load 12-20 on 2 cores)
+    python benchmarks/sparks_vs_reference.py                    # everything (~60 min at load 2 on 2 cores)
+    python benchmarks/sparks_vs_reference.py --batch 10 --no-torch   # the same at batch 10 (~35 min)
     python benchmarks/sparks_vs_reference.py --runs 5 --ref-batches
 
 The reference venv: `python3 -m venv /tmp/sparks_ref && /tmp/sparks_ref/bin/pip install torch==2.13.0
@@ -443,7 +445,8 @@ def main():
         print(f"N= 400, B={SETTINGS['batch']}  ours {fmt(o.get('batch_s'), ' s')} / {fmt(o.get('peak_mb'), ' MB', 0)}   "
               f"(load {o.get('load')})", flush=True)
 
-    print("\n--- online mode (an optimiser step per bin, state detached) vs full BPTT: one batch (N=100, B=10);")
+    print(f"\n--- online mode (an optimiser step per bin, state detached) vs full BPTT: one batch (N=100, "
+          f"B={SETTINGS['batch']});")
     print("    'kept' = what autograd holds for the backward pass (the part that grows with T), peak = process RSS")
     for T in (150, 600):
         dp = make_data(os.path.join(tmp, f"rotation_T{T}.npz"), n_bins=T)
