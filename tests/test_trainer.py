@@ -247,9 +247,11 @@ def _faults_of_fresh_tensors(n=6, mib=16):
 @pytest.mark.skipif(not keep_freed_memory(False), reason="no glibc malloc (mallopt) here")
 def test_keep_freed_memory_reuses_pages_and_fit_hands_them_back(monkeypatch):
     assert keep_freed_memory(True)
-    _faults_of_fresh_tensors(2)                          # the first ones map their pages
-    kept = _faults_of_fresh_tensors()
-    assert kept < 4096, kept                             # 6 x 16 MiB = 24,576 pages if each were mapped afresh
+    _faults_of_fresh_tensors(3)                          # the first ones map their pages
+    kept = _faults_of_fresh_tensors(8)
+    # 8 x 16 MiB = 32,768 pages if each were mapped afresh; with the heap kept, at most an occasional one (4,096 pages
+    # each) is, depending on what the process allocated before
+    assert kept <= 2 * 4096, kept
     assert keep_freed_memory(False)
     # fit() keeps freed memory while it trains (TrainerConfig.keep_freed_memory) and restores the defaults after
     calls = []
