@@ -815,7 +815,7 @@ class _FFLatent(torch.autograd.Function):
         M = torch.matmul(Wl3, W2).view(L2, N * Fh)                         # (2L, N F): W_l's block of neuron n times W2
         const = torch.addmv(bl, Wl3.sum(1), b2)                            # b_l + sum_n W_l,n b2
         s = x.new_empty(t, B, L2)
-        keep = None if recompute or not torch.is_grad_enabled() else x.new_empty(t, B, N, Fh)
+        keep = None if recompute or not any(ctx.needs_input_grad) else x.new_empty(t, B, N, Fh)   # (grad is off in here)
         for t0 in range(0, t, chunk):                                      # memory: one block's r at a time
             xc = x[t0:t0 + chunk]
             rc = torch.addmm(b1, xc.view(-1, D), W1.t()).clamp_(min=0)     # (c B N, F)

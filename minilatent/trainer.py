@@ -58,7 +58,7 @@ def keep_freed_memory(keep: bool = True) -> bool:
     M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3          # mallopt parameters (malloc.h)
     try:
         mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError, TypeError):          # not glibc (macOS, Windows, musl has no mallopt effect)
+    except (OSError, AttributeError, TypeError):          # no mallopt (macOS, Windows); musl's returns 0: False
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     mmap, trim = (32 * 2**20, 2**30) if keep else (128 * 2**10, 128 * 2**10)

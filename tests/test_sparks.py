@@ -264,6 +264,10 @@ def test_fused_head_matches_autograd_through_the_layers(chunk, recompute):
                             [plain(*args)] + list(torch.autograd.grad((plain(*args) * weight).sum(), args))):
         np.testing.assert_allclose(f_out.detach().numpy(), p_out.detach().numpy(), rtol=1e-12, atol=1e-12)
     assert torch.autograd.gradcheck(fused, args)
+    # recompute=False keeps r = relu(W1 x + b1) for backward: exactly its (t, B, N, F) float64 more
+    kept = [sparks_module.saved_tensor_bytes(lambda: sparks_module._FFLatent.apply(*args, chunk, rec))[1]
+            for rec in (True, False)]
+    assert kept[1] - kept[0] == t * B * N * F_ * 8
 
 
 def test_the_model_takes_the_fused_head_only_for_the_default_layers_and_gets_the_same_gradients():
