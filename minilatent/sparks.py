@@ -884,8 +884,11 @@ class _Recompute(torch.autograd.Function):
 # the optional compiled kernel for the recurrence. The torch scan above makes ~9 passes over the (B, H, N, N) state per
 # bin forward and ~25 backward (memory-bound). The kernel below runs each row (b, h, i) of pairs through all T bins
 # with its P, Q, A rows in L1 cache, computes the read-out for 4 rows at a time, and in backward recomputes each
-# chunk from its checkpoint and runs the adjoint scan row by row: the same equations (float32 or float64), so it
-# differs from the torch scan by rounding only (tests: 1e-10 in float64, ~1e-6 in float32). It is compiled with the
+# chunk from its checkpoint and runs the adjoint scan row by row, a chunk of every row at a time. It uses that
+# spikes are sparse: in a bin where neither neuron of a pair spiked, A of the pair does not move, so the products
+# with V (the read-out forward; dL/dA and dL/dV backward) are formed only where a neuron spiked (derivation at
+# bwd_chunk). The same equations (float32 or float64), so it differs from the torch scan by rounding only (tests:
+# 1e-10 in float64, ~1e-6 in float32, at spike rates from 2% to 100%). It is compiled with the
 # system C++ compiler ($CXX, default g++) on first use and cached (MINILATENT_CACHE, default ~/.cache/minilatent);
 # without a compiler or with MINILATENT_NATIVE=0, native=None runs pure torch (native=True raises).
 
@@ -914,11 +917,74 @@ static inline void step_row(const F* p, const F* q, const F* a, F* p1, F* q1, F*
   }
 }
 
+// Spikes are sparse, and where neither neuron of a pair spiked in a bin its A does not change (X = S = 0 and A is
+// already inside the clip). So the read-out of a row whose neuron i did not spike changes only through the columns
+// j that spiked: out_t = out_{t-1} + (A_t - A_{t-1})[J_t] V^T[J_t]. Backward the same holds for the products with
+// V: see bwd_rows. Spike lists per (bin, trial); a bin with more than half the neurons spiking (or bin 0, where a
+// carried state may still be clipped) is run densely.
+struct Spikes {
+  std::vector<int32_t> idx;     // (T, B, N): the neurons that spiked in bin t of trial b, first cnt of them
+  std::vector<i64> cnt;         // (T, B)
+  std::vector<char> dense;      // (T, B): run every row densely
+  template <typename F> Spikes(const F* m, i64 T, i64 B, i64 N) : idx(T * B * N), cnt(T * B), dense(T * B) {
+    for (i64 tb = 0; tb < T * B; ++tb) {
+      i64 c = 0;
+      for (i64 j = 0; j < N; ++j) if (m[tb * N + j] != F(0)) idx[tb * N + c++] = int32_t(j);
+      cnt[tb] = c;
+      dense[tb] = (2 * c > N) || tb < B;
+    }
+  }
+};
+
+// y[0:n] = y0[0:n] (or 0) + sum_k x[k] M[k, 0:n] for one row; n a multiple of 16, M's rows ld apart
+template <typename F>
+static inline void row_times(F* y, const F* y0, const F* x, const F* M, i64 nk, i64 ld, i64 n) {
+  i64 j0 = 0;
+  for (; j0 + 32 <= n; j0 += 32) {
+    F a0[32], a1[32];
+    for (int kk = 0; kk < 32; ++kk) { a0[kk] = y0 ? y0[j0 + kk] : F(0); a1[kk] = F(0); }
+    i64 k = 0;
+    for (; k + 2 <= nk; k += 2) {                    // two independent sums: more FMAs in flight
+      const F x0 = x[k], x1 = x[k + 1];
+      const F *m0 = M + k * ld + j0, *m1 = m0 + ld;
+#pragma omp simd
+      for (int kk = 0; kk < 32; ++kk) { a0[kk] += x0 * m0[kk]; a1[kk] += x1 * m1[kk]; }
+    }
+    for (; k < nk; ++k) {
+      const F x0 = x[k];
+      const F* m0 = M + k * ld + j0;
+#pragma omp simd
+      for (int kk = 0; kk < 32; ++kk) a0[kk] += x0 * m0[kk];
+    }
+    for (int kk = 0; kk < 32; ++kk) y[j0 + kk] = a0[kk] + a1[kk];
+  }
+  for (; j0 < n; j0 += 16) {
+    F a0[16], a1[16];
+    for (int kk = 0; kk < 16; ++kk) { a0[kk] = y0 ? y0[j0 + kk] : F(0); a1[kk] = F(0); }
+    i64 k = 0;
+    for (; k + 2 <= nk; k += 2) {
+      const F x0 = x[k], x1 = x[k + 1];
+      const F *m0 = M + k * ld + j0, *m1 = m0 + ld;
+#pragma omp simd
+      for (int kk = 0; kk < 16; ++kk) { a0[kk] += x0 * m0[kk]; a1[kk] += x1 * m1[kk]; }
+    }
+    for (; k < nk; ++k) {
+      const F x0 = x[k];
+      const F* m0 = M + k * ld + j0;
+#pragma omp simd
+      for (int kk = 0; kk < 16; ++kk) a0[kk] += x0 * m0[kk];
+    }
+    for (int kk = 0; kk < 16; ++kk) y[j0 + kk] = a0[kk] + a1[kk];
+  }
+}
+
+// Forward of R rows (b, h, i0 .. i0+R-1) over all T bins. o (R, Dp): each row's read-out without the bias; w: R N
+// scratch for the A values a sparse bin changes.
 template <typename F, int R>
 static void fwd_rows(i64 b, i64 h, i64 i0, const F* u, const F* m, const F* dP, const F* cP,
                      const F* dQ, const F* cQ, const F* Vt, const F* bias, F* P, F* Q,
                      F* A, F* ckpt, F* out, i64 T, i64 B, i64 H, i64 N, i64 Dh, i64 Dp, i64 K,
-                     F lo, F hi) {
+                     F lo, F hi, const Spikes& sp, F* o, F* w) {
   const i64 S3 = B * H * N * N;
   i64 row[R], crow[R];
   for (int r = 0; r < R; ++r) { row[r] = ((b * H + h) * N + i0 + r) * N; crow[r] = (h * N + i0 + r) * N; }
@@ -934,26 +1000,54 @@ static void fwd_rows(i64 b, i64 h, i64 i0, const F* u, const F* m, const F* dP, 
     }
     const F* ut = u + (t * B + b) * N;
     const F* mt = m + (t * B + b) * N;
+    const int32_t* J = sp.idx.data() + (t * B + b) * N;
+    const i64 nJ = sp.cnt[t * B + b];
+    const bool dense = sp.dense[t * B + b] || t % K == 0;     // every K bins afresh: no drift of the sums
+    bool ev[R], all_ev = true;                                // ev: the row's neuron spiked (its whole row moves)
+    for (int r = 0; r < R; ++r) { ev[r] = dense || mt[i0 + r] != F(0); all_ev = all_ev && ev[r]; }
+    if (!all_ev)
+      for (int r = 0; r < R; ++r) for (i64 c = 0; c < nJ; ++c) w[r * N + c] = A[row[r] + J[c]];
     for (int r = 0; r < R; ++r) {
       F *p = P + row[r], *q = Q + row[r], *a = A + row[r];
       step_row(p, q, a, p, q, a, dP + crow[r], cP + crow[r], dQ + crow[r], cQ + crow[r], ut, mt, ut[i0 + r],
                mt[i0 + r], N, lo, hi);
     }
-    for (i64 d0 = 0; d0 < Dp; d0 += 16) {            // out = A_t V^T + bias, 16 columns at a time
-      F acc[R][16];
-      for (int r = 0; r < R; ++r) for (int k = 0; k < 16; ++k) acc[r][k] = F(0);
-      for (i64 j = 0; j < N; ++j) {
-        const F* v = vt + j * Dp + d0;
-        for (int r = 0; r < R; ++r) {
-          const F ar = A[row[r] + j];
+    if (all_ev) {
+      for (i64 d0 = 0; d0 < Dp; d0 += 16) {                  // o = A_t V^T, 16 columns at a time
+        F acc[R][16];
+        for (int r = 0; r < R; ++r) for (int k = 0; k < 16; ++k) acc[r][k] = F(0);
+        for (i64 j = 0; j < N; ++j) {
+          const F* v = vt + j * Dp + d0;
+          for (int r = 0; r < R; ++r) {
+            const F ar = A[row[r] + j];
 #pragma omp simd
-          for (int k = 0; k < 16; ++k) acc[r][k] += ar * v[k];
+            for (int k = 0; k < 16; ++k) acc[r][k] += ar * v[k];
+          }
         }
+        for (int r = 0; r < R; ++r) for (int k = 0; k < 16; ++k) o[r * Dp + d0 + k] = acc[r][k];
       }
-      for (int r = 0; r < R; ++r) {
-        F* o = out + (((t * B + b) * N + i0 + r) * H + h) * Dh;
-        for (int k = 0; k < 16 && d0 + k < Dh; ++k) o[d0 + k] = bias[h * Dh + d0 + k] + acc[r][k];
+    } else {
+      for (int r = 0; r < R; ++r)                             // the change of A in the spiking columns
+        for (i64 c = 0; c < nJ; ++c) w[r * N + c] = ev[r] ? F(0) : A[row[r] + J[c]] - w[r * N + c];
+      for (i64 d0 = 0; d0 < Dp; d0 += 16) {                  // o += dA[J] V^T[J]
+        F acc[R][16];
+        for (int r = 0; r < R; ++r) for (int k = 0; k < 16; ++k) acc[r][k] = o[r * Dp + d0 + k];
+        for (i64 c = 0; c < nJ; ++c) {
+          const F* v = vt + i64(J[c]) * Dp + d0;
+          for (int r = 0; r < R; ++r) {
+            const F dr = w[r * N + c];
+#pragma omp simd
+            for (int k = 0; k < 16; ++k) acc[r][k] += dr * v[k];
+          }
+        }
+        for (int r = 0; r < R; ++r) for (int k = 0; k < 16; ++k) o[r * Dp + d0 + k] = acc[r][k];
       }
+      for (int r = 0; r < R; ++r)                             // rows whose neuron spiked: afresh
+        if (ev[r]) row_times(o + r * Dp, (const F*)nullptr, A + row[r], vt, N, Dp, Dp);
+    }
+    for (int r = 0; r < R; ++r) {
+      F* ot = out + (((t * B + b) * N + i0 + r) * H + h) * Dh;
+      for (i64 d = 0; d < Dh; ++d) ot[d] = bias[h * Dh + d] + o[r * Dp + d];
     }
   }
 }
@@ -962,34 +1056,83 @@ template <typename F>
 static void hebbian_forward(const F* u, const F* m, const F* dP, const F* cP, const F* dQ, const F* cQ,
                             const F* Vt, const F* bias, F* P, F* Q, F* A, F* ckpt, F* out, i64 T, i64 B, i64 H,
                             i64 N, i64 Dh, i64 Dp, i64 K, F lo, F hi, int n_threads) {
-#pragma omp parallel for schedule(static) num_threads(n_threads)
-  for (i64 bh = 0; bh < B * H; ++bh) {
-    const i64 b = bh / H, h = bh % H;
-    i64 i = 0;
-    for (; i + 4 <= N; i += 4) fwd_rows<F, 4>(b, h, i, u, m, dP, cP, dQ, cQ, Vt, bias, P, Q, A, ckpt, out, T, B, H, N, Dh, Dp, K, lo, hi);
-    for (; i < N; ++i) fwd_rows<F, 1>(b, h, i, u, m, dP, cP, dQ, cQ, Vt, bias, P, Q, A, ckpt, out, T, B, H, N, Dh, Dp, K, lo, hi);
+  const Spikes sp(m, T, B, N);
+#pragma omp parallel num_threads(n_threads)
+  {
+    std::vector<F> o(4 * Dp), w(4 * N);
+#pragma omp for schedule(static)
+    for (i64 bh = 0; bh < B * H; ++bh) {
+      const i64 b = bh / H, h = bh % H;
+      i64 i = 0;
+      for (; i + 4 <= N; i += 4) fwd_rows<F, 4>(b, h, i, u, m, dP, cP, dQ, cQ, Vt, bias, P, Q, A, ckpt, out, T, B, H, N, Dh, Dp, K, lo, hi, sp, o.data(), w.data());
+      for (; i < N; ++i) fwd_rows<F, 1>(b, h, i, u, m, dP, cP, dQ, cQ, Vt, bias, P, Q, A, ckpt, out, T, B, H, N, Dh, Dp, K, lo, hi, sp, o.data(), w.data());
+    }
   }
 }
 
-// Backward of R rows over all T bins, chunk by chunk from the last: recompute the chunk's states from its
-// checkpoint, then run the adjoint scan in reverse. Vp (H, Dh, Np) = V padded to Np (a multiple of 16) columns;
-// gout (T, B, N, H, Dh); gW (B, H, Dh, Np) partial sums of this b; acc (4, B, H, N, N) the per-pair gradient sums
-// of dP, cP, dQ, cQ over bins.
+// y (R rows, ld apart) = y0 + G V: G (R, nk) rows of sums of go, V (nk, n) rows ld_v apart; n a multiple of W
+template <typename F, int R, int W>
+static inline void times_V(F* y, const F* y0, const F* G, i64 nk, const F* V, i64 ld_v, i64 ld) {
+  for (i64 j0 = 0; j0 < ld; j0 += W) {
+    F ac[R][W];
+    for (int r = 0; r < R; ++r) for (int kk = 0; kk < W; ++kk) ac[r][kk] = y0[r * ld + j0 + kk];
+    for (i64 d = 0; d < nk; ++d) {
+      const F* v = V + d * ld_v + j0;
+      for (int r = 0; r < R; ++r) {
+        const F gd = G[r * nk + d];
+#pragma omp simd
+        for (int kk = 0; kk < W; ++kk) ac[r][kk] += gd * v[kk];
+      }
+    }
+    for (int r = 0; r < R; ++r) for (int kk = 0; kk < W; ++kk) y[r * ld + j0 + kk] = ac[r][kk];
+  }
+}
+
+// g[r, J[c]] = h[r, J[c]] + (G V)[r, J[c]] for c < min(W, n) and the rows not run whole: vj (nk, .) the columns
+// J of V, rows ld_v apart
+template <typename F, int R, int W>
+static inline void sparse_g(F* g, const F* hh, const F* G, i64 nk, const F* vj, i64 ld_v, const int32_t* J, i64 n,
+                            i64 ld, const bool* ev) {
+  F ac[R][W];
+  for (int r = 0; r < R; ++r) for (int kk = 0; kk < W; ++kk) ac[r][kk] = F(0);
+  for (i64 d = 0; d < nk; ++d) {
+    const F* v = vj + d * ld_v;
+    for (int r = 0; r < R; ++r) {
+      const F gd = G[r * nk + d];
+#pragma omp simd
+      for (int kk = 0; kk < W; ++kk) ac[r][kk] += gd * v[kk];
+    }
+  }
+  if (n > W) n = W;
+  for (int r = 0; r < R; ++r)
+    if (!ev[r]) for (i64 kk = 0; kk < n; ++kk) { const i64 j = r * ld + J[kk]; g[j] = ac[r][kk] + hh[j]; }
+}
+
+// Backward of chunk ci for R rows: recompute the chunk's states from its checkpoint, then run the adjoint scan in
+// reverse; what the scan carries to the chunk before (lamP, lamQ, h) lives in (B, H, N, Np) arrays. Vp (H, Dh, Np)
+// = V padded to Np (a multiple of 16) columns; VJ (T, B, H, Dh, Cp): V's columns of each bin's spiking neurons;
+// gout (T, B, N, H, Dh); gWt (N, Dh) this (b, h)'s sum of A_t^T go_t; acc (4, B, H, N, N) the per-pair gradient
+// sums of dP, cP, dQ, cQ over bins.
+// The products with V, made sparse: with G_s = sum over the chunk's bins s' >= s of go_s' (per row),
+//   gW:  sum_s go_s^T A_s = G_0^T A_start + sum_s G_s^T (A_s - A_{s-1}), the change being nonzero only in the
+//        spiking columns of a row whose neuron did not spike;
+//   g = dL/dA_s = go_s V + carry: carried as h = g - G_s V, which stays constant through a bin where the pair did
+//        not spike (g then only passes on: carry = g (1 - S), S = 0); where it spiked g = G_s V + h is formed, and
+//        h <- h + g_kept (1 - S) - g. A row with a clipped entry is run densely (there the clip stops g).
 template <typename F, int R>
-static void bwd_rows(i64 b, i64 h, i64 i0, const F* u, const F* m, const F* dP, const F* cP,
-                     const F* dQ, const F* cQ, const F* Vp, const F* gout, const F* ckpt,
-                     i64 n_ckpt, F* gW, F* acc, i64 T, i64 B, i64 H, i64 N, i64 Dh, i64 Np, i64 K,
-                     F lo, F hi, F* w) {
+static void bwd_chunk(i64 ci, i64 b, i64 h, i64 i0, const F* u, const F* m, const F* dP, const F* cP,
+                      const F* dQ, const F* cQ, const F* Vp, const F* VJ, i64 Cp, const F* gout, const F* ckpt,
+                      F* gWt, F* acc, F* lamPg, F* lamQg, F* hg, i64 T, i64 B, i64 H, i64 N, i64 Dh, i64 Np,
+                      i64 K, F lo, F hi, const Spikes& sp, F* w, F* Gs, char* clipped, F* Dbuf, const F** Dq,
+                      const F** Gq) {
   const i64 S3 = B * H * N * N, RN = R * Np;
-  F *Ps = w, *Qs = Ps + (K + 1) * RN, *As = Qs + (K + 1) * RN;          // states before/after each bin
-  F *lamP = As + (K + 1) * RN, *lamQ = lamP + RN, *carry = lamQ + RN, *g = carry + RN;
-  F *a0 = g + RN, *a1 = a0 + RN, *a2 = a1 + RN, *a3 = a2 + RN;
-  std::memset(lamP, 0, 8 * RN * sizeof(F));                               // lamP .. a3
+  F *Ps = w, *Qs = Ps + (K + 1) * RN, *As = Qs + (K + 1) * RN, *g = As + (K + 1) * RN;   // states of each bin
+  const i64 st = ((b * H + h) * N + i0) * Np;                   // this row group in the (B, H, N, Np) carried state
+  F *lamP = lamPg + st, *lamQ = lamQg + st, *carry = hg + st;
   i64 row[R], crow[R];
   for (int r = 0; r < R; ++r) { row[r] = ((b * H + h) * N + i0 + r) * N; crow[r] = (h * N + i0 + r) * N; }
   const F* vp = Vp + h * Dh * Np;
-  F* gw = gW + (b * H + h) * Dh * Np;
-  for (i64 ci = n_ckpt - 1; ci >= 0; --ci) {
+  {
     const i64 c0 = ci * K, k = (T - c0 < K) ? T - c0 : K;
     const F* c = ckpt + ci * 3 * S3;
     for (int r = 0; r < R; ++r) {
@@ -1005,49 +1148,123 @@ static void bwd_rows(i64 b, i64 h, i64 i0, const F* u, const F* m, const F* dP, 
         F *p1 = Ps + (s + 1) * RN + r * Np, *q1 = Qs + (s + 1) * RN + r * Np, *a1_ = As + (s + 1) * RN + r * Np;
         step_row(p, q, a, p1, q1, a1_, dP + crow[r], cP + crow[r], dQ + crow[r], cQ + crow[r], ut, mt, ut[i0 + r],
                  mt[i0 + r], N, lo, hi);
+        F mn = a1_[0], mx = a1_[0];
+#pragma omp simd reduction(min : mn) reduction(max : mx)
+        for (i64 j = 0; j < N; ++j) { mn = a1_[j] < mn ? a1_[j] : mn; mx = a1_[j] > mx ? a1_[j] : mx; }
+        clipped[s * R + r] = (mn <= lo || mx >= hi);
+      }
+    }
+    for (int r = 0; r < R; ++r) {                                              // G_s: sums of go over s' >= s
+      F* G = Gs + ((k - 1) * R + r) * Dh;
+      const F* go = gout + ((((c0 + k - 1) * B + b) * N + i0 + r) * H + h) * Dh;
+#pragma omp simd
+      for (i64 d = 0; d < Dh; ++d) G[d] = go[d];
+      for (i64 s = k - 2; s >= 0; --s) {
+        const F* go_ = gout + ((((c0 + s) * B + b) * N + i0 + r) * H + h) * Dh;
+        F* Gn = Gs + (s * R + r) * Dh;
+        const F* Gp = Gn + R * Dh;
+#pragma omp simd
+        for (i64 d = 0; d < Dh; ++d) Gn[d] = Gp[d] + go_[d];
+      }
+    }
+    // gW: rows of pairs that change as a whole (the chunk's start state, and rows whose neuron spiked) as one
+    // product sum_q D_q^T G_q over the list q; the other rows change only in the spiking columns
+    i64 nq = 0;
+    for (int r = 0; r < R; ++r) { Dq[r] = As + r * Np; Gq[r] = Gs + r * Dh; }
+    nq = R;
+    for (i64 s = 0; s < k; ++s) {
+      const i64 tb = (c0 + s) * B + b;
+      const F* mt = m + tb * N;
+      const int32_t* J = sp.idx.data() + tb * N;
+      const bool dense = sp.dense[tb];
+      int nr = 0;
+      F dl[R];
+      for (int r = 0; r < R; ++r) {
+        const F *an = As + (s + 1) * RN + r * Np, *ao = As + s * RN + r * Np;
+        if (dense || mt[i0 + r] != F(0)) {                     // the whole row moved: into the product's list
+          F* dq = Dbuf + (nq - R) * Np;
+#pragma omp simd
+          for (i64 j = 0; j < Np; ++j) dq[j] = an[j] - ao[j];
+          Dq[nq] = dq; Gq[nq] = Gs + (s * R + r) * Dh; ++nq;
+        } else {
+          ++nr;
+        }
+      }
+      if (nr) {                                              // rows that moved only in the spiking columns
+        const F* Gr[R];
+        bool part[R];
+        for (int r = 0; r < R; ++r) { Gr[r] = Gs + (s * R + r) * Dh; part[r] = !(dense || mt[i0 + r] != F(0)); }
+        for (i64 c = 0; c < sp.cnt[tb]; ++c) {
+          const i64 j = J[c];
+          for (int r = 0; r < R; ++r)
+            dl[r] = part[r] ? As[(s + 1) * RN + r * Np + j] - As[s * RN + r * Np + j] : F(0);
+          F* gwj = gWt + j * Dh;
+#pragma omp simd
+          for (i64 d = 0; d < Dh; ++d) {
+            F y = gwj[d];
+            for (int r = 0; r < R; ++r) y += dl[r] * Gr[r][d];
+            gwj[d] = y;
+          }
+        }
+      }
+    }
+    for (i64 j0 = 0; j0 < N; j0 += 4) {                                         // gWt[j] += sum_q D_q[j] G_q
+      const int nj = (N - j0 < 4) ? int(N - j0) : 4;
+      for (i64 d0 = 0; d0 < Dh; d0 += 16) {
+        F ac[4][16];
+        for (int jj = 0; jj < 4; ++jj) for (int kk = 0; kk < 16; ++kk) ac[jj][kk] = F(0);
+        for (i64 q = 0; q < nq; ++q) {
+          const F* G = Gq[q] + d0;
+          const F* D = Dq[q] + j0;
+          for (int jj = 0; jj < 4; ++jj) {
+            const F dj = D[jj];
+#pragma omp simd
+            for (int kk = 0; kk < 16; ++kk) ac[jj][kk] += dj * G[kk];
+          }
+        }
+        const int nd = (Dh - d0 < 16) ? int(Dh - d0) : 16;
+        for (int jj = 0; jj < nj; ++jj) for (int kk = 0; kk < nd; ++kk) gWt[(j0 + jj) * Dh + d0 + kk] += ac[jj][kk];
       }
     }
     for (i64 s = k - 1; s >= 0; --s) {                                         // the adjoint scan
-      const i64 t = c0 + s;
-      const F* go[R];
-      for (int r = 0; r < R; ++r) go[r] = gout + (((t * B + b) * N + i0 + r) * H + h) * Dh;
+      const i64 t = c0 + s, tb = t * B + b;
+      const F* ut = u + tb * N;
+      const F* mt = m + tb * N;
+      const int32_t* J = sp.idx.data() + tb * N;
+      const i64 nJ = sp.cnt[tb];
+      const bool dense = sp.dense[tb];
+      bool ev[R], any_sparse = false;
+      for (int r = 0; r < R; ++r) {
+        ev[r] = dense || mt[i0 + r] != F(0) || clipped[s * R + r];
+        any_sparse = any_sparse || !ev[r];
+      }
+      int n_ev = 0;
+      for (int r = 0; r < R; ++r) n_ev += ev[r];
+      if (R > 1 && n_ev * 4 >= 3 * R) {                                        // most rows whole: all of them
+        for (int r = 0; r < R; ++r) ev[r] = true;
+        any_sparse = false;
+        times_V<F, R, 16>(g, carry, Gs + s * R * Dh, Dh, vp, Np, Np);
+      } else {
+        for (int r = 0; r < R; ++r)                                            // g = G_s V + h in every column
+          if (ev[r]) row_times(g + r * Np, carry + r * Np, Gs + (s * R + r) * Dh, vp, Dh, Np, Np);
+      }
+      if (any_sparse) {                                                        // ... or in the spiking ones
+        const F* vj = VJ + (tb * H + h) * Dh * Cp;
+        i64 c = 0;
+        for (; c + 8 < nJ; c += 16) sparse_g<F, R, 16>(g, carry, Gs + s * R * Dh, Dh, vj + c, Cp, J + c, nJ - c, Np, ev);
+        for (; c < nJ; c += 8) sparse_g<F, R, 8>(g, carry, Gs + s * R * Dh, Dh, vj + c, Cp, J + c, nJ - c, Np, ev);
+      }
       const F* At = As + (s + 1) * RN;
-      for (i64 j0 = 0; j0 < Np; j0 += 16) {                                    // g = go V + carry
-        F ac[R][16];
-        for (int r = 0; r < R; ++r) for (int kk = 0; kk < 16; ++kk) ac[r][kk] = carry[r * Np + j0 + kk];
-        for (i64 d = 0; d < Dh; ++d) {
-          const F* v = vp + d * Np + j0;
-          for (int r = 0; r < R; ++r) {
-            const F gd = go[r][d];
-#pragma omp simd
-            for (int kk = 0; kk < 16; ++kk) ac[r][kk] += gd * v[kk];
-          }
-        }
-        for (int r = 0; r < R; ++r) for (int kk = 0; kk < 16; ++kk) g[r * Np + j0 + kk] = ac[r][kk];
-      }
-      for (i64 d = 0; d < Dh; ++d) {                                           // gW += go^T A_t
-        F* gwd = gw + d * Np;
-        F gd[R];
-        for (int r = 0; r < R; ++r) gd[r] = go[r][d];
-#pragma omp simd
-        for (i64 j = 0; j < Np; ++j) {
-          F sum = gwd[j];
-          for (int r = 0; r < R; ++r) sum += gd[r] * At[r * Np + j];
-          gwd[j] = sum;
-        }
-      }
-      const F* ut = u + (t * B + b) * N;
-      const F* mt = m + (t * B + b) * N;
       for (int r = 0; r < R; ++r) {
         const i64 o = r * Np;
         const F *pprev = Ps + s * RN + o, *qprev = Qs + s * RN + o, *aprev = As + s * RN + o;
         const F *pt = Ps + (s + 1) * RN + o, *qt = Qs + (s + 1) * RN + o, *at = At + o;
         const F *dp = dP + crow[r], *dq = dQ + crow[r];
         const F ui = ut[i0 + r], mi = mt[i0 + r];
-        F *lp = lamP + o, *lq = lamQ + o, *cr = carry + o, *gg = g + o;
-        F *b0 = a0 + o, *b1 = a1 + o, *b2 = a2 + o, *b3 = a3 + o;
+        F *lp = lamP + o, *lq = lamQ + o, *hh = carry + o, *gg = g + o;
+        F *b0 = acc + row[r], *b1 = b0 + S3, *b2 = b1 + S3, *b3 = b2 + S3;
 #pragma omp simd
-        for (i64 j = 0; j < N; ++j) {
+        for (i64 j = 0; j < N; ++j) {                                          // gg = 0 where g was not formed
           const F gj = (at[j] <= lo || at[j] >= hi) ? F(0) : gg[j];          // no gradient through the clip
           const F R_ = gj * aprev[j];
           const F lpj = lp[j] * dp[j] + (gj - R_) * mi;                     // d/dxpre  = g (1 - A_{t-1}) [s_i]
@@ -1056,16 +1273,13 @@ static void bwd_rows(i64 b, i64 h, i64 i0, const F* u, const F* m, const F* dP, 
           b0[j] += lpj * pprev[j]; b1[j] += lpj * ut[j];
           b2[j] += lqj * qprev[j]; b3[j] += lqj * ui;
           const F sv = pt[j] * mi + qt[j] * mt[j];
-          cr[j] = gj - gj * sv;                                                 // to A_{t-1}: g (1 - S_t)
+          hh[j] += (gj - gj * sv) - gg[j];                                    // carry to A_{t-1}: g (1 - S_t)
         }
+        if (ev[r]) std::memset(gg, 0, N * sizeof(F));
+        else for (i64 c = 0; c < nJ; ++c) gg[J[c]] = F(0);
       }
     }
-  }
-  for (int r = 0; r < R; ++r) {
-    std::memcpy(acc + row[r], a0 + r * Np, N * sizeof(F));
-    std::memcpy(acc + S3 + row[r], a1 + r * Np, N * sizeof(F));
-    std::memcpy(acc + 2 * S3 + row[r], a2 + r * Np, N * sizeof(F));
-    std::memcpy(acc + 3 * S3 + row[r], a3 + r * Np, N * sizeof(F));
+    times_V<F, R, 16>(carry, carry, Gs, Dh, vp, Np, Np);                       // carry = h + G_0 V for the bin before
   }
 }
 
@@ -1073,19 +1287,46 @@ template <typename F>
 static void hebbian_backward(const F* u, const F* m, const F* dP, const F* cP, const F* dQ, const F* cQ,
                              const F* Vp, const F* gout, const F* ckpt, i64 n_ckpt, F* gW, F* acc, i64 T, i64 B,
                              i64 H, i64 N, i64 Dh, i64 Np, i64 K, F lo, F hi, int n_threads) {
+  const Spikes sp(m, T, B, N);
+  i64 Cp = 16;                                                  // V's columns of the spiking neurons, per bin
+  for (i64 tb = 0; tb < T * B; ++tb) if (!sp.dense[tb] && sp.cnt[tb] > Cp) Cp = sp.cnt[tb];
+  Cp = (Cp + 15) / 16 * 16;
+  std::vector<F> VJ(T * B * H * Dh * Cp, F(0));
+  for (i64 tb = 0; tb < T * B; ++tb)
+    if (!sp.dense[tb])
+      for (i64 h = 0; h < H; ++h) for (i64 d = 0; d < Dh; ++d)
+        for (i64 c = 0; c < sp.cnt[tb]; ++c)
+          VJ[((tb * H + h) * Dh + d) * Cp + c] = Vp[(h * Dh + d) * Np + sp.idx[tb * N + c]];
+  // chunk by chunk from the last, every row group within a chunk (the chunk's VJ stays in cache); the adjoint
+  // state carried between chunks: lamP, lamQ and h per pair (padded rows), the gradient sums in acc
+  std::vector<F> lamPg(B * H * N * Np, F(0)), lamQg(B * H * N * Np, F(0)), hg(B * H * N * Np, F(0));
+  std::vector<F> gWt(B * H * N * Dh, F(0));                     // (B, H, N, Dh): sum of A_t^T go_t
+  std::memset(acc, 0, 4 * B * H * N * N * sizeof(F));
 #pragma omp parallel num_threads(n_threads)
   {
-    std::vector<F> work((3 * (K + 1) + 8) * 4 * Np, F(0));
+    std::vector<F> work((3 * (K + 1) + 1) * 4 * Np, F(0)), Gs(K * 4 * Dh + 16);
+    std::vector<char> clipped(K * 4);
+    std::vector<F> Dbuf(K * 4 * Np + 16);                       // the rows of pairs that change as a whole
+    std::vector<const F*> Dq(4 + K * 4), Gq(4 + K * 4);
+    for (i64 ci = n_ckpt - 1; ci >= 0; --ci) {
 #pragma omp for schedule(static)
-    for (i64 bh = 0; bh < B * H; ++bh) {
-      const i64 b = bh / H, h = bh % H;
-      i64 i = 0;
-      for (; i + 4 <= N; i += 4)
-        bwd_rows<F, 4>(b, h, i, u, m, dP, cP, dQ, cQ, Vp, gout, ckpt, n_ckpt, gW, acc, T, B, H, N, Dh, Np, K, lo, hi, work.data());
-      for (; i < N; ++i)
-        bwd_rows<F, 1>(b, h, i, u, m, dP, cP, dQ, cQ, Vp, gout, ckpt, n_ckpt, gW, acc, T, B, H, N, Dh, Np, K, lo, hi, work.data());
+      for (i64 bh = 0; bh < B * H; ++bh) {
+        const i64 b = bh / H, h = bh % H;
+        F* gw = gWt.data() + bh * N * Dh;
+        i64 i = 0;
+        for (; i + 4 <= N; i += 4)
+          bwd_chunk<F, 4>(ci, b, h, i, u, m, dP, cP, dQ, cQ, Vp, VJ.data(), Cp, gout, ckpt, gw, acc, lamPg.data(),
+                          lamQg.data(), hg.data(), T, B, H, N, Dh, Np, K, lo, hi, sp, work.data(), Gs.data(),
+                          clipped.data(), Dbuf.data(), Dq.data(), Gq.data());
+        for (; i < N; ++i)
+          bwd_chunk<F, 1>(ci, b, h, i, u, m, dP, cP, dQ, cQ, Vp, VJ.data(), Cp, gout, ckpt, gw, acc, lamPg.data(),
+                          lamQg.data(), hg.data(), T, B, H, N, Dh, Np, K, lo, hi, sp, work.data(), Gs.data(),
+                          clipped.data(), Dbuf.data(), Dq.data(), Gq.data());
+      }
     }
   }
+  for (i64 bh = 0; bh < B * H; ++bh)                            // gW (B, H, Dh, Np)
+    for (i64 j = 0; j < N; ++j) for (i64 d = 0; d < Dh; ++d) gW[(bh * Dh + d) * Np + j] = gWt[(bh * N + j) * Dh + d];
 }
 
 #define EXPORT(NAME, F)                                                                                            \
