@@ -980,6 +980,25 @@ static inline void row_times(F* y, const F* y0, const F* x, const F* M, i64 nk, 
 
 // Forward of R rows (b, h, i0 .. i0+R-1) over all T bins. o (R, Dp): each row's read-out without the bias; w: R N
 // scratch for the A values a sparse bin changes.
+// step_row, also saying whether any A of the row sits at a clip bound after the bin
+template <typename F>
+static inline bool step_row_clips(const F* p, const F* q, const F* a, F* p1, F* q1, F* a1, const F* dp, const F* cp,
+                                  const F* dq, const F* cq, const F* ut, const F* mt, F ui, F mi, i64 N, F lo, F hi) {
+  F mn = hi, mx = lo;
+#pragma omp simd reduction(min : mn) reduction(max : mx)
+  for (i64 j = 0; j < N; ++j) {
+    const F pp = p[j] * dp[j] + cp[j] * ut[j];
+    const F qq = q[j] * dq[j] + cq[j] * ui;
+    const F x = pp * mi;
+    const F s = x + qq * mt[j];
+    p1[j] = pp; q1[j] = qq;
+    const F an = clampf(a[j] - a[j] * s + x, lo, hi);
+    a1[j] = an;
+    mn = an < mn ? an : mn; mx = an > mx ? an : mx;
+  }
+  return mn <= lo || mx >= hi;
+}
+
 template <typename F, int R>
 static void fwd_rows(i64 b, i64 h, i64 i0, const F* u, const F* m, const F* dP, const F* cP,
                      const F* dQ, const F* cQ, const F* Vt, const F* bias, F* P, F* Q,
@@ -1146,12 +1165,8 @@ static void bwd_chunk(i64 ci, i64 b, i64 h, i64 i0, const F* u, const F* m, cons
       for (int r = 0; r < R; ++r) {
         const F *p = Ps + s * RN + r * Np, *q = Qs + s * RN + r * Np, *a = As + s * RN + r * Np;
         F *p1 = Ps + (s + 1) * RN + r * Np, *q1 = Qs + (s + 1) * RN + r * Np, *a1_ = As + (s + 1) * RN + r * Np;
-        step_row(p, q, a, p1, q1, a1_, dP + crow[r], cP + crow[r], dQ + crow[r], cQ + crow[r], ut, mt, ut[i0 + r],
-                 mt[i0 + r], N, lo, hi);
-        F mn = a1_[0], mx = a1_[0];
-#pragma omp simd reduction(min : mn) reduction(max : mx)
-        for (i64 j = 0; j < N; ++j) { mn = a1_[j] < mn ? a1_[j] : mn; mx = a1_[j] > mx ? a1_[j] : mx; }
-        clipped[s * R + r] = (mn <= lo || mx >= hi);
+        clipped[s * R + r] = step_row_clips(p, q, a, p1, q1, a1_, dP + crow[r], cP + crow[r], dQ + crow[r],
+                                            cQ + crow[r], ut, mt, ut[i0 + r], mt[i0 + r], N, lo, hi);
       }
     }
     for (int r = 0; r < R; ++r) {                                              // G_s: sums of go over s' >= s
@@ -1263,6 +1278,19 @@ static void bwd_chunk(i64 ci, i64 b, i64 h, i64 i0, const F* u, const F* m, cons
         const F ui = ut[i0 + r], mi = mt[i0 + r];
         F *lp = lamP + o, *lq = lamQ + o, *hh = carry + o, *gg = g + o;
         F *b0 = acc + row[r], *b1 = b0 + S3, *b2 = b1 + S3, *b3 = b2 + S3;
+        if (!ev[r] && ui == F(0)) {                                            // the same with s_i = u_i = 0 and
+#pragma omp simd                                                               // no clipped entry in the row
+          for (i64 j = 0; j < N; ++j) {
+            const F gj = gg[j];
+            const F R_ = gj * aprev[j];
+            const F lpj = lp[j] * dp[j], lqj = lq[j] * dq[j] - R_ * mt[j];
+            lp[j] = lpj; lq[j] = lqj;
+            b0[j] += lpj * pprev[j]; b1[j] += lpj * ut[j]; b2[j] += lqj * qprev[j];
+            hh[j] -= gj * qt[j] * mt[j];
+          }
+          for (i64 c = 0; c < nJ; ++c) gg[J[c]] = F(0);
+          continue;
+        }
 #pragma omp simd
         for (i64 j = 0; j < N; ++j) {                                          // gg = 0 where g was not formed
           const F gj = (at[j] <= lo || at[j] >= hi) ? F(0) : gg[j];          // no gradient through the clip
