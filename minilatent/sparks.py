@@ -937,49 +937,33 @@ struct Spikes {
 };
 
 // y[0:n] = y0[0:n] (or 0) + sum_k x[k] M[k, 0:n] for one row; n a multiple of 16, M's rows ld apart
+template <typename F, int W>
+static inline void row_times_block(F* y, const F* y0, const F* x, const F* M, i64 nk, i64 ld) {
+  F a0[W], a1[W];
+  for (int kk = 0; kk < W; ++kk) { a0[kk] = y0 ? y0[kk] : F(0); a1[kk] = F(0); }
+  i64 k = 0;
+  for (; k + 2 <= nk; k += 2) {                      // two independent sums: more FMAs in flight
+    const F x0 = x[k], x1 = x[k + 1];
+    const F *m0 = M + k * ld, *m1 = m0 + ld;
+#pragma omp simd
+    for (int kk = 0; kk < W; ++kk) { a0[kk] += x0 * m0[kk]; a1[kk] += x1 * m1[kk]; }
+  }
+  for (; k < nk; ++k) {
+    const F x0 = x[k];
+    const F* m0 = M + k * ld;
+#pragma omp simd
+    for (int kk = 0; kk < W; ++kk) a0[kk] += x0 * m0[kk];
+  }
+  for (int kk = 0; kk < W; ++kk) y[kk] = a0[kk] + a1[kk];
+}
+
 template <typename F>
 static inline void row_times(F* y, const F* y0, const F* x, const F* M, i64 nk, i64 ld, i64 n) {
   i64 j0 = 0;
-  for (; j0 + 32 <= n; j0 += 32) {
-    F a0[32], a1[32];
-    for (int kk = 0; kk < 32; ++kk) { a0[kk] = y0 ? y0[j0 + kk] : F(0); a1[kk] = F(0); }
-    i64 k = 0;
-    for (; k + 2 <= nk; k += 2) {                    // two independent sums: more FMAs in flight
-      const F x0 = x[k], x1 = x[k + 1];
-      const F *m0 = M + k * ld + j0, *m1 = m0 + ld;
-#pragma omp simd
-      for (int kk = 0; kk < 32; ++kk) { a0[kk] += x0 * m0[kk]; a1[kk] += x1 * m1[kk]; }
-    }
-    for (; k < nk; ++k) {
-      const F x0 = x[k];
-      const F* m0 = M + k * ld + j0;
-#pragma omp simd
-      for (int kk = 0; kk < 32; ++kk) a0[kk] += x0 * m0[kk];
-    }
-    for (int kk = 0; kk < 32; ++kk) y[j0 + kk] = a0[kk] + a1[kk];
-  }
-  for (; j0 < n; j0 += 16) {
-    F a0[16], a1[16];
-    for (int kk = 0; kk < 16; ++kk) { a0[kk] = y0 ? y0[j0 + kk] : F(0); a1[kk] = F(0); }
-    i64 k = 0;
-    for (; k + 2 <= nk; k += 2) {
-      const F x0 = x[k], x1 = x[k + 1];
-      const F *m0 = M + k * ld + j0, *m1 = m0 + ld;
-#pragma omp simd
-      for (int kk = 0; kk < 16; ++kk) { a0[kk] += x0 * m0[kk]; a1[kk] += x1 * m1[kk]; }
-    }
-    for (; k < nk; ++k) {
-      const F x0 = x[k];
-      const F* m0 = M + k * ld + j0;
-#pragma omp simd
-      for (int kk = 0; kk < 16; ++kk) a0[kk] += x0 * m0[kk];
-    }
-    for (int kk = 0; kk < 16; ++kk) y[j0 + kk] = a0[kk] + a1[kk];
-  }
+  for (; j0 + 32 <= n; j0 += 32) row_times_block<F, 32>(y + j0, y0 ? y0 + j0 : y0, x, M + j0, nk, ld);
+  for (; j0 < n; j0 += 16) row_times_block<F, 16>(y + j0, y0 ? y0 + j0 : y0, x, M + j0, nk, ld);
 }
 
-// Forward of R rows (b, h, i0 .. i0+R-1) over all T bins. o (R, Dp): each row's read-out without the bias; w: R N
-// scratch for the A values a sparse bin changes.
 // step_row, also saying whether any A of the row sits at a clip bound after the bin
 template <typename F>
 static inline bool step_row_clips(const F* p, const F* q, const F* a, F* p1, F* q1, F* a1, const F* dp, const F* cp,
@@ -999,6 +983,8 @@ static inline bool step_row_clips(const F* p, const F* q, const F* a, F* p1, F* 
   return mn <= lo || mx >= hi;
 }
 
+// Forward of R rows (b, h, i0 .. i0+R-1) over all T bins. o (R, Dp): each row's read-out without the bias; w: R N
+// scratch for the A values a sparse bin changes.
 template <typename F, int R>
 static void fwd_rows(i64 b, i64 h, i64 i0, const F* u, const F* m, const F* dP, const F* cP,
                      const F* dQ, const F* cQ, const F* Vt, const F* bias, F* P, F* Q,
