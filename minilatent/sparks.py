@@ -937,24 +937,54 @@ struct Spikes {
 };
 
 // y[0:n] = y0[0:n] (or 0) + sum_k x[k] M[k, 0:n] for one row; n a multiple of 16, M's rows ld apart
+// 32-byte vectors (GCC/Clang vector extensions, any target): 8 floats or 4 doubles, loaded unaligned
+typedef float vf32 __attribute__((vector_size(32), aligned(4)));
+typedef double vf64 __attribute__((vector_size(32), aligned(8)));
+template <typename F> struct Vec;
+template <> struct Vec<float> { typedef vf32 T; static const int L = 8; };
+template <> struct Vec<double> { typedef vf64 T; static const int L = 4; };
+
+// acc[r][0:W] += sum_q x_r[q] M_q[0:W], R rows side by side: the register-blocked product of every tile below
+template <typename F, int R, int W>
+struct Tile {
+  typedef typename Vec<F>::T V;
+  static const int L = Vec<F>::L, NV = W / L;
+  V a[R][NV];
+  inline void zero() { for (int r = 0; r < R; ++r) for (int v = 0; v < NV; ++v) a[r][v] = V{}; }
+  inline void load(const F* y, i64 ld) {
+    for (int r = 0; r < R; ++r) for (int v = 0; v < NV; ++v) a[r][v] = *(const V*)(y + r * ld + v * L);
+  }
+  inline void store(F* y, i64 ld) const {
+    for (int r = 0; r < R; ++r) for (int v = 0; v < NV; ++v) *(V*)(y + r * ld + v * L) = a[r][v];
+  }
+  inline void fma(const F* m, const F* x, i64 xs) {       // one term q: m = M_q, x[r * xs] = x_r[q]
+    V mv[NV];
+    for (int v = 0; v < NV; ++v) mv[v] = *(const V*)(m + v * L);
+    for (int r = 0; r < R; ++r) {
+      const F xr = x[r * xs];
+      for (int v = 0; v < NV; ++v) a[r][v] += xr * mv[v];
+    }
+  }
+};
+
 template <typename F, int W>
 static inline void row_times_block(F* y, const F* y0, const F* x, const F* M, i64 nk, i64 ld) {
-  F a0[W], a1[W];
-  for (int kk = 0; kk < W; ++kk) { a0[kk] = y0 ? y0[kk] : F(0); a1[kk] = F(0); }
+  typedef typename Vec<F>::T V;
+  const int L = Vec<F>::L, NV = W / L;
+  V a0[NV], a1[NV];
+  for (int v = 0; v < NV; ++v) { a0[v] = y0 ? *(const V*)(y0 + v * L) : V{}; a1[v] = V{}; }
   i64 k = 0;
   for (; k + 2 <= nk; k += 2) {                      // two independent sums: more FMAs in flight
     const F x0 = x[k], x1 = x[k + 1];
     const F *m0 = M + k * ld, *m1 = m0 + ld;
-#pragma omp simd
-    for (int kk = 0; kk < W; ++kk) { a0[kk] += x0 * m0[kk]; a1[kk] += x1 * m1[kk]; }
+    for (int v = 0; v < NV; ++v) { a0[v] += x0 * *(const V*)(m0 + v * L); a1[v] += x1 * *(const V*)(m1 + v * L); }
   }
   for (; k < nk; ++k) {
     const F x0 = x[k];
     const F* m0 = M + k * ld;
-#pragma omp simd
-    for (int kk = 0; kk < W; ++kk) a0[kk] += x0 * m0[kk];
+    for (int v = 0; v < NV; ++v) a0[v] += x0 * *(const V*)(m0 + v * L);
   }
-  for (int kk = 0; kk < W; ++kk) y[kk] = a0[kk] + a1[kk];
+  for (int v = 0; v < NV; ++v) *(V*)(y + v * L) = a0[v] + a1[v];
 }
 
 template <typename F>
@@ -1019,33 +1049,19 @@ static void fwd_rows(i64 b, i64 h, i64 i0, const F* u, const F* m, const F* dP, 
     }
     if (all_ev) {
       for (i64 d0 = 0; d0 < Dp; d0 += 16) {                  // o = A_t V^T, 16 columns at a time
-        F acc[R][16];
-        for (int r = 0; r < R; ++r) for (int k = 0; k < 16; ++k) acc[r][k] = F(0);
-        for (i64 j = 0; j < N; ++j) {
-          const F* v = vt + j * Dp + d0;
-          for (int r = 0; r < R; ++r) {
-            const F ar = A[row[r] + j];
-#pragma omp simd
-            for (int k = 0; k < 16; ++k) acc[r][k] += ar * v[k];
-          }
-        }
-        for (int r = 0; r < R; ++r) for (int k = 0; k < 16; ++k) o[r * Dp + d0 + k] = acc[r][k];
+        Tile<F, R, 16> acc;
+        acc.zero();
+        for (i64 j = 0; j < N; ++j) acc.fma(vt + j * Dp + d0, A + row[0] + j, N);
+        acc.store(o + d0, Dp);
       }
     } else {
       for (int r = 0; r < R; ++r)                             // the change of A in the spiking columns
         for (i64 c = 0; c < nJ; ++c) w[r * N + c] = ev[r] ? F(0) : A[row[r] + J[c]] - w[r * N + c];
       for (i64 d0 = 0; d0 < Dp; d0 += 16) {                  // o += dA[J] V^T[J]
-        F acc[R][16];
-        for (int r = 0; r < R; ++r) for (int k = 0; k < 16; ++k) acc[r][k] = o[r * Dp + d0 + k];
-        for (i64 c = 0; c < nJ; ++c) {
-          const F* v = vt + i64(J[c]) * Dp + d0;
-          for (int r = 0; r < R; ++r) {
-            const F dr = w[r * N + c];
-#pragma omp simd
-            for (int k = 0; k < 16; ++k) acc[r][k] += dr * v[k];
-          }
-        }
-        for (int r = 0; r < R; ++r) for (int k = 0; k < 16; ++k) o[r * Dp + d0 + k] = acc[r][k];
+        Tile<F, R, 16> acc;
+        acc.load(o + d0, Dp);
+        for (i64 c = 0; c < nJ; ++c) acc.fma(vt + i64(J[c]) * Dp + d0, w + c, N);
+        acc.store(o + d0, Dp);
       }
       for (int r = 0; r < R; ++r)                             // rows whose neuron spiked: afresh
         if (ev[r]) row_times(o + r * Dp, (const F*)nullptr, A + row[r], vt, N, Dp, Dp);
@@ -1079,17 +1095,10 @@ static void hebbian_forward(const F* u, const F* m, const F* dP, const F* cP, co
 template <typename F, int R, int W>
 static inline void times_V(F* y, const F* y0, const F* G, i64 nk, const F* V, i64 ld_v, i64 ld) {
   for (i64 j0 = 0; j0 < ld; j0 += W) {
-    F ac[R][W];
-    for (int r = 0; r < R; ++r) for (int kk = 0; kk < W; ++kk) ac[r][kk] = y0[r * ld + j0 + kk];
-    for (i64 d = 0; d < nk; ++d) {
-      const F* v = V + d * ld_v + j0;
-      for (int r = 0; r < R; ++r) {
-        const F gd = G[r * nk + d];
-#pragma omp simd
-        for (int kk = 0; kk < W; ++kk) ac[r][kk] += gd * v[kk];
-      }
-    }
-    for (int r = 0; r < R; ++r) for (int kk = 0; kk < W; ++kk) y[r * ld + j0 + kk] = ac[r][kk];
+    Tile<F, R, W> ac;
+    ac.load(y0 + j0, ld);
+    for (i64 d = 0; d < nk; ++d) ac.fma(V + d * ld_v + j0, G + d, nk);
+    ac.store(y + j0, ld);
   }
 }
 
@@ -1098,19 +1107,14 @@ static inline void times_V(F* y, const F* y0, const F* G, i64 nk, const F* V, i6
 template <typename F, int R, int W>
 static inline void sparse_g(F* g, const F* hh, const F* G, i64 nk, const F* vj, i64 ld_v, const int32_t* J, i64 n,
                             i64 ld, const bool* ev) {
-  F ac[R][W];
-  for (int r = 0; r < R; ++r) for (int kk = 0; kk < W; ++kk) ac[r][kk] = F(0);
-  for (i64 d = 0; d < nk; ++d) {
-    const F* v = vj + d * ld_v;
-    for (int r = 0; r < R; ++r) {
-      const F gd = G[r * nk + d];
-#pragma omp simd
-      for (int kk = 0; kk < W; ++kk) ac[r][kk] += gd * v[kk];
-    }
-  }
+  Tile<F, R, W> ac;
+  ac.zero();
+  for (i64 d = 0; d < nk; ++d) ac.fma(vj + d * ld_v, G + d, nk);
+  F out[R * W];
+  ac.store(out, W);
   if (n > W) n = W;
   for (int r = 0; r < R; ++r)
-    if (!ev[r]) for (i64 kk = 0; kk < n; ++kk) { const i64 j = r * ld + J[kk]; g[j] = ac[r][kk] + hh[j]; }
+    if (!ev[r]) for (i64 kk = 0; kk < n; ++kk) { const i64 j = r * ld + J[kk]; g[j] = out[r * W + kk] + hh[j]; }
 }
 
 // Backward of chunk ci for R rows: recompute the chunk's states from its checkpoint, then run the adjoint scan in
@@ -1212,19 +1216,13 @@ static void bwd_chunk(i64 ci, i64 b, i64 h, i64 i0, const F* u, const F* m, cons
     for (i64 j0 = 0; j0 < N; j0 += 4) {                                         // gWt[j] += sum_q D_q[j] G_q
       const int nj = (N - j0 < 4) ? int(N - j0) : 4;
       for (i64 d0 = 0; d0 < Dh; d0 += 16) {
-        F ac[4][16];
-        for (int jj = 0; jj < 4; ++jj) for (int kk = 0; kk < 16; ++kk) ac[jj][kk] = F(0);
-        for (i64 q = 0; q < nq; ++q) {
-          const F* G = Gq[q] + d0;
-          const F* D = Dq[q] + j0;
-          for (int jj = 0; jj < 4; ++jj) {
-            const F dj = D[jj];
-#pragma omp simd
-            for (int kk = 0; kk < 16; ++kk) ac[jj][kk] += dj * G[kk];
-          }
-        }
+        Tile<F, 4, 16> ac;
+        ac.zero();
+        for (i64 q = 0; q < nq; ++q) ac.fma(Gq[q] + d0, Dq[q] + j0, 1);
+        F out[4 * 16];
+        ac.store(out, 16);
         const int nd = (Dh - d0 < 16) ? int(Dh - d0) : 16;
-        for (int jj = 0; jj < nj; ++jj) for (int kk = 0; kk < nd; ++kk) gWt[(j0 + jj) * Dh + d0 + kk] += ac[jj][kk];
+        for (int jj = 0; jj < nj; ++jj) for (int kk = 0; kk < nd; ++kk) gWt[(j0 + jj) * Dh + d0 + kk] += out[jj * 16 + kk];
       }
     }
     for (i64 s = k - 1; s >= 0; --s) {                                         // the adjoint scan
