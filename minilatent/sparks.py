@@ -936,10 +936,10 @@ struct Spikes {
   }
 };
 
-// y[0:n] = y0[0:n] (or 0) + sum_k x[k] M[k, 0:n] for one row; n a multiple of 16, M's rows ld apart
-// 32-byte vectors (GCC/Clang vector extensions, any target): 8 floats or 4 doubles, loaded unaligned
-typedef float vf32 __attribute__((vector_size(32), aligned(4)));
-typedef double vf64 __attribute__((vector_size(32), aligned(8)));
+// 32-byte vectors (GCC/Clang vector extensions, any target): 8 floats or 4 doubles, read and written unaligned
+// (aligned(element)) through the arrays of F (may_alias)
+typedef float vf32 __attribute__((vector_size(32), aligned(4), may_alias));
+typedef double vf64 __attribute__((vector_size(32), aligned(8), may_alias));
 template <typename F> struct Vec;
 template <> struct Vec<float> { typedef vf32 T; static const int L = 8; };
 template <> struct Vec<double> { typedef vf64 T; static const int L = 4; };
@@ -967,6 +967,7 @@ struct Tile {
   }
 };
 
+// y[0:n] = y0[0:n] (or 0) + sum_k x[k] M[k, 0:n] for one row; n a multiple of 16, M's rows ld apart
 template <typename F, int W>
 static inline void row_times_block(F* y, const F* y0, const F* x, const F* M, i64 nk, i64 ld) {
   typedef typename Vec<F>::T V;
