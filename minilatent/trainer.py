@@ -181,7 +181,12 @@ class Trainer:
         if hasattr(self.model, "configure_optimizer"):
             return self.model.configure_optimizer(self.cfg)
         params = [p for p in self.model.parameters() if p.requires_grad]
-        return torch.optim.AdamW(params, lr=self.cfg.lr, betas=self.cfg.betas, weight_decay=self.cfg.weight_decay)
+        # torch's fused AdamW (CPU and CUDA, floating point): the same update as its per-tensor loop in one kernel
+        # per step; for a small model the loop's overhead is most of the step (SPARKS' 99k parameters in 16 tensors:
+        # 0.79 -> 0.19 ms a step on one CPU thread)
+        fused = bool(params) and all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+        return torch.optim.AdamW(params, lr=self.cfg.lr, betas=self.cfg.betas, weight_decay=self.cfg.weight_decay,
+                                 fused=True if fused else None)
 
     def _ema_params(self):
         return {k: v.detach().clone() for k, v in self.model.state_dict().items() if v.is_floating_point()}
