@@ -277,6 +277,20 @@ def test_fused_head_matches_autograd_through_the_layers(chunk, recompute):
     assert kept[1] - kept[0] == t * B * N * F_ * 8
 
 
+def test_checkpoint_head_recomputes_the_hidden_layer_only_when_it_is_wider_than_the_attention_output():
+    # ff_mult 1: r (t, B, N, F) is no larger than the attention output the head keeps anyway, so it is kept;
+    # ff_mult 2: checkpoint_head recomputes it, keeping exactly t B N F float64 less than checkpoint_head=False
+    x, y = spikes(B=3, T=15, N=6), torch.randn(3, 15, 2, dtype=torch.float64)
+    kept = {}
+    for mult in (1, 2):
+        for ckpt in (True, False):
+            torch.manual_seed(0)
+            m = SPARKS(small(n_outputs=2, ff_mult=mult, checkpoint_head=ckpt)).double()
+            kept[mult, ckpt] = sparks_module.saved_tensor_bytes(lambda: m.compute_losses((x, y)))[1]
+    assert kept[1, True] == kept[1, False]
+    assert kept[2, False] - kept[2, True] == 15 * 3 * 6 * (2 * 8) * 8
+
+
 def test_the_model_takes_the_fused_head_only_for_the_default_layers_and_gets_the_same_gradients():
     torch.manual_seed(0)
     m = SPARKS(small(n_outputs=2, bptt_chunk=4)).double()
