@@ -924,6 +924,10 @@ static inline void step_row(const F* p, const F* q, const F* a, F* p1, F* q1, F*
 // j that spiked: out_t = out_{t-1} + (A_t - A_{t-1})[J_t] V^T[J_t]. Backward the same holds for the products with
 // V: see bwd_rows. Spike lists per (bin, trial); a bin with more than half the neurons spiking (or bin 0, where a
 // carried state may still be clipped) is run densely.
+template <typename F> static inline F* align64(F* p) {
+  return (F*)(((uintptr_t)p + 63) & ~uintptr_t(63));
+}
+
 struct Spikes {
   std::vector<int32_t> idx;     // (T, B, N): the neurons that spiked in bin t of trial b, first cnt of them
   std::vector<i64> cnt;         // (T, B)
@@ -1132,8 +1136,7 @@ static inline void sparse_g(F* g, const F* hh, const F* G, i64 nk, const F* vj, 
 //        not spike (g then only passes on: carry = g (1 - S), S = 0); where it spiked g = G_s V + h is formed, and
 //        h <- h + g_kept (1 - S) - g. A row with a clipped entry is run densely (there the clip stops g).
 template <typename F, int R>
-static void bwd_chunk(i64 ci, i64 b, i64 h, i64 i0, const F* u, const F* m, const F* dP, const F* cP,
-                      const F* dQ, const F* cQ, const F* Vp, const F* VJ, i64 Cp, const F* gout, const F* ckpt,
+static void bwd_chunk(i64 ci, i64 b, i64 h, i64 i0, const F* u, const F* m, const F* cf, const F* Vp, const F* VJ, i64 Cp, const F* gout, const F* ckpt,
                       F* gWt, F* acc, F* lamPg, F* lamQg, F* hg, i64 T, i64 B, i64 H, i64 N, i64 Dh, i64 Np,
                       i64 K, F lo, F hi, const Spikes& sp, F* w, F* Gs, char* clipped, F* Dbuf, const F** Dq,
                       const F** Gq) {
@@ -1142,7 +1145,12 @@ static void bwd_chunk(i64 ci, i64 b, i64 h, i64 i0, const F* u, const F* m, cons
   const i64 st = ((b * H + h) * N + i0) * Np;                   // this row group in the (B, H, N, Np) carried state
   F *lamP = lamPg + st, *lamQ = lamQg + st, *carry = hg + st;
   i64 row[R], crow[R];
-  for (int r = 0; r < R; ++r) { row[r] = ((b * H + h) * N + i0 + r) * N; crow[r] = (h * N + i0 + r) * N; }
+  i64 prow[R];
+  for (int r = 0; r < R; ++r) {
+    row[r] = ((b * H + h) * N + i0 + r) * N; crow[r] = (h * N + i0 + r) * Np; prow[r] = ((b * H + h) * N + i0 + r) * Np;
+  }
+  const i64 HN = H * N * Np, S3p = B * H * N * Np;
+  const F *dP = cf, *cP = cf + HN, *dQ = cf + 2 * HN, *cQ = cf + 3 * HN;
   const F* vp = Vp + h * Dh * Np;
   {
     const i64 c0 = ci * K, k = (T - c0 < K) ? T - c0 : K;
@@ -1153,8 +1161,8 @@ static void bwd_chunk(i64 ci, i64 b, i64 h, i64 i0, const F* u, const F* m, cons
       std::memcpy(As + r * Np, c + 2 * S3 + row[r], N * sizeof(F));
     }
     for (i64 s = 0; s < k; ++s) {                                              // recompute the chunk
-      const F* ut = u + ((c0 + s) * B + b) * N;
-      const F* mt = m + ((c0 + s) * B + b) * N;
+      const F* ut = u + ((c0 + s) * B + b) * Np;
+      const F* mt = m + ((c0 + s) * B + b) * Np;
       for (int r = 0; r < R; ++r) {
         const F *p = Ps + s * RN + r * Np, *q = Qs + s * RN + r * Np, *a = As + s * RN + r * Np;
         F *p1 = Ps + (s + 1) * RN + r * Np, *q1 = Qs + (s + 1) * RN + r * Np, *a1_ = As + (s + 1) * RN + r * Np;
@@ -1182,7 +1190,7 @@ static void bwd_chunk(i64 ci, i64 b, i64 h, i64 i0, const F* u, const F* m, cons
     nq = R;
     for (i64 s = 0; s < k; ++s) {
       const i64 tb = (c0 + s) * B + b;
-      const F* mt = m + tb * N;
+      const F* mt = m + tb * Np;
       const int32_t* J = sp.idx.data() + tb * N;
       const bool dense = sp.dense[tb];
       int nr = 0;
@@ -1230,8 +1238,8 @@ static void bwd_chunk(i64 ci, i64 b, i64 h, i64 i0, const F* u, const F* m, cons
     }
     for (i64 s = k - 1; s >= 0; --s) {                                         // the adjoint scan
       const i64 t = c0 + s, tb = t * B + b;
-      const F* ut = u + tb * N;
-      const F* mt = m + tb * N;
+      const F* ut = u + tb * Np;
+      const F* mt = m + tb * Np;
       const int32_t* J = sp.idx.data() + tb * N;
       const i64 nJ = sp.cnt[tb];
       const bool dense = sp.dense[tb];
@@ -1264,7 +1272,7 @@ static void bwd_chunk(i64 ci, i64 b, i64 h, i64 i0, const F* u, const F* m, cons
         const F *dp = dP + crow[r], *dq = dQ + crow[r];
         const F ui = ut[i0 + r], mi = mt[i0 + r];
         F *lp = lamP + o, *lq = lamQ + o, *hh = carry + o, *gg = g + o;
-        F *b0 = acc + row[r], *b1 = b0 + S3, *b2 = b1 + S3, *b3 = b2 + S3;
+        F *b0 = acc + prow[r], *b1 = b0 + S3p, *b2 = b1 + S3p, *b3 = b2 + S3p;
         if (!ev[r] && ui == F(0)) {                                            // the same with s_i = u_i = 0 and
 #pragma omp simd                                                               // no clipped entry in the row
           for (i64 j = 0; j < N; ++j) {
@@ -1303,6 +1311,17 @@ static void hebbian_backward(const F* u, const F* m, const F* dP, const F* cP, c
                              const F* Vp, const F* gout, const F* ckpt, i64 n_ckpt, F* gW, F* acc, i64 T, i64 B,
                              i64 H, i64 N, i64 Dh, i64 Np, i64 K, F lo, F hi, int n_threads) {
   const Spikes sp(m, T, B, N);
+  // rows padded to Np and 64-byte aligned: u, m (T, B, Np), the coefficients (4, H, N, Np), the sums acc
+  std::vector<F> up_(T * B * Np + 16, F(0)), mp_(T * B * Np + 16, F(0)), cf_(4 * H * N * Np + 16, F(0));
+  std::vector<F> acc_(4 * B * H * N * Np + 16, F(0));
+  F *up = align64(up_.data()), *mp = align64(mp_.data()), *cf = align64(cf_.data()), *accp = align64(acc_.data());
+  for (i64 tb = 0; tb < T * B; ++tb) {
+    std::memcpy(up + tb * Np, u + tb * N, N * sizeof(F));
+    std::memcpy(mp + tb * Np, m + tb * N, N * sizeof(F));
+  }
+  const F* coef[4] = {dP, cP, dQ, cQ};
+  for (int q = 0; q < 4; ++q)
+    for (i64 hn = 0; hn < H * N; ++hn) std::memcpy(cf + (q * H * N + hn) * Np, coef[q] + hn * N, N * sizeof(F));
   i64 Cp = 16;                                                  // V's columns of the spiking neurons, per bin
   for (i64 tb = 0; tb < T * B; ++tb) if (!sp.dense[tb] && sp.cnt[tb] > Cp) Cp = sp.cnt[tb];
   Cp = (Cp + 15) / 16 * 16;
@@ -1314,12 +1333,13 @@ static void hebbian_backward(const F* u, const F* m, const F* dP, const F* cP, c
           VJ[((tb * H + h) * Dh + d) * Cp + c] = Vp[(h * Dh + d) * Np + sp.idx[tb * N + c]];
   // chunk by chunk from the last, every row group within a chunk (the chunk's VJ stays in cache); the adjoint
   // state carried between chunks: lamP, lamQ and h per pair (padded rows), the gradient sums in acc
-  std::vector<F> lamPg(B * H * N * Np, F(0)), lamQg(B * H * N * Np, F(0)), hg(B * H * N * Np, F(0));
+  std::vector<F> lamPg_(B * H * N * Np + 16, F(0)), lamQg_(B * H * N * Np + 16, F(0)), hg_(B * H * N * Np + 16, F(0));
+  F *lamPg = align64(lamPg_.data()), *lamQg = align64(lamQg_.data()), *hg = align64(hg_.data());
   std::vector<F> gWt(B * H * N * Dh, F(0));                     // (B, H, N, Dh): sum of A_t^T go_t
-  std::memset(acc, 0, 4 * B * H * N * N * sizeof(F));
 #pragma omp parallel num_threads(n_threads)
   {
-    std::vector<F> work((3 * (K + 1) + 1) * 4 * Np, F(0)), Gs(K * 4 * Dh + 16);
+    std::vector<F> work_((3 * (K + 1) + 1) * 4 * Np + 16, F(0)), Gs(K * 4 * Dh + 16);
+    F* work = align64(work_.data());
     std::vector<char> clipped(K * 4);
     std::vector<F> Dbuf(K * 4 * Np + 16);                       // the rows of pairs that change as a whole
     std::vector<const F*> Dq(4 + K * 4), Gq(4 + K * 4);
@@ -1330,16 +1350,17 @@ static void hebbian_backward(const F* u, const F* m, const F* dP, const F* cP, c
         F* gw = gWt.data() + bh * N * Dh;
         i64 i = 0;
         for (; i + 4 <= N; i += 4)
-          bwd_chunk<F, 4>(ci, b, h, i, u, m, dP, cP, dQ, cQ, Vp, VJ.data(), Cp, gout, ckpt, gw, acc, lamPg.data(),
-                          lamQg.data(), hg.data(), T, B, H, N, Dh, Np, K, lo, hi, sp, work.data(), Gs.data(),
+          bwd_chunk<F, 4>(ci, b, h, i, up, mp, cf, Vp, VJ.data(), Cp, gout, ckpt, gw, accp, lamPg,
+                          lamQg, hg, T, B, H, N, Dh, Np, K, lo, hi, sp, work, Gs.data(),
                           clipped.data(), Dbuf.data(), Dq.data(), Gq.data());
         for (; i < N; ++i)
-          bwd_chunk<F, 1>(ci, b, h, i, u, m, dP, cP, dQ, cQ, Vp, VJ.data(), Cp, gout, ckpt, gw, acc, lamPg.data(),
-                          lamQg.data(), hg.data(), T, B, H, N, Dh, Np, K, lo, hi, sp, work.data(), Gs.data(),
+          bwd_chunk<F, 1>(ci, b, h, i, up, mp, cf, Vp, VJ.data(), Cp, gout, ckpt, gw, accp, lamPg,
+                          lamQg, hg, T, B, H, N, Dh, Np, K, lo, hi, sp, work, Gs.data(),
                           clipped.data(), Dbuf.data(), Dq.data(), Gq.data());
       }
     }
   }
+  for (i64 q = 0; q < 4 * B * H * N; ++q) std::memcpy(acc + q * N, accp + q * Np, N * sizeof(F));
   for (i64 bh = 0; bh < B * H; ++bh)                            // gW (B, H, Dh, Np)
     for (i64 j = 0; j < N; ++j) for (i64 d = 0; d < Dh; ++d) gW[(bh * Dh + d) * Np + j] = gWt[(bh * N + j) * Dh + d];
 }
