@@ -1167,7 +1167,7 @@ static void bwd_chunk(i64 ci, i64 b, i64 h, i64 i0, const F* u, const F* m, cons
         const F *p = Ps + s * RN + r * Np, *q = Qs + s * RN + r * Np, *a = As + s * RN + r * Np;
         F *p1 = Ps + (s + 1) * RN + r * Np, *q1 = Qs + (s + 1) * RN + r * Np, *a1_ = As + (s + 1) * RN + r * Np;
         clipped[s * R + r] = step_row_clips(p, q, a, p1, q1, a1_, dP + crow[r], cP + crow[r], dQ + crow[r],
-                                            cQ + crow[r], ut, mt, ut[i0 + r], mt[i0 + r], N, lo, hi);
+                                            cQ + crow[r], ut, mt, ut[i0 + r], mt[i0 + r], Np, lo, hi);
       }
     }
     for (int r = 0; r < R; ++r) {                                              // G_s: sums of go over s' >= s
@@ -1275,7 +1275,7 @@ static void bwd_chunk(i64 ci, i64 b, i64 h, i64 i0, const F* u, const F* m, cons
         F *b0 = acc + prow[r], *b1 = b0 + S3p, *b2 = b1 + S3p, *b3 = b2 + S3p;
         if (!ev[r] && ui == F(0)) {                                            // the same with s_i = u_i = 0 and
 #pragma omp simd                                                               // no clipped entry in the row
-          for (i64 j = 0; j < N; ++j) {
+          for (i64 j = 0; j < Np; ++j) {
             const F gj = gg[j];
             const F R_ = gj * aprev[j];
             const F lpj = lp[j] * dp[j], lqj = lq[j] * dq[j] - R_ * mt[j];
@@ -1287,7 +1287,7 @@ static void bwd_chunk(i64 ci, i64 b, i64 h, i64 i0, const F* u, const F* m, cons
           continue;
         }
 #pragma omp simd
-        for (i64 j = 0; j < N; ++j) {                                          // gg = 0 where g was not formed
+        for (i64 j = 0; j < Np; ++j) {                                          // gg = 0 where g was not formed
           const F gj = (at[j] <= lo || at[j] >= hi) ? F(0) : gg[j];          // no gradient through the clip
           const F R_ = gj * aprev[j];
           const F lpj = lp[j] * dp[j] + (gj - R_) * mi;                     // d/dxpre  = g (1 - A_{t-1}) [s_i]
