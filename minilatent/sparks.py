@@ -904,30 +904,11 @@ typedef int64_t i64;
 // coefficients (H, N, N); Vt (H, N, Dp) = V^T padded to Dp (a multiple of 16) columns; out (T, B, N, H, Dh).
 template <typename F> static inline F clampf(F a, F lo, F hi) { return a < lo ? lo : (a > hi ? hi : a); }
 
-// One bin for one row of pairs (post i, every pre j): traces, then A <- clip(A - A S + X). Outputs may alias inputs.
-template <typename F>
-static inline void step_row(const F* p, const F* q, const F* a, F* p1, F* q1, F* a1, const F* dp, const F* cp,
-                            const F* dq, const F* cq, const F* ut, const F* mt, F ui, F mi, i64 N, F lo, F hi) {
-#pragma omp simd
-  for (i64 j = 0; j < N; ++j) {
-    const F pp = p[j] * dp[j] + cp[j] * ut[j];     // xpre  = d xpre  + w s_j
-    const F qq = q[j] * dq[j] + cq[j] * ui;        // xpost = d xpost + w s_i
-    const F x = pp * mi;                           // potentiation X = xpre [s_i]
-    const F s = x + qq * mt[j];                    // S = X + Y, Y = xpost [s_j]
-    p1[j] = pp; q1[j] = qq;
-    a1[j] = clampf(a[j] - a[j] * s + x, lo, hi);
-  }
-}
-
 // Spikes are sparse, and where neither neuron of a pair spiked in a bin its A does not change (X = S = 0 and A is
 // already inside the clip). So the read-out of a row whose neuron i did not spike changes only through the columns
 // j that spiked: out_t = out_{t-1} + (A_t - A_{t-1})[J_t] V^T[J_t]. Backward the same holds for the products with
-// V: see bwd_rows. Spike lists per (bin, trial); a bin with more than half the neurons spiking (or bin 0, where a
+// V: see bwd_chunk. Spike lists per (bin, trial); a bin with more than half the neurons spiking (or bin 0, where a
 // carried state may still be clipped) is run densely.
-template <typename F> static inline F* align64(F* p) {
-  return (F*)(((uintptr_t)p + 63) & ~uintptr_t(63));
-}
-
 struct Spikes {
   std::vector<int32_t> idx;     // (T, B, N): the neurons that spiked in bin t of trial b, first cnt of them
   std::vector<i64> cnt;         // (T, B)
@@ -941,6 +922,10 @@ struct Spikes {
     }
   }
 };
+
+template <typename F> static inline F* align64(F* p) {     // the first 64-byte boundary at or after p
+  return (F*)(((uintptr_t)p + 63) & ~uintptr_t(63));
+}
 
 // 32-byte vectors (GCC/Clang vector extensions, any target): 8 floats or 4 doubles, read and written unaligned
 // (aligned(element)) through the arrays of F (may_alias)
@@ -1001,17 +986,18 @@ static inline void row_times(F* y, const F* y0, const F* x, const F* M, i64 nk, 
   for (; j0 < n; j0 += 16) row_times_block<F, 16>(y + j0, y0 ? y0 + j0 : y0, x, M + j0, nk, ld);
 }
 
-// step_row, also saying whether any A of the row sits at a clip bound after the bin
+// One bin for one row of pairs (post i, every pre j): traces, then A <- clip(A - A S + X). Outputs may alias inputs.
+// Returns whether an A of the row sits at a clip bound after the bin (the backward's adjoint needs it).
 template <typename F>
-static inline bool step_row_clips(const F* p, const F* q, const F* a, F* p1, F* q1, F* a1, const F* dp, const F* cp,
-                                  const F* dq, const F* cq, const F* ut, const F* mt, F ui, F mi, i64 N, F lo, F hi) {
+static inline bool step_row(const F* p, const F* q, const F* a, F* p1, F* q1, F* a1, const F* dp, const F* cp,
+                            const F* dq, const F* cq, const F* ut, const F* mt, F ui, F mi, i64 N, F lo, F hi) {
   F mn = hi, mx = lo;
 #pragma omp simd reduction(min : mn) reduction(max : mx)
   for (i64 j = 0; j < N; ++j) {
-    const F pp = p[j] * dp[j] + cp[j] * ut[j];
-    const F qq = q[j] * dq[j] + cq[j] * ui;
-    const F x = pp * mi;
-    const F s = x + qq * mt[j];
+    const F pp = p[j] * dp[j] + cp[j] * ut[j];     // xpre  = d xpre  + w s_j
+    const F qq = q[j] * dq[j] + cq[j] * ui;        // xpost = d xpost + w s_i
+    const F x = pp * mi;                           // potentiation X = xpre [s_i]
+    const F s = x + qq * mt[j];                    // S = X + Y, Y = xpost [s_j]
     p1[j] = pp; q1[j] = qq;
     const F an = clampf(a[j] - a[j] * s + x, lo, hi);
     a1[j] = an;
@@ -1136,7 +1122,8 @@ static inline void sparse_g(F* g, const F* hh, const F* G, i64 nk, const F* vj, 
 //        not spike (g then only passes on: carry = g (1 - S), S = 0); where it spiked g = G_s V + h is formed, and
 //        h <- h + g_kept (1 - S) - g. A row with a clipped entry is run densely (there the clip stops g).
 template <typename F, int R>
-static void bwd_chunk(i64 ci, i64 b, i64 h, i64 i0, const F* u, const F* m, const F* cf, const F* Vp, const F* VJ, i64 Cp, const F* gout, const F* ckpt,
+static void bwd_chunk(i64 ci, i64 b, i64 h, i64 i0, const F* u, const F* m, const F* cf, const F* Vp, const F* VJ,
+                      i64 Cp, const F* gout, const F* ckpt,
                       F* gWt, F* acc, F* lamPg, F* lamQg, F* hg, i64 T, i64 B, i64 H, i64 N, i64 Dh, i64 Np,
                       i64 K, F lo, F hi, const Spikes& sp, F* w, F* Gs, char* clipped, F* Dbuf, const F** Dq,
                       const F** Gq) {
@@ -1144,166 +1131,163 @@ static void bwd_chunk(i64 ci, i64 b, i64 h, i64 i0, const F* u, const F* m, cons
   F *Ps = w, *Qs = Ps + (K + 1) * RN, *As = Qs + (K + 1) * RN, *g = As + (K + 1) * RN;   // states of each bin
   const i64 st = ((b * H + h) * N + i0) * Np;                   // this row group in the (B, H, N, Np) carried state
   F *lamP = lamPg + st, *lamQ = lamQg + st, *carry = hg + st;
-  i64 row[R], crow[R];
-  i64 prow[R];
+  i64 row[R], crow[R], prow[R];                                 // rows in ckpt; in cf; in the padded sums acc
   for (int r = 0; r < R; ++r) {
     row[r] = ((b * H + h) * N + i0 + r) * N; crow[r] = (h * N + i0 + r) * Np; prow[r] = ((b * H + h) * N + i0 + r) * Np;
   }
   const i64 HN = H * N * Np, S3p = B * H * N * Np;
   const F *dP = cf, *cP = cf + HN, *dQ = cf + 2 * HN, *cQ = cf + 3 * HN;
   const F* vp = Vp + h * Dh * Np;
-  {
-    const i64 c0 = ci * K, k = (T - c0 < K) ? T - c0 : K;
-    const F* c = ckpt + ci * 3 * S3;
-    for (int r = 0; r < R; ++r) {
-      std::memcpy(Ps + r * Np, c + row[r], N * sizeof(F));
-      std::memcpy(Qs + r * Np, c + S3 + row[r], N * sizeof(F));
-      std::memcpy(As + r * Np, c + 2 * S3 + row[r], N * sizeof(F));
-    }
-    for (i64 s = 0; s < k; ++s) {                                              // recompute the chunk
-      const F* ut = u + ((c0 + s) * B + b) * Np;
-      const F* mt = m + ((c0 + s) * B + b) * Np;
-      for (int r = 0; r < R; ++r) {
-        const F *p = Ps + s * RN + r * Np, *q = Qs + s * RN + r * Np, *a = As + s * RN + r * Np;
-        F *p1 = Ps + (s + 1) * RN + r * Np, *q1 = Qs + (s + 1) * RN + r * Np, *a1_ = As + (s + 1) * RN + r * Np;
-        clipped[s * R + r] = step_row_clips(p, q, a, p1, q1, a1_, dP + crow[r], cP + crow[r], dQ + crow[r],
-                                            cQ + crow[r], ut, mt, ut[i0 + r], mt[i0 + r], Np, lo, hi);
-      }
-    }
-    for (int r = 0; r < R; ++r) {                                              // G_s: sums of go over s' >= s
-      F* G = Gs + ((k - 1) * R + r) * Dh;
-      const F* go = gout + ((((c0 + k - 1) * B + b) * N + i0 + r) * H + h) * Dh;
-#pragma omp simd
-      for (i64 d = 0; d < Dh; ++d) G[d] = go[d];
-      for (i64 s = k - 2; s >= 0; --s) {
-        const F* go_ = gout + ((((c0 + s) * B + b) * N + i0 + r) * H + h) * Dh;
-        F* Gn = Gs + (s * R + r) * Dh;
-        const F* Gp = Gn + R * Dh;
-#pragma omp simd
-        for (i64 d = 0; d < Dh; ++d) Gn[d] = Gp[d] + go_[d];
-      }
-    }
-    // gW: rows of pairs that change as a whole (the chunk's start state, and rows whose neuron spiked) as one
-    // product sum_q D_q^T G_q over the list q; the other rows change only in the spiking columns
-    i64 nq = 0;
-    for (int r = 0; r < R; ++r) { Dq[r] = As + r * Np; Gq[r] = Gs + r * Dh; }
-    nq = R;
-    for (i64 s = 0; s < k; ++s) {
-      const i64 tb = (c0 + s) * B + b;
-      const F* mt = m + tb * Np;
-      const int32_t* J = sp.idx.data() + tb * N;
-      const bool dense = sp.dense[tb];
-      int nr = 0;
-      F dl[R];
-      for (int r = 0; r < R; ++r) {
-        const F *an = As + (s + 1) * RN + r * Np, *ao = As + s * RN + r * Np;
-        if (dense || mt[i0 + r] != F(0)) {                     // the whole row moved: into the product's list
-          F* dq = Dbuf + (nq - R) * Np;
-#pragma omp simd
-          for (i64 j = 0; j < Np; ++j) dq[j] = an[j] - ao[j];
-          Dq[nq] = dq; Gq[nq] = Gs + (s * R + r) * Dh; ++nq;
-        } else {
-          ++nr;
-        }
-      }
-      if (nr) {                                              // rows that moved only in the spiking columns
-        const F* Gr[R];
-        bool part[R];
-        for (int r = 0; r < R; ++r) { Gr[r] = Gs + (s * R + r) * Dh; part[r] = !(dense || mt[i0 + r] != F(0)); }
-        for (i64 c = 0; c < sp.cnt[tb]; ++c) {
-          const i64 j = J[c];
-          for (int r = 0; r < R; ++r)
-            dl[r] = part[r] ? As[(s + 1) * RN + r * Np + j] - As[s * RN + r * Np + j] : F(0);
-          F* gwj = gWt + j * Dh;
-#pragma omp simd
-          for (i64 d = 0; d < Dh; ++d) {
-            F y = gwj[d];
-            for (int r = 0; r < R; ++r) y += dl[r] * Gr[r][d];
-            gwj[d] = y;
-          }
-        }
-      }
-    }
-    for (i64 j0 = 0; j0 < N; j0 += 4) {                                         // gWt[j] += sum_q D_q[j] G_q
-      const int nj = (N - j0 < 4) ? int(N - j0) : 4;
-      for (i64 d0 = 0; d0 < Dh; d0 += 16) {
-        Tile<F, 4, 16> ac;
-        ac.zero();
-        for (i64 q = 0; q < nq; ++q) ac.fma(Gq[q] + d0, Dq[q] + j0, 1);
-        F out[4 * 16];
-        ac.store(out, 16);
-        const int nd = (Dh - d0 < 16) ? int(Dh - d0) : 16;
-        for (int jj = 0; jj < nj; ++jj) for (int kk = 0; kk < nd; ++kk) gWt[(j0 + jj) * Dh + d0 + kk] += out[jj * 16 + kk];
-      }
-    }
-    for (i64 s = k - 1; s >= 0; --s) {                                         // the adjoint scan
-      const i64 t = c0 + s, tb = t * B + b;
-      const F* ut = u + tb * Np;
-      const F* mt = m + tb * Np;
-      const int32_t* J = sp.idx.data() + tb * N;
-      const i64 nJ = sp.cnt[tb];
-      const bool dense = sp.dense[tb];
-      bool ev[R], any_sparse = false;
-      for (int r = 0; r < R; ++r) {
-        ev[r] = dense || mt[i0 + r] != F(0) || clipped[s * R + r];
-        any_sparse = any_sparse || !ev[r];
-      }
-      int n_ev = 0;
-      for (int r = 0; r < R; ++r) n_ev += ev[r];
-      if (R > 1 && n_ev * 4 >= 3 * R) {                                        // most rows whole: all of them
-        for (int r = 0; r < R; ++r) ev[r] = true;
-        any_sparse = false;
-        times_V<F, R, 16>(g, carry, Gs + s * R * Dh, Dh, vp, Np, Np);
-      } else {
-        for (int r = 0; r < R; ++r)                                            // g = G_s V + h in every column
-          if (ev[r]) row_times(g + r * Np, carry + r * Np, Gs + (s * R + r) * Dh, vp, Dh, Np, Np);
-      }
-      if (any_sparse) {                                                        // ... or in the spiking ones
-        const F* vj = VJ + (tb * H + h) * Dh * Cp;
-        i64 c = 0;
-        for (; c + 8 < nJ; c += 16) sparse_g<F, R, 16>(g, carry, Gs + s * R * Dh, Dh, vj + c, Cp, J + c, nJ - c, Np, ev);
-        for (; c < nJ; c += 8) sparse_g<F, R, 8>(g, carry, Gs + s * R * Dh, Dh, vj + c, Cp, J + c, nJ - c, Np, ev);
-      }
-      const F* At = As + (s + 1) * RN;
-      for (int r = 0; r < R; ++r) {
-        const i64 o = r * Np;
-        const F *pprev = Ps + s * RN + o, *qprev = Qs + s * RN + o, *aprev = As + s * RN + o;
-        const F *pt = Ps + (s + 1) * RN + o, *qt = Qs + (s + 1) * RN + o, *at = At + o;
-        const F *dp = dP + crow[r], *dq = dQ + crow[r];
-        const F ui = ut[i0 + r], mi = mt[i0 + r];
-        F *lp = lamP + o, *lq = lamQ + o, *hh = carry + o, *gg = g + o;
-        F *b0 = acc + prow[r], *b1 = b0 + S3p, *b2 = b1 + S3p, *b3 = b2 + S3p;
-        if (!ev[r] && ui == F(0)) {                                            // the same with s_i = u_i = 0 and
-#pragma omp simd                                                               // no clipped entry in the row
-          for (i64 j = 0; j < Np; ++j) {
-            const F gj = gg[j];
-            const F R_ = gj * aprev[j];
-            const F lpj = lp[j] * dp[j], lqj = lq[j] * dq[j] - R_ * mt[j];
-            lp[j] = lpj; lq[j] = lqj;
-            b0[j] += lpj * pprev[j]; b1[j] += lpj * ut[j]; b2[j] += lqj * qprev[j];
-            hh[j] -= gj * qt[j] * mt[j];
-          }
-          for (i64 c = 0; c < nJ; ++c) gg[J[c]] = F(0);
-          continue;
-        }
-#pragma omp simd
-        for (i64 j = 0; j < Np; ++j) {                                          // gg = 0 where g was not formed
-          const F gj = (at[j] <= lo || at[j] >= hi) ? F(0) : gg[j];          // no gradient through the clip
-          const F R_ = gj * aprev[j];
-          const F lpj = lp[j] * dp[j] + (gj - R_) * mi;                     // d/dxpre  = g (1 - A_{t-1}) [s_i]
-          const F lqj = lq[j] * dq[j] - R_ * mt[j];                         // d/dxpost = -g A_{t-1} [s_j]
-          lp[j] = lpj; lq[j] = lqj;
-          b0[j] += lpj * pprev[j]; b1[j] += lpj * ut[j];
-          b2[j] += lqj * qprev[j]; b3[j] += lqj * ui;
-          const F sv = pt[j] * mi + qt[j] * mt[j];
-          hh[j] += (gj - gj * sv) - gg[j];                                    // carry to A_{t-1}: g (1 - S_t)
-        }
-        if (ev[r]) std::memset(gg, 0, N * sizeof(F));
-        else for (i64 c = 0; c < nJ; ++c) gg[J[c]] = F(0);
-      }
-    }
-    times_V<F, R, 16>(carry, carry, Gs, Dh, vp, Np, Np);                       // carry = h + G_0 V for the bin before
+  const i64 c0 = ci * K, k = (T - c0 < K) ? T - c0 : K;
+  const F* c = ckpt + ci * 3 * S3;
+  for (int r = 0; r < R; ++r) {
+    std::memcpy(Ps + r * Np, c + row[r], N * sizeof(F));
+    std::memcpy(Qs + r * Np, c + S3 + row[r], N * sizeof(F));
+    std::memcpy(As + r * Np, c + 2 * S3 + row[r], N * sizeof(F));
   }
+  for (i64 s = 0; s < k; ++s) {                                              // recompute the chunk
+    const F* ut = u + ((c0 + s) * B + b) * Np;
+    const F* mt = m + ((c0 + s) * B + b) * Np;
+    for (int r = 0; r < R; ++r) {
+      const F *p = Ps + s * RN + r * Np, *q = Qs + s * RN + r * Np, *a = As + s * RN + r * Np;
+      F *p1 = Ps + (s + 1) * RN + r * Np, *q1 = Qs + (s + 1) * RN + r * Np, *a1_ = As + (s + 1) * RN + r * Np;
+      clipped[s * R + r] = step_row(p, q, a, p1, q1, a1_, dP + crow[r], cP + crow[r], dQ + crow[r],
+                                    cQ + crow[r], ut, mt, ut[i0 + r], mt[i0 + r], Np, lo, hi);
+    }
+  }
+  for (int r = 0; r < R; ++r) {                                              // G_s: sums of go over s' >= s
+    F* G = Gs + ((k - 1) * R + r) * Dh;
+    const F* go = gout + ((((c0 + k - 1) * B + b) * N + i0 + r) * H + h) * Dh;
+#pragma omp simd
+    for (i64 d = 0; d < Dh; ++d) G[d] = go[d];
+    for (i64 s = k - 2; s >= 0; --s) {
+      const F* go_ = gout + ((((c0 + s) * B + b) * N + i0 + r) * H + h) * Dh;
+      F* Gn = Gs + (s * R + r) * Dh;
+      const F* Gp = Gn + R * Dh;
+#pragma omp simd
+      for (i64 d = 0; d < Dh; ++d) Gn[d] = Gp[d] + go_[d];
+    }
+  }
+  // gW: rows of pairs that change as a whole (the chunk's start state, and rows whose neuron spiked) as one
+  // product sum_q D_q^T G_q over the list q; the other rows change only in the spiking columns
+  i64 nq = R;
+  for (int r = 0; r < R; ++r) { Dq[r] = As + r * Np; Gq[r] = Gs + r * Dh; }
+  for (i64 s = 0; s < k; ++s) {
+    const i64 tb = (c0 + s) * B + b;
+    const F* mt = m + tb * Np;
+    const int32_t* J = sp.idx.data() + tb * N;
+    const bool dense = sp.dense[tb];
+    bool part[R], any_part = false;                          // rows that moved only in the spiking columns
+    for (int r = 0; r < R; ++r) {
+      const F *an = As + (s + 1) * RN + r * Np, *ao = As + s * RN + r * Np;
+      part[r] = !(dense || mt[i0 + r] != F(0));
+      any_part = any_part || part[r];
+      if (!part[r]) {                                        // the whole row moved: into the product's list
+        F* dq = Dbuf + (nq - R) * Np;
+#pragma omp simd
+        for (i64 j = 0; j < Np; ++j) dq[j] = an[j] - ao[j];
+        Dq[nq] = dq; Gq[nq] = Gs + (s * R + r) * Dh; ++nq;
+      }
+    }
+    if (any_part) {
+      const F* Gr[R];
+      F dl[R];
+      for (int r = 0; r < R; ++r) Gr[r] = Gs + (s * R + r) * Dh;
+      for (i64 c = 0; c < sp.cnt[tb]; ++c) {
+        const i64 j = J[c];
+        for (int r = 0; r < R; ++r)
+          dl[r] = part[r] ? As[(s + 1) * RN + r * Np + j] - As[s * RN + r * Np + j] : F(0);
+        F* gwj = gWt + j * Dh;
+#pragma omp simd
+        for (i64 d = 0; d < Dh; ++d) {
+          F y = gwj[d];
+          for (int r = 0; r < R; ++r) y += dl[r] * Gr[r][d];
+          gwj[d] = y;
+        }
+      }
+    }
+  }
+  for (i64 j0 = 0; j0 < N; j0 += 4) {                                         // gWt[j] += sum_q D_q[j] G_q
+    const int nj = (N - j0 < 4) ? int(N - j0) : 4;
+    for (i64 d0 = 0; d0 < Dh; d0 += 16) {
+      Tile<F, 4, 16> ac;
+      ac.zero();
+      for (i64 q = 0; q < nq; ++q) ac.fma(Gq[q] + d0, Dq[q] + j0, 1);
+      F out[4 * 16];
+      ac.store(out, 16);
+      const int nd = (Dh - d0 < 16) ? int(Dh - d0) : 16;
+      for (int jj = 0; jj < nj; ++jj)
+        for (int kk = 0; kk < nd; ++kk) gWt[(j0 + jj) * Dh + d0 + kk] += out[jj * 16 + kk];
+    }
+  }
+  for (i64 s = k - 1; s >= 0; --s) {                                         // the adjoint scan
+    const i64 t = c0 + s, tb = t * B + b;
+    const F* ut = u + tb * Np;
+    const F* mt = m + tb * Np;
+    const int32_t* J = sp.idx.data() + tb * N;
+    const i64 nJ = sp.cnt[tb];
+    const bool dense = sp.dense[tb];
+    bool ev[R], any_sparse = false;                        // ev: g is formed in every column of the row
+    int n_ev = 0;
+    for (int r = 0; r < R; ++r) {
+      ev[r] = dense || mt[i0 + r] != F(0) || clipped[s * R + r];
+      any_sparse = any_sparse || !ev[r];
+      n_ev += ev[r];
+    }
+    if (R > 1 && n_ev * 4 >= 3 * R) {                                        // most rows whole: all of them
+      for (int r = 0; r < R; ++r) ev[r] = true;
+      any_sparse = false;
+      times_V<F, R, 16>(g, carry, Gs + s * R * Dh, Dh, vp, Np, Np);
+    } else {
+      for (int r = 0; r < R; ++r)                                            // g = G_s V + h in every column
+        if (ev[r]) row_times(g + r * Np, carry + r * Np, Gs + (s * R + r) * Dh, vp, Dh, Np, Np);
+    }
+    if (any_sparse) {                                                        // ... or in the spiking ones
+      const F* vj = VJ + (tb * H + h) * Dh * Cp;
+      i64 c = 0;
+      const F* G = Gs + s * R * Dh;
+      for (; c + 8 < nJ; c += 16) sparse_g<F, R, 16>(g, carry, G, Dh, vj + c, Cp, J + c, nJ - c, Np, ev);
+      for (; c < nJ; c += 8) sparse_g<F, R, 8>(g, carry, G, Dh, vj + c, Cp, J + c, nJ - c, Np, ev);
+    }
+    const F* At = As + (s + 1) * RN;
+    for (int r = 0; r < R; ++r) {
+      const i64 o = r * Np;
+      const F *pprev = Ps + s * RN + o, *qprev = Qs + s * RN + o, *aprev = As + s * RN + o;
+      const F *pt = Ps + (s + 1) * RN + o, *qt = Qs + (s + 1) * RN + o, *at = At + o;
+      const F *dp = dP + crow[r], *dq = dQ + crow[r];
+      const F ui = ut[i0 + r], mi = mt[i0 + r];
+      F *lp = lamP + o, *lq = lamQ + o, *hh = carry + o, *gg = g + o;
+      F *b0 = acc + prow[r], *b1 = b0 + S3p, *b2 = b1 + S3p, *b3 = b2 + S3p;
+      if (!ev[r] && ui == F(0)) {                                            // the same with s_i = u_i = 0 and
+#pragma omp simd                                                               // no clipped entry in the row
+        for (i64 j = 0; j < Np; ++j) {
+          const F gj = gg[j];
+          const F R_ = gj * aprev[j];
+          const F lpj = lp[j] * dp[j], lqj = lq[j] * dq[j] - R_ * mt[j];
+          lp[j] = lpj; lq[j] = lqj;
+          b0[j] += lpj * pprev[j]; b1[j] += lpj * ut[j]; b2[j] += lqj * qprev[j];
+          hh[j] -= gj * qt[j] * mt[j];
+        }
+        for (i64 c = 0; c < nJ; ++c) gg[J[c]] = F(0);
+        continue;
+      }
+#pragma omp simd
+      for (i64 j = 0; j < Np; ++j) {                                          // gg = 0 where g was not formed
+        const F gj = (at[j] <= lo || at[j] >= hi) ? F(0) : gg[j];          // no gradient through the clip
+        const F R_ = gj * aprev[j];
+        const F lpj = lp[j] * dp[j] + (gj - R_) * mi;                     // d/dxpre  = g (1 - A_{t-1}) [s_i]
+        const F lqj = lq[j] * dq[j] - R_ * mt[j];                         // d/dxpost = -g A_{t-1} [s_j]
+        lp[j] = lpj; lq[j] = lqj;
+        b0[j] += lpj * pprev[j]; b1[j] += lpj * ut[j];
+        b2[j] += lqj * qprev[j]; b3[j] += lqj * ui;
+        const F sv = pt[j] * mi + qt[j] * mt[j];
+        hh[j] += (gj - gj * sv) - gg[j];                                    // carry to A_{t-1}: g (1 - S_t)
+      }
+      if (ev[r]) std::memset(gg, 0, N * sizeof(F));
+      else for (i64 c = 0; c < nJ; ++c) gg[J[c]] = F(0);
+    }
+  }
+  times_V<F, R, 16>(carry, carry, Gs, Dh, vp, Np, Np);                       // carry = h + G_0 V for the bin before
 }
 
 template <typename F>

@@ -266,3 +266,26 @@ def test_keep_freed_memory_reuses_pages_and_fit_hands_them_back(monkeypatch):
     calls.clear()
     Trainer(model, x, None, TrainerConfig(max_epochs=1, batch_size=4, progress=False, keep_freed_memory=False)).fit()
     assert calls == []
+
+
+def test_the_default_optimiser_is_torchs_fused_adamw_and_steps_as_its_per_tensor_loop():
+    # Trainer's AdamW runs fused on CPU (one kernel for all parameters); the update is AdamW's, so the same steps
+    # as torch's per-tensor implementation from the same start, to float32 rounding
+    model = tiny_model()
+    tr = Trainer(model, tiny_data(), None, cfg(weight_decay=0.01))
+    assert tr.optimizer.defaults["fused"] is True
+    ref = tiny_model()
+    ref.load_state_dict(model.state_dict())
+    trained = lambda m: [p for p in m.parameters() if p.requires_grad]
+    ref_opt = torch.optim.AdamW(trained(ref), lr=tr.cfg.lr, betas=tr.cfg.betas, weight_decay=0.01, foreach=False)
+    torch.manual_seed(3)
+    for _ in range(5):
+        grads = [torch.randn_like(p) for p in trained(model)]
+        for m, opt in ((model, tr.optimizer), (ref, ref_opt)):
+            for p, g in zip(trained(m), grads):
+                p.grad = g.clone()
+            opt.step()
+    for a, b in zip(model.parameters(), ref.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    moved = sum((a - b).abs().sum() for a, b in zip(model.parameters(), tiny_model().parameters()))
+    assert moved > 0                                          # the steps did change the weights
