@@ -79,7 +79,9 @@ class TrainerConfig:
     warmup_steps: int = 0           # linear learning-rate warm-up, in optimiser steps
     weight_decay: float = 0.0       # AdamW weight decay (the default optimiser)
     betas: tuple = (0.9, 0.99)      # Adam betas
-    grad_clip: Optional[float] = 200.0  # clip the global gradient norm (lfads-torch uses 200); None: off
+    grad_clip: Optional[float] = 200.0  # clip the global gradient norm; None: off. A guard against rare exploding steps,
+                                    # not a tuned constraint (lfads-torch's 200 applies to its loss scaled by 1e4,
+                                    # so it is about 1e4 times tighter in the units of the loss)
     ema_decay: Optional[float] = 0.98   # EMA of the weights, used for validation and the final model; None: off
     early_stopping_patience: Optional[int] = None  # stop after this many epochs without validation improvement
     monitor: str = "loss"           # validation quantity to minimise for early stopping / best weights
@@ -87,9 +89,12 @@ class TrainerConfig:
     valid_every: int = 1            # validate every k epochs
     valid_batch_size: int = 128     # trials per validation forward pass (no gradients: larger is faster, memory grows)
     seed: int = 0                   # seeds batch order and all torch randomness (dropout, sampling)
-    num_threads: Optional[int] = 1  # torch intra-op threads during fit (1 is fastest for small RNNs on few cores); None: leave
-    keep_freed_memory: bool = True  # during fit, glibc's malloc keeps freed blocks for reuse (see keep_freed_memory):
-                                    # large tensors allocated anew every step stop page-faulting (SPARKS: ~15% of a step)
+    num_threads: Optional[int] = None  # torch intra-op threads during fit, restored after it (process-wide while it
+                                    # runs, so it is asked for, not assumed: the command line asks for 1, the fastest
+                                    # for small RNNs on few cores); None: leave torch's setting alone
+    keep_freed_memory: bool = False  # during fit, glibc's malloc keeps freed blocks for reuse (process-wide while it
+                                    # runs; see keep_freed_memory): large tensors allocated anew every step stop
+                                    # page-faulting (SPARKS: ~15% of a step). The command line asks for it
     checkpoint_path: Optional[str] = None  # write a checkpoint here (atomically) every checkpoint_every epochs
     checkpoint_every: int = 1
     progress: bool = True           # show a tqdm progress bar
@@ -295,7 +300,8 @@ class Trainer:
                     self._in_fit = False
                     self.torch_rng = torch.get_rng_state()
         finally:
-            torch.set_num_threads(prev_threads)
+            if c.num_threads:
+                torch.set_num_threads(prev_threads)
             if kept:
                 keep_freed_memory(False)
         return self.history

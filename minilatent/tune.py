@@ -194,7 +194,8 @@ def run_pbt(train, valid, model_kw, out_dir, trials=8, max_seconds=600.0, seed=0
         init_fn = lambda model: model.init_readout_bias(train[1])
     setup = {"train": train, "valid": valid, "model_kw": model_kw, "seed": seed, "init_fn": init_fn,
              "checkpoint_every": perturbation_interval,
-             "trainer_kw": {"max_epochs": 10 ** 6, **(trainer_kw or {})}}
+             "trainer_kw": {"max_epochs": 10 ** 6, "num_threads": 1, "keep_freed_memory": True,
+                            **(trainer_kw or {})}}
     trainable = tune.with_resources(tune.with_parameters(_member, setup=setup),
                                     {"cpu": cpus_per_trial, "gpu": gpus_per_trial})
     storage = os.path.abspath(out_dir)

@@ -22,12 +22,19 @@ def run_copied_model(tmp_path, filename, snippet, timeout=300):
     src = os.path.join(ROOT, "minilatent", filename)
     dst = tmp_path / filename
     dst.write_text(open(src).read())
+    # the package is hidden by what it is, not by a substring of a path (a clone in a folder named 'minilatent'
+    # has its venv's site-packages under .../minilatent/.venv/): importing it raises, the repository root and the
+    # working directory leave sys.path, and the editable install's finder leaves sys.meta_path
     guard = textwrap.dedent("""
         import sys
-        sys.path = [p for p in sys.path if 'minilatent' not in p and p not in ('', {root!r})]
+        class _NoPackage:
+            def find_spec(self, name, path=None, target=None):
+                if name == 'minilatent' or name.startswith('minilatent.'):
+                    raise ImportError('the copied file imported the package: ' + name)
+        sys.meta_path = [_NoPackage()] + [f for f in sys.meta_path if 'editable' not in type(f).__name__.lower()
+                                          and 'editable' not in getattr(f, '__module__', '').lower()]
+        sys.path = [p for p in sys.path if p not in ('', {root!r})]
         sys.path.insert(0, {here!r})
-        sys.meta_path = [f for f in sys.meta_path if 'editable' not in type(f).__name__.lower()
-                         and 'editable' not in getattr(f, '__module__', '').lower()]
         """).format(root=ROOT, here=str(tmp_path))
     check = textwrap.dedent("""
         leaked = sorted(m for m in sys.modules if m == 'minilatent' or m.startswith('minilatent.'))

@@ -253,7 +253,8 @@ def test_keep_freed_memory_reuses_pages_and_fit_hands_them_back(monkeypatch):
     # each) is, depending on what the process allocated before
     assert kept <= 2 * 4096, kept
     assert keep_freed_memory(False)
-    # fit() keeps freed memory while it trains (TrainerConfig.keep_freed_memory) and restores the defaults after
+    # fit() keeps freed memory while it trains only when asked (TrainerConfig.keep_freed_memory) and restores the
+    # defaults after; by default it leaves the allocator alone
     calls = []
     import minilatent.trainer as trainer_module
     real = trainer_module.keep_freed_memory
@@ -261,11 +262,24 @@ def test_keep_freed_memory_reuses_pages_and_fit_hands_them_back(monkeypatch):
     torch.manual_seed(0)
     model = LFADS(LFADSConfig(n_neurons=5, gen_dim=8, ic_enc_dim=8, fac_dim=3, ic_dim=4))
     x = torch.poisson(torch.full((8, 10, 5), 2.0))
-    Trainer(model, x, None, TrainerConfig(max_epochs=1, batch_size=4, progress=False)).fit()
+    Trainer(model, x, None, TrainerConfig(max_epochs=1, batch_size=4, progress=False, keep_freed_memory=True)).fit()
     assert calls == [True, False]
     calls.clear()
-    Trainer(model, x, None, TrainerConfig(max_epochs=1, batch_size=4, progress=False, keep_freed_memory=False)).fit()
+    Trainer(model, x, None, TrainerConfig(max_epochs=1, batch_size=4, progress=False)).fit()
     assert calls == []
+
+
+def test_fit_leaves_the_thread_count_alone_unless_asked(monkeypatch):
+    # a library call changes nothing process-wide by default: torch's thread count is never set; asked for one
+    # thread, fit() trains on it and hands the caller's setting back
+    seen = []
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: seen.append(n))
+    model, x = tiny_model(), tiny_data()
+    Trainer(model, x, None, cfg(max_epochs=1)).fit()
+    assert seen == []
+    before = torch.get_num_threads()
+    Trainer(model, x, None, cfg(max_epochs=1, num_threads=1)).fit()
+    assert seen == [1, before]
 
 
 def test_the_default_optimiser_is_torchs_fused_adamw_and_steps_as_its_per_tensor_loop():
