@@ -19,13 +19,15 @@ RunFolder: the rules of `python -m minilatent train ... --out DIR`
   - run.json (written last) marks a finished run: its options and what it reached
 """
 
+import csv
 import errno
 import glob
+import io
 import json
 import os
 import shutil
 
-RUN_FILES = ("checkpoint.pt", "metrics.csv", "loss.png", "rates.png", "decoding.png", "run.json",
+RUN_FILES = ("checkpoint.pt", "metrics.csv", "loss.png", "rates.png", "decoding.png", "run.json", "metrics.json",
              "lfads_output.h5", "lfads_output_*.h5", "sparks_output.h5")
 STAGING = ".staging"
 
@@ -63,6 +65,37 @@ def atomic_write(path, write_fn, binary=True, by_name=False):
             os.remove(tmp)
 
 
+def write_json(path, obj):
+    """ obj as indented JSON, atomically """
+    atomic_write(path, lambda f: f.write(json.dumps(obj, indent=1, default=str)), binary=False)
+
+
+def write_csv(path, rows):
+    """ a list of dicts as CSV (columns in order of first appearance), atomically """
+    keys = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+
+    def w(f):
+        wr = csv.DictWriter(f, fieldnames=keys)
+        wr.writeheader()
+        wr.writerows(rows)
+    atomic_write(path, w, binary=False)
+
+
+def write_figure(fig, path, dpi=90):
+    """ a matplotlib figure as PNG, atomically """
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    atomic_write(path, lambda f: f.write(buf.getvalue()))
+
+
+def write_torch(obj, path):
+    """ torch.save(obj), atomically (a checkpoint is never half-written) """
+    import torch
+    atomic_write(path, lambda f: torch.save(obj, f))
+
+
 def _io_error(e, folder, path):
     """ an OSError for a writer's non-OSError failure: ENOSPC when the disk is (nearly) full """
     try:
@@ -87,10 +120,10 @@ def _pid_alive(pid):
     return True
 
 
-def run_files(folder):
-    """ the files of a run found in folder (sorted names) """
+def run_files(folder, patterns=RUN_FILES):
+    """ the files (or folders) of a run found in folder (sorted names) """
     found = set()
-    for pat in RUN_FILES:
+    for pat in patterns:
         found.update(os.path.basename(p) for p in glob.glob(os.path.join(glob.escape(folder), pat)))
     return sorted(found)
 
@@ -99,10 +132,17 @@ class RunFolderError(Exception):
     """ the run folder cannot be used; the message is one line for the user """
 
 
+def _remove(path):
+    shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
+
+
 class RunFolder:
     """ the output folder of one command-line run: lock, staging, and the final swap (see the module docstring) """
 
-    def __init__(self, path):
+    def __init__(self, path, files=RUN_FILES, state=("checkpoint.pt",)):
+        self.files = files             # name patterns of what a run leaves in DIR (files or folders)
+        self.state = state             # what a fresh run writes straight into DIR, resumable at once (a checkpoint,
+                                       # a search's Ray state); everything else is staged until finish()
         self.path = os.fspath(path)
         self.lock = os.path.join(self.path, ".lock")
         self.work = self.path          # where this run's checkpoint goes until finish()
@@ -145,7 +185,7 @@ class RunFolder:
 
     def previous_run(self):
         """ names of a previous run's files in the folder, [] if none """
-        return run_files(self.path) if os.path.isdir(self.path) else []
+        return run_files(self.path, self.files) if os.path.isdir(self.path) else []
 
     def finished(self):
         """ True when the folder holds a finished run (run.json, or outputs of an older version) """
@@ -220,7 +260,7 @@ class RunFolder:
         """ where this run writes `name` now: outputs always into DIR/.staging (moved into DIR by finish, so an
         interrupted write never leaves outputs that look finished); the checkpoint there too when staged, else
         straight into DIR (a fresh run's checkpoint is resumable at once) """
-        if name == "checkpoint.pt" and not self.staged:
+        if name in self.state and not self.staged:
             return os.path.join(self.path, name)
         return os.path.join(self.stage, name)
 
@@ -233,14 +273,17 @@ class RunFolder:
     def finish(self, summary):
         """ Mark the run finished (run.json, written last) and move its files into DIR; when staged, the
         previous run's files that the new run does not replace are removed first (never a mix). """
-        atomic_write(self.file("run.json"), lambda f: f.write(json.dumps(summary, indent=1, default=str)), binary=False)
-        new = run_files(self.stage)
+        write_json(self.file("run.json"), summary)
+        new = run_files(self.stage, self.files)
         if self.staged:
-            for name in run_files(self.path):
+            for name in run_files(self.path, self.files):
                 if name not in new:
-                    os.remove(os.path.join(self.path, name))
+                    _remove(os.path.join(self.path, name))
         for name in sorted(new, key=lambda n: n == "run.json"):   # run.json last
-            os.replace(os.path.join(self.stage, name), os.path.join(self.path, name))
+            target = os.path.join(self.path, name)
+            if os.path.isdir(target):                           # a folder is not replaced by a rename
+                shutil.rmtree(target)
+            os.replace(os.path.join(self.stage, name), target)
         shutil.rmtree(self.stage, ignore_errors=True)
         self.work = self.path
 
@@ -250,9 +293,9 @@ class RunFolder:
         stage = getattr(self, "stage", None)
         if stage and os.path.isdir(stage):
             if self.staged:                                     # a failed replacement: keep its checkpoint
-                for name in run_files(stage):
-                    if name != "checkpoint.pt":
-                        os.remove(os.path.join(stage, name))
+                for name in run_files(stage, self.files):
+                    if name not in self.state:
+                        _remove(os.path.join(stage, name))
                 try:
                     os.rmdir(stage)                             # only if nothing else is left
                 except OSError:

@@ -341,9 +341,10 @@ class Trainer:
         """ one pass over the training batches (or up to the time budget); returns the epoch's row """
         c = self.cfg
         self.model.train()
-        sums, count = {}, 0
+        sums, count, batches = {}, 0, 0
         spe = self.steps_per_epoch()
         for b, (s, idx) in enumerate(self._epoch_batches()):
+            batches += 1
             weights = self.weights_at(self.epoch + b / spe)
             batch = _to(tuple(x[idx] for x in self.train_sessions[s]), c.device)
             out = self._call(self.model.training_step, batch, weights, s)
@@ -361,7 +362,9 @@ class Trainer:
                 break
         self.epoch += 1
         self.elapsed = time.perf_counter() - start
-        return {"epoch": self.epoch, "step": self.step, "seconds": self.elapsed,
+        # batches < batches_per_epoch: the time budget cut the epoch short (its train_* average fewer batches)
+        return {"epoch": self.epoch, "step": self.step, "seconds": self.elapsed, "batches": batches,
+                "batches_per_epoch": spe,
                 "lr": self.lr_at(self.step, self.elapsed), **{f"w_{k}": v for k, v in self.weights_at(self.epoch).items()},
                 **{f"train_{k}": v / max(count, 1) for k, v in sums.items()}}
 

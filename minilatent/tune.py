@@ -42,7 +42,7 @@ from the package defaults; the others are drawn from the space. Exploration mult
 or 1.2 (Ray's default) or, with probability 0.25, resamples it, and clips it to the range.
 """
 
-import csv
+import argparse
 import json
 import math
 import os
@@ -50,9 +50,13 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import fields as dataclass_fields
 
 import numpy as np
 import torch
+
+from . import run
+from .files import RunFolder, RunFolderError, write_csv, write_figure, write_json, write_torch
 
 # name: (low, high, log-scale?, which config holds it)
 SEARCH_SPACE = {
@@ -168,8 +172,7 @@ def _member(config, setup=None):
             return
         with tempfile.TemporaryDirectory() as d:
             tr.save_checkpoint(os.path.join(d, "checkpoint.pt"))
-            with open(os.path.join(d, "member.json"), "w") as f:
-                json.dump(meta, f)
+            write_json(os.path.join(d, "member.json"), meta)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
 
     trainer.add_callback("on_epoch_end", report)
@@ -364,18 +367,8 @@ def plot_population(rows, path):
     if len(ax.lines) <= 32:
         ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    write_figure(fig, path)
     plt.close(fig)
-
-
-def write_trials_csv(rows, path):
-    keys = []
-    for r in rows:
-        keys += [k for k in r if k not in keys]
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows(rows)
 
 
 def load_best(best, model_kw, device="cpu"):
@@ -391,163 +384,67 @@ def load_best(best, model_kw, device="cpu"):
 
 
 # -----------------------------------------------------------------------------
-# the command line: python -m minilatent tune lfads [DATA ...] --out DIR --trials N --max-seconds S ...
+# the command: python -m minilatent tune lfads [DATA ...] --out DIR --trials N --max-seconds S ... (parsed in
+# __main__.py); the inputs, the model, the run folder and the outputs are run.py's, as for train lfads
 
 TUNE_FILES = ("best_config.json", "trials.csv", "pbt.png", "best", "ray", "run.json")
+FREE_OPTIONS = ("max_seconds", "samples")       # what a resumed search may change
 
 
-def add_tune_parser(sub, prog, formatter, parser_class, run_folder_note):
-    """ the `tune` subcommand (argparse), next to `train` in __main__.py """
-    from . import __main__ as cli
-    from .lfads import LFADSConfig, LIKELIHOODS
-    from .data import TRUTH_UNITS
-    t = sub.add_parser("tune", help="hyperparameter search (population-based training on Ray Tune)",
-                       formatter_class=formatter, description="Search hyperparameters by population-based training "
-                       "(AutoLFADS) on Ray Tune; needs the extra: pip install 'minilatent[tune]'.")
-    ts = t.add_subparsers(dest="model", metavar="MODEL", required=True, parser_class=parser_class)
-    space = "\n".join(f"  {k:13s} {lo:g} .. {hi:g} ({'log' if log else 'linear'})"
-                      for k, (lo, hi, log, _) in SEARCH_SPACE.items())
-    p = ts.add_parser("lfads", help="AutoLFADS: PBT over LFADS's learning rate, dropout, coordinated dropout, KL "
-                      "and L2 weights", formatter_class=formatter,
-                      description="Train a population of LFADS models on Ray Tune; population-based training copies "
-                      "good members into poor ones and perturbs their hyperparameters. Without --address it starts "
-                      "a local Ray with this machine's cores; with it, it joins an existing Ray cluster. Writes "
-                      "best_config.json, best/lfads_output.h5 (as train lfads), best/checkpoint.pt, trials.csv and "
-                      "pbt.png into DIR (Ray's own state in DIR/ray).", epilog=f"""examples:
-  {prog} tune lfads --out runs/pbt --trials 8 --max-seconds 900
-  {prog} tune lfads data.h5 --out runs/pbt --trials 32 --max-seconds 7200 --address auto --cpus-per-trial 2
-  {prog} tune lfads data.h5 --out runs/pbt --trials 16 --max-seconds 3600 --gpus-per-trial 0.25
-  {prog} tune lfads data.h5 --out runs/pbt --trials 8 --max-epochs 200 --max-seconds 86400
-  {prog} tune lfads data.h5 --out runs/pbt --resume          # continue an interrupted search
-
-searched (AutoLFADS's ranges; see minilatent/tune.py):
-{space}
-
-{run_folder_note}""")
-    p.add_argument("data", nargs="*", metavar="DATA.h5", help="HDF5 file(s) as for train lfads (default: the shipped "
-                   "Lorenz example)")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    p.add_argument("--trials", type=cli._number(int, 2, 10000), default=8, help="population size")
-    p.add_argument("--max-seconds", type=cli._number(float, 0, 1e9, lo_open=True), default=900.0,
-                   help="wall-clock budget of the whole search")
-    p.add_argument("--max-epochs", type=cli._number(int, 1, 10**6), default=None,
-                   help="the search stops once every member has trained this many epochs (default: no limit; the time "
-                   "budget ends the search)")
-    p.add_argument("--perturbation-interval", type=cli._number(int, 1, 100000), default=10,
-                   help="epochs per generation: every member trains this long between two exploit/explore decisions")
-    p.add_argument("--address", default=None, help="join this Ray cluster ('auto' or HOST:PORT) instead of starting "
-                   "a local Ray")
-    p.add_argument("--cpus-per-trial", type=cli._number(float, 0, 1024, lo_open=True), default=1.0,
-                   help="CPUs each member reserves (fractions share a core)")
-    p.add_argument("--gpus-per-trial", type=cli._number(float, 0, 64), default=0.0,
-                   help="GPUs each member reserves (e.g. 0.25: four members per GPU); > 0 trains on CUDA")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where members train: auto = "
-                   "cuda when --gpus-per-trial > 0, else cpu; cuda needs --gpus-per-trial > 0 (Ray hides the GPUs "
-                   "from members that reserve none)")
-    p.add_argument("--seed", type=cli._number(int, 0, 2**32 - 1), default=0, help="seeds the population's starting "
-                   "hyperparameters and each member's weights")
-    p.add_argument("--batch-size", type=cli._number(int, 1, 10**6), default=None,
-                   help=cli.LFADS_BATCH_HELP)
-    d = {**cli._defaults(LFADSConfig), **cli.LFADS_CLI_DEFAULTS}
-    for flag, field, typ, h in cli.LFADS_MODEL_OPTIONS:
-        if field in SEARCH_SPACE:
-            continue
-        if field == "recon":
-            p.add_argument(flag, default=d[field], choices=sorted(LIKELIHOODS), help=h)
-        else:
-            p.add_argument(flag, type=typ, default=d[field], help=h)
-    p.add_argument("--ramp-epochs", type=cli._number(int, 0), default=d["kl_ramp_epochs"],
-                   help="epochs over which the KL and L2 weights rise to 1")
-    p.add_argument("--read-in-dim", type=cli._number(int, 1, 4096), default=None,
-                   help="several sessions: read-in size (default: --fac-dim)")
-    p.add_argument("--samples", type=cli._number(int, 0, 100000), default=50,
-                   help="posterior samples averaged for the best model's outputs")
-    cli.add_data_options(p)
-    p.add_argument("--truth-units", default="auto", choices=TRUTH_UNITS, help="units of *_truth without a "
-                   "conversion_factor (as train lfads)")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--resume", action="store_true", help="continue the interrupted search in DIR (DIR/ray)")
-    g.add_argument("--overwrite", action="store_true", help="replace the search in DIR; the old files stay until the "
-                   "new search has finished")
-    p.set_defaults(fn=tune_lfads, epochs=None, lr=None, dropout=LFADSConfig.dropout, cd_rate=LFADSConfig.cd_rate,
-                   kl_co_scale=LFADSConfig.kl_co_scale)
-    return t
-
-
-def _read_elapsed(path):
-    """ seconds the earlier runs of a resumed search took (0 where no file says) """
-    try:
-        with open(path) as f:
-            return float(json.load(f)["seconds"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return 0.0
-
-
-def _previous(path):
-    return [f for f in TUNE_FILES if os.path.exists(os.path.join(path, f))]
+def search_options(args, inp):
+    """ what a resumed search must share with the stored one """
+    from .lfads import LFADSConfig
+    keep = ["trials", "max_epochs", "perturbation_interval", "seed", "batch_size", "ramp_epochs", "read_in_dim",
+            "truth_units", "samples", "max_seconds"]
+    out = {k: getattr(args, k) for k in keep}
+    out.update({f.name: getattr(args, f.name) for f in dataclass_fields(LFADSConfig)
+                if hasattr(args, f.name) and f.name not in SEARCH_SPACE})
+    out["data"] = run.fingerprint([x for t in inp["train"] + inp["valid"] for x in t])
+    return out
 
 
 def tune_lfads(args):
     """ `python -m minilatent tune lfads`: check everything, search, write the best member's outputs. """
-    import argparse
-    from . import __main__ as cli
-    from .files import RunFolder, RunFolderError
     from .trainer import History
     try:
         ray, _ = require_ray()
     except ImportError as e:
-        raise cli.UsageError(str(e)) from None
+        raise run.UsageError(str(e)) from None
     if args.gpus_per_trial > 0 and not torch.cuda.is_available() and not args.address:
-        raise cli.UsageError("--gpus-per-trial > 0 but torch sees no CUDA GPU on this machine (with --address the "
+        raise run.UsageError("--gpus-per-trial > 0 but torch sees no CUDA GPU on this machine (with --address the "
                              "cluster's GPUs count)")
     if args.device == "cuda" and args.gpus_per_trial == 0:
-        raise cli.UsageError("--device cuda needs --gpus-per-trial > 0 (e.g. 0.25: four members share a GPU)")
+        raise run.UsageError("--device cuda needs --gpus-per-trial > 0 (e.g. 0.25: four members share a GPU)")
     if args.device == "cpu" and args.gpus_per_trial > 0:
-        raise cli.UsageError("--device cpu with --gpus-per-trial > 0 would reserve GPUs that no member uses")
-    inp = cli.read_lfads_inputs(args)                    # the same checks as train lfads
-    model, _ = cli.build_lfads(args, inp)                # options the data cannot take fail here, before DIR
-    base_kw = {f.name: getattr(model.cfg, f.name) for f in __import__("dataclasses").fields(model.cfg)}
-    for k in SEARCH_SPACE:
-        base_kw.pop(k, None)
-    folder = RunFolder(args.out)
-    try:
-        folder.check_path()
-    except RunFolderError as e:
-        raise cli.UsageError(str(e)) from None
-    pid = folder.active_pid()
-    if pid is not None:
-        raise cli.UsageError(f"--out {args.out} is in use by another run (process {pid})")
-    prev = _previous(args.out) if os.path.isdir(args.out) else []
-    if args.resume and not os.path.isdir(os.path.join(args.out, "ray")):
-        raise cli.UsageError(f"--resume: no search to continue in {args.out} (no {os.path.join(args.out, 'ray')})")
-    if prev and not (args.resume or args.overwrite):
-        raise cli.UsageError(f"--out {args.out} already holds a search ({', '.join(prev)}); add --resume to continue "
-                             "it or --overwrite to replace it")
+        raise run.UsageError("--device cpu with --gpus-per-trial > 0 would reserve GPUs that no member uses")
+    torch.set_num_threads(run.PROCESS_SETTINGS["num_threads"])      # the best member's posterior average too
+    inp = run.read_lfads_inputs(args)                    # the same checks as train lfads
+    model, _ = run.build_lfads(args, inp)                # options the data cannot take fail here, before DIR
+    base_kw = {f.name: getattr(model.cfg, f.name) for f in dataclass_fields(model.cfg) if f.name not in SEARCH_SPACE}
+    folder, staged = run.plan_folder(args, RunFolder(args.out, files=TUNE_FILES, state=("ray",)), staged_resume=False)
+    options = search_options(args, inp)
     if args.resume:
-        stored = os.path.join(args.out, "ray", "minilatent_options.json")
+        stored = os.path.join(folder.final("ray"), "minilatent_options.json")
         try:
             with open(stored) as f:
                 old = json.load(f)
         except (OSError, ValueError):
-            raise cli.UsageError(f"--resume: {stored} is missing or unreadable: start again with --overwrite") from None
-        mine = _search_options(args, inp)
-        diffs = [f"{k} {mine.get(k)} (stored: {old.get(k)})" for k in sorted(set(old) | set(mine))
-                 if k not in ("max_seconds", "samples") and old.get(k) != mine.get(k)]
+            raise run.UsageError(f"--resume: {stored} is missing or unreadable: start again with --overwrite") from None
+        diffs = run.option_diffs(old, options, free=FREE_OPTIONS, where="stored")
         if diffs:
-            raise cli.UsageError(f"--resume: options differ from the stored search: {'; '.join(diffs)}")
+            raise run.UsageError(f"--resume: options differ from the stored search: {'; '.join(diffs)}")
     try:                                                  # before DIR is touched
         start_ray(args.address)
     except Exception as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise cli.RunFailed(f"could not {'join the Ray cluster at ' + args.address if args.address else 'start a local Ray'}"
-                            f": {msg}; nothing was written") from None
-    staged = bool(prev) and args.overwrite
-    folder.open(staged)
-    work = folder.work if not args.resume else folder.path
+        raise run.RunFailed(f"could not {'join the Ray cluster at ' + args.address if args.address else 'start a local Ray'}"
+                            f": {run._first_line(e)}; nothing was written") from None
     try:
-        os.makedirs(os.path.join(work, "ray"), exist_ok=True)
-        with open(os.path.join(work, "ray", "minilatent_options.json"), "w") as f:
-            json.dump(_search_options(args, inp), f)
+        folder.open(staged)
+    except RunFolderError as e:
+        raise run.UsageError(str(e)) from None
+    ray_dir = folder.file("ray")
+    try:
+        write_json(os.path.join(ray_dir, "minilatent_options.json"), options)
         multi = inp["multi"]
         train = inp["train"] if multi else inp["train"][0]
         valid = inp["valid"] if multi else inp["valid"][0]
@@ -555,21 +452,20 @@ def tune_lfads(args):
         print(f"PBT: {args.trials} members, {args.max_seconds:g} s, perturbation every {args.perturbation_interval} "
               f"epochs, {args.cpus_per_trial:g} CPU + {args.gpus_per_trial:g} GPU per member; "
               f"Ray {'at ' + args.address if args.address else 'local'}", flush=True)
-        elapsed_file = os.path.join(work, "ray", "minilatent_elapsed.json")
+        elapsed_file = os.path.join(ray_dir, "minilatent_elapsed.json")
         before = _read_elapsed(elapsed_file) if args.resume else 0.0
         t0 = time.time()
         try:
-            results = run_pbt(train, valid, base_kw, work, trials=args.trials, max_seconds=args.max_seconds,
-                              seed=args.seed, trainer_kw={"batch_size": args.batch_size, "device": device},
-                              max_epochs=args.max_epochs,
-                              perturbation_interval=args.perturbation_interval, cpus_per_trial=args.cpus_per_trial,
-                              gpus_per_trial=args.gpus_per_trial, address=args.address, resume=args.resume,
-                              init_fn=_init_fn(inp))
+            results = run_pbt(train, valid, base_kw, os.path.dirname(ray_dir), trials=args.trials,
+                              max_seconds=args.max_seconds, seed=args.seed,
+                              trainer_kw={"batch_size": args.batch_size, "device": device},
+                              max_epochs=args.max_epochs, perturbation_interval=args.perturbation_interval,
+                              cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
+                              address=args.address, resume=args.resume, init_fn=run.lfads_initialiser(inp)[0])
             errors = list(results.errors)
             if errors and len(errors) == len(results):
-                first = str(errors[0]).strip().splitlines()[-1][:200]
-                raise cli.RunFailed(f"every population member failed; the last line of the first error: {first}; "
-                                    f"Ray's state is in {os.path.join(work, 'ray')}")
+                raise run.RunFailed(f"every population member failed; the last line of the first error: "
+                                    f"{str(errors[0]).strip().splitlines()[-1][:200]}; Ray's state is in {ray_dir}")
             # members train until the time budget runs out or each has trained --max-epochs; a search that ended
             # before either was stopped (Ctrl-C, SIGTERM): Ray has saved its state, and nothing that looks finished
             # is written
@@ -579,44 +475,34 @@ def tune_lfads(args):
             interrupted = not (spent or trained)
         except KeyboardInterrupt:
             interrupted = True
-        with open(elapsed_file, "w") as f:
-            json.dump({"seconds": before + time.time() - t0}, f)
+        write_json(elapsed_file, {"seconds": before + time.time() - t0})
         if interrupted:
-            print(f"error: the search was interrupted after {time.time() - t0:.0f} s; its state is in "
-                  f"{os.path.join(work, 'ray')}: continue it with the same command plus --resume", file=sys.stderr)
+            where = (f"{args.out} still holds the previous search, untouched" if staged else
+                     f"its state is in {ray_dir}: continue it with the same command plus --resume")
+            print(f"error: the search was interrupted after {time.time() - t0:.0f} s; {where}", file=sys.stderr)
             return 130
         rows = trial_rows(results)
         try:
             best = best_result(results)
         except RuntimeError as e:
-            raise cli.RunFailed(f"{e}; Ray's state is in {os.path.join(work, 'ray')}") from None
+            raise run.RunFailed(f"{e}; Ray's state is in {ray_dir}") from None
         model, hps, ck = load_best(best, base_kw)
-        os.makedirs(os.path.join(work, "best"), exist_ok=True)
-        write_trials_csv(rows, os.path.join(work, "trials.csv"))
-        plot_population(rows, os.path.join(work, "pbt.png"))
-        n_exploits = count_exploits(os.path.join(work, "ray"))
+        write_csv(folder.file("trials.csv"), rows)
+        plot_population(rows, folder.file("pbt.png"))
+        n_exploits = count_exploits(ray_dir)
         summary = {"metric": METRIC, "value": best.metrics[METRIC], "trial_id": best.metrics.get("trial_id"),
                    "epoch": ck["epoch"], "hyperparameters": hps, "model_config": base_kw,
                    "trainer": {"batch_size": args.batch_size, "lr_schedule": "constant", "lr": hps["lr"]},
                    "exploits": n_exploits, "members": len(results)}
-        with open(os.path.join(work, "best_config.json"), "w") as f:
-            json.dump(summary, f, indent=1, default=str)
-        torch.save(ck, os.path.join(work, "best", "checkpoint.pt"))
+        write_json(folder.file("best_config.json"), summary)
+        best_dir = folder.file("best")
+        write_torch(ck, os.path.join(best_dir, "checkpoint.pt"))
         print(f"best member {summary['trial_id']}: {METRIC} {summary['value']:.5f} at epoch {ck['epoch']}, "
               + ", ".join(f"{k} {v:.3g}" for k, v in hps.items()) + f"; {n_exploits} exploits in the population")
-        sub = argparse.Namespace(**vars(args))
-        sub.out = os.path.join(args.out, "best")
-        best_folder = _Sub(os.path.join(work, "best"))
-        cli.write_lfads_outputs(sub, best_folder, inp, model, History(list(ck["history"])))
-        if staged:                                        # replace the old search only now
-            for name in prev:
-                p = os.path.join(folder.path, name)
-                shutil.rmtree(p) if os.path.isdir(p) else os.remove(p)
-            for name in _previous(work):
-                os.replace(os.path.join(work, name), os.path.join(folder.path, name))
-            shutil.rmtree(work, ignore_errors=True)
-        with open(os.path.join(folder.path, "run.json"), "w") as f:
-            json.dump({"command": "tune lfads", "finished": True, **summary}, f, indent=1, default=str)
+        best_args = argparse.Namespace(**{**vars(args), "out": os.path.join(args.out, "best")})
+        written = run.write_lfads_outputs(best_args, lambda name: os.path.join(best_dir, name), inp, model,
+                                          History(list(ck["history"])))
+        folder.finish({"command": "tune lfads", "finished": True, **summary, "best_results": written["results"]})
     finally:
         folder.release()
         if ray.is_initialized() and not args.address:
@@ -624,39 +510,10 @@ def tune_lfads(args):
     return 0
 
 
-class _Sub:
-    """ the part of RunFolder that write_lfads_outputs uses, pointed at DIR/best """
-    def __init__(self, path):
-        self.path = self.work = path
-
-    def file(self, name):
-        return os.path.join(self.path, name)
-
-
-def _search_options(args, inp):
-    """ what a resumed search must share with the stored one """
-    keep = ["trials", "max_epochs", "perturbation_interval", "seed", "batch_size", "ramp_epochs", "read_in_dim", "truth_units"]
-    from . import __main__ as cli
-    keep += [f for _, f, _, _ in cli.LFADS_MODEL_OPTIONS if f not in SEARCH_SPACE]
-    out = {k: getattr(args, k) for k in keep}
-    out["data"] = cli._fingerprint([x for t in inp["train"] + inp["valid"] for x in t])
-    return out
-
-
-def _init_fn(inp):
-    """ what a new member does to its fresh model before training (read-out bias from the data, PCR read-ins) """
-    from .data import psths
-    datasets, train, multi = inp["datasets"], inp["train"], inp["multi"]
-    conds = [set(np.unique(d["train_cond_idx"]).tolist()) if "train_cond_idx" in d else None for d in datasets]
-    pcr = multi and all(c is not None and c == conds[0] for c in conds)
-    mats = [psths(d, "train") for d in datasets] if pcr else None
-
-    def init(model):
-        if multi:
-            if pcr:
-                model.init_pcr(mats)
-            for s, t in enumerate(train):
-                model.init_readout_bias(t[1], session=s)
-        else:
-            model.init_readout_bias(train[0][1])
-    return init
+def _read_elapsed(path):
+    """ seconds the earlier runs of a resumed search took (0 where no file says) """
+    try:
+        with open(path) as f:
+            return float(json.load(f)["seconds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0.0

@@ -210,20 +210,21 @@ def test_cli_defaults_come_from_the_configs():
 
 
 def test_epochs_default_is_the_trainers_unless_max_seconds_alone_sets_the_budget(tmp_path, capsys):
-    from minilatent.__main__ import NO_EPOCH_LIMIT
     path = tmp_path / "d.h5"
     D.save_h5(path, D.make_lorenz_rate(n_neurons=6, n_trials=60, n_bins=12, seed=0))
     tiny = ["--samples", "1", "--gen-dim", "4", "--fac-dim", "2", "--ic-enc-dim", "4"]
     assert main(["train", "lfads", str(path), "--out", str(tmp_path / "a"), "--max-seconds", "2", *tiny]) == 0
     out = capsys.readouterr().out
     assert "budget: 2 s" in out and "(time budget)" in out       # no epoch limit: the clock ended it
-    assert json.load(open(tmp_path / "a" / "run.json"))["options"]["epochs"] == NO_EPOCH_LIMIT
+    run = json.load(open(tmp_path / "a" / "run.json"))                # no sentinel: the budget as given
+    assert run["options"]["epochs"] is None and run["budget"] == {"epochs": None, "max_seconds": 2.0}
+    assert run["epochs_trained"] >= 1 and run["stop_reason"] == "time budget"
     assert main(["train", "lfads", str(path), "--out", str(tmp_path / "b"), "--epochs", "2", "--max-seconds", "60", *tiny]) == 0
     assert "budget: 2 epochs or 60 s" in capsys.readouterr().out
 
 
 def test_cli_batch_size_is_a_tenth_of_the_training_trials_within_bounds(tmp_path, capsys):
-    from minilatent.__main__ import lfads_batch_size
+    from minilatent.run import lfads_batch_size
     assert [lfads_batch_size(n) for n in (5, 160, 199, 200, 640, 1040, 100000)] == [16, 16, 19, 20, 64, 64, 64]
     path = tmp_path / "d.h5"
     D.save_h5(path, D.make_lorenz_rate(n_neurons=6, n_trials=300, n_bins=12, seed=0))   # 240 training trials -> 24

@@ -150,7 +150,8 @@ def test_resume_refuses_changed_options(search, tiny, capsys):
     out = search["out"]
     assert main(["tune", "lfads", tiny, "--out", out, "--trials", "4", "--max-seconds", "10",
                  "--perturbation-interval", "2", "--resume", "--gen-dim", "32"] + SMALL[2:]) == 2
-    assert "gen_dim" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--gen-dim 32 (stored: 24)" in err and "--trials 4 (stored: 2)" in err     # named as the user types them
 
 
 @pytest.mark.parametrize("argv, needle", [
