@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from minilatent.lfads import LFADS, LFADSConfig, find_fixed_points, lfads_generator_step, lfads_factors
+from minilatent.fixed_points import find_fixed_points
+from minilatent.lfads import LFADS, LFADSConfig, lfads_generator_step, lfads_factors
 
 D64 = torch.float64
 
