@@ -32,7 +32,8 @@ import numpy as np
 import torch
 
 from minilatent import data as D
-from minilatent.lfads import LFADS, LFADSConfig, find_fixed_points, lfads_generator_step, lfads_factors
+from minilatent.fixed_points import find_fixed_points
+from minilatent.lfads import LFADS, LFADSConfig, lfads_generator_step, lfads_factors
 from minilatent.trainer import Trainer, TrainerConfig
 
 

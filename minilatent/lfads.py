@@ -9,7 +9,7 @@ References:
     for spiking neural data" (coordinated dropout)
   lfads-torch (Sedler & Pandarinath 2023), the reference PyTorch implementation
   Sussillo & Barak (2013) "Opening the black box: low-dimensional dynamics in high-dimensional recurrent neural
-    networks"; Golub & Sussillo (2018) "FixedPointFinder" (the analysis section at the end)
+    networks" (the fixed points of a trained generator: see fixed_points.py and lfads_generator_step here)
 
 The model explains spike counts x (B trials, T bins, N neurons) as Poisson samples of rates that are
 a read-out of a low-dimensional dynamical system (the "generator") started from an inferred initial
@@ -54,51 +54,19 @@ nn.GRU applies it after: n = tanh(W_in x + b_in + r * (W_hn h + b_hn)). We use n
 the autonomous generator then runs as a single call over the whole sequence: one cuDNN kernel on a GPU,
 and on a CPU a loop in C++ with no Python work per step (we measured a hand-written Python loop of the
 LFADS cell: no faster on a CPU, and it gives up cuDNN). Both cells are gated RNNs of the same size and
-expressiveness; trained models
-are not interchangeable between the two. Like lfads-torch we freeze the hidden-hidden bias at 0 and
-start the update/reset gate biases at 1. The state stays bounded without an explicit clip after the
-first step: h_t = (1 - z) n + z h_{t-1} is a convex combination of h_{t-1} and n in (-1, 1), so
-|h_t| <= max(|h_0|, 1); we clamp h_0 to +-cell_clip (the controller loop needs no per-step clamp either).
+expressiveness; trained models are not interchangeable between the two. Like lfads-torch we freeze the
+hidden-hidden bias at 0 and start the update/reset gate biases at 1. The state stays bounded without an
+explicit clip after the first step: h_t = (1 - z) n + z h_{t-1} is a convex combination of h_{t-1} and n in
+(-1, 1), so |h_t| <= max(|h_0|, 1); we clamp h_0 to +-cell_clip (the controller loop needs no per-step clamp).
 
 With a controller the generator cannot run as one fused call (u_t depends on f_{t-1}), so it runs as a Python
 loop of torch.gru_cell steps. Everything that does not depend on the loop state is computed for all steps
 before the loop: the controller's input-side matmul of ci_t, the generator's of ext_t, the sampling noise.
 
-Where we differ from lfads-torch, besides the GRU cell above (an equation-by-equation comparison; each choice
-is kept because it trains at least as well on our datasets, or because it keeps the code short):
-  - initialisation: ic_post, ic_to_g0 and co_post keep PyTorch's default Linear init (weights and biases
-    U(-1/sqrt(fan_in), 1/sqrt(fan_in)), i.e. weight variance 1/(3 fan_in)); lfads-torch draws N(0, 1/fan_in)
-    weights with zero biases. The factor and read-out layers do follow lfads-torch.
-  - encoder GRUs: input and recurrent weights ~ N(0, 1/fan_in) of their own matrix (1/N and 1/H); lfads-torch's
-    encoder cells use N(0, 1/(N + H)) for both.
-  - external inputs go to the generator without dropout (lfads-torch applies its dropout to ext_input).
-  - g0 = ic_to_g0(ic) is clamped to +-cell_clip before the first step (lfads-torch clamps each state after the
-    step, not g0); with the convex GRU update this bounds every later state as well (see above).
-  - KL/L2 ramps rise linearly with the fractional epoch, i.e. every optimiser step; lfads-torch's ramp is
-    (epoch + 1 - start) / (increase + 1) per whole epoch (a staircase that starts above 0).
-  - L2 covers only the generator's (and controller's) recurrent kernels; lfads-torch can also penalise the
-    encoders' (l2_ic_enc_scale, l2_ci_enc_scale).
-  - the best weights (restore_best in the trainer) are chosen on the total validation loss, evaluated at the
-    posterior mean with the EMA weights; lfads-torch keeps the checkpoint with the lowest smoothed
-    validation reconstruction (valid/recon_smth) and has no EMA.
-  - validation KL of the inferred inputs: analytic at the posterior mean (kl_co_analytic); lfads-torch's is
-    Monte-Carlo on a sample.
-
-Other likelihoods (recon=...; the read-out gives n_params numbers per channel, laid out as lfads-torch does):
-    'poisson'   log-rate                        spike counts
-    'gaussian'  [mean, log variance]            continuous data (fluorescence, LFP features)
-    'gamma'     [log alpha, log beta]           positive data; mean alpha / beta
-    'zig'       [log alpha, log beta, logit q]  zero-inflated Gamma (EMG, calcium): 0 w.p. 1 - q, else
-                                                x - zig_loc ~ Gamma(alpha, beta); mean q (alpha / beta + zig_loc)
-
-Analysis (the last section): find_fixed_points(step, h0) finds the fixed and slow points of a step map, e.g. the
-trained generator's update (lfads_generator_step), by minimising q(h) = 1/2 ||step(h) - h||^2 from many starts, and
-classifies them by the eigenvalues of the Jacobian there.
-
-Several sessions (session_neurons=(N_1, N_2, ...), read_in_dim=D): recordings of different neurons share the
-encoders, controller, generator and factors; each session s has its own read-in Linear(N_s -> D) in front of
-the encoders and its own read-out Linear(fac_dim -> N_s * n_params). init_pcr starts them all in one space:
-the top principal components of the sessions' condition averages side by side, regressed on each session.
+The file reads top to bottom: the config; the core modules (likelihoods, encoders, the generator); LFADS with
+forward and its losses; the checks of the inputs; then, after the `extensions` line, what the core does not need:
+other likelihoods (Gamma, zero-inflated Gamma), posterior averaging, several sessions (read-ins, init_pcr), the
+generator's step map for fixed-point analysis, and notes on where we differ from lfads-torch.
 """
 
 import math
@@ -154,45 +122,8 @@ class LFADSConfig:
     read_in_dim: int = 0           # with sessions: each is read in by Linear(N_s -> read_in_dim) before the encoders,
                                    # and read out by its own Linear(fac_dim -> N_s); init_pcr sets both from the data
 
-    def __post_init__(self):
-        for f in fields(self):                                  # types first: 2.5 neurons is not a count
-            v = getattr(self, f.name)
-            if f.type in (int, "int") and (isinstance(v, bool) or not isinstance(v, (int, np.integer))):
-                raise TypeError(f"LFADSConfig.{f.name} must be an integer, got {v!r}")
-            if f.type in (float, "float") and (isinstance(v, bool) or not isinstance(v, (int, float, np.number))
-                                               or not math.isfinite(v)):
-                raise TypeError(f"LFADSConfig.{f.name} must be a finite number, got {v!r}")
-        for name in ("n_neurons", "ic_enc_dim", "ic_dim", "gen_dim", "fac_dim", "ci_enc_dim", "con_dim"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"LFADSConfig.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("n_recon", "ext_input_dim", "co_dim", "ci_lag", "kl_ramp_start", "kl_ramp_epochs",
-                     "l2_ramp_start", "l2_ramp_epochs", "read_in_dim"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"LFADSConfig.{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("dropout", "cd_rate"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"LFADSConfig.{name} must be in [0, 1), got {getattr(self, name)}")
-        for name in ("cell_clip", "ic_post_var_min", "ic_prior_var", "co_prior_tau", "co_prior_nvar"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"LFADSConfig.{name} must be > 0, got {getattr(self, name)}")
-        for name in ("kl_ic_scale", "kl_co_scale", "l2_gen_scale", "l2_con_scale", "zig_loc"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"LFADSConfig.{name} must be >= 0, got {getattr(self, name)}")
-        for n in self.session_neurons:
-            if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
-                raise TypeError(f"LFADSConfig.session_neurons must hold integers (neurons per session), got {n!r}")
-        self.session_neurons = tuple(int(n) for n in self.session_neurons)
-        if self.session_neurons:
-            if min(self.session_neurons) < 1 or self.read_in_dim < 1:
-                raise ValueError(f"LFADSConfig: several sessions need read_in_dim >= 1 and neuron counts >= 1, got "
-                                 f"read_in_dim={self.read_in_dim}, session_neurons={self.session_neurons}")
-            if self.n_recon:
-                raise ValueError("LFADSConfig: held-out channels (n_recon) are supported for one session only")
-        if self.n_recon and self.n_recon < self.n_neurons:
-            raise ValueError(f"LFADSConfig.n_recon must be 0 or >= n_neurons={self.n_neurons} (the reconstructed "
-                             f"channels include the encoded ones), got {self.n_recon}")
-        if self.recon not in LIKELIHOODS:
-            raise ValueError(f"LFADSConfig.recon: unknown likelihood {self.recon!r}; choose from {sorted(LIKELIHOODS)}")
+    def __post_init__(self):  # types and ranges of every field: _check_config, with the other checks below
+        _check_config(self)
 
     @property
     def n_out(self) -> int:
@@ -263,112 +194,11 @@ class GaussianLikelihood(Likelihood):
         return torch.cat([x.mean(0), x.var(0).clamp_min(1e-6).log()])
 
 
-def _gamma_nll(log_alpha, log_beta, x):  # -log Gamma(x; shape alpha, rate beta), x > 0
-    alpha = torch.exp(log_alpha)
-    return -(alpha * log_beta + (alpha - 1) * torch.log(x) - torch.exp(log_beta) * x - torch.lgamma(alpha))
-
-
-def _gamma_moments(x):  # method of moments on (samples, N) positive data -> log alpha, log beta (N,)
-    m, v = x.mean(0).clamp_min(1e-6), x.var(0).clamp_min(1e-6)
-    return (m * m / v).log(), (m / v).log()
-
-
-class GammaLikelihood(Likelihood):
-    """ positive data: x ~ Gamma(alpha, beta) (shape, rate); parameters [log alpha, log beta] (lfads-torch's Gamma) """
-    n_params = 2
-
-    @staticmethod
-    def nll(params, x):
-        log_alpha, log_beta = params.chunk(2, dim=-1)
-        return _gamma_nll(log_alpha, log_beta, x)
-
-    @staticmethod
-    def mean(params):
-        log_alpha, log_beta = params.chunk(2, dim=-1)
-        return torch.exp(log_alpha - log_beta)
-
-    @staticmethod
-    def init_bias(x):
-        return torch.cat(_gamma_moments(x.clamp_min(1e-6)))
-
-    @staticmethod
-    def check(x, name):
-        if (x <= 0).any():
-            raise ValueError(f"{name}: the Gamma likelihood needs data > 0, found a minimum of {x.min().item():g}"
-                             + (" (use recon='zig' for data with exact zeros)" if (x >= 0).all() else ""))
-
-
-class ZeroInflatedGammaLikelihood(Likelihood):
-    """ zero-inflated Gamma (EMG, calcium): x = 0 with probability 1 - q, else x - loc ~ Gamma(alpha, beta).
-    Parameters [log alpha, log beta, logit q]. lfads-torch's ZIG uses the same density, shift (gamma_loc)
-    and mean q (alpha/beta + loc); it maps alpha, beta through a sigmoid times a learned per-channel scale,
-    where we use exp as in its Gamma likelihood (no extra parameters or penalty). """
-    n_params = 3
-
-    def __init__(self, cfg=None):
-        self.loc = cfg.zig_loc if cfg is not None else 0.0
-
-    def nll(self, params, x):
-        log_alpha, log_beta, logit_q = params.chunk(3, dim=-1)
-        zero = x == 0
-        shifted = torch.where(zero, torch.ones_like(x), x - self.loc)   # any positive value where x = 0
-        nonzero = F.softplus(-logit_q) + _gamma_nll(log_alpha, log_beta, shifted)  # -log q - log Gamma
-        return torch.where(zero, F.softplus(logit_q), nonzero)            # -log(1 - q) at zeros
-
-    def mean(self, params):
-        log_alpha, log_beta, logit_q = params.chunk(3, dim=-1)
-        return torch.sigmoid(logit_q) * (torch.exp(log_alpha - log_beta) + self.loc)
-
-    def init_bias(self, x):
-        nz = (x > 0).float()
-        q = nz.mean(0).clamp(1e-3, 1 - 1e-3)
-        shifted = torch.where(x > 0, x - self.loc, torch.full_like(x, float("nan")))
-        m = torch.nanmean(shifted, 0).nan_to_num(1.0).clamp_min(1e-6)
-        v = torch.nanmean((shifted - m) ** 2, 0).nan_to_num(1.0).clamp_min(1e-6)
-        return torch.cat([(m * m / v).log(), (m / v).log(), torch.log(q / (1 - q))])
-
-    def check(self, x, name):
-        bad = (x < 0) | ((x != 0) & (x <= self.loc))
-        if bad.any():
-            raise ValueError(f"{name}: the zero-inflated Gamma likelihood needs data that are 0 or > zig_loc={self.loc:g}, "
-                             f"found {x[bad][0].item():g}")
-
-
-LIKELIHOODS = {"poisson": PoissonLikelihood, "gaussian": GaussianLikelihood, "gamma": GammaLikelihood,
-               "zig": ZeroInflatedGammaLikelihood}
-
-
-def check_shape(x, name: str, n_channels: Optional[int] = None):
-    """ The cheap check that every forward pass makes: a non-empty floating (B, T, N) tensor with the right N.
-    It reads no values (no device sync). """
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name}: expected a torch.Tensor of shape (trials, time, neurons), got {type(x).__name__}")
-    if x.dim() != 3:
-        raise ValueError(f"{name}: expected 3 dims (trials, time, neurons), got shape {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise ValueError(f"{name}: expected a floating-point tensor (use x.float()), got dtype {x.dtype}")
-    if n_channels is not None and x.shape[-1] != n_channels:
-        raise ValueError(f"{name}: the model expects {n_channels} neurons/channels, got {x.shape[-1]} (shape {tuple(x.shape)})")
-    if x.shape[0] == 0 or x.shape[1] == 0:
-        raise ValueError(f"{name}: empty ({x.shape[0]} trials, {x.shape[1]} bins)")
-
-
-def check_counts(x, name: str, n_channels: Optional[int] = None, spikes: bool = True):
-    """ The full check where data enter (Trainer.fit via check_data, posterior_average): shape, then values. """
-    check_shape(x, name, n_channels)
-    if not torch.isfinite(x).all():
-        raise ValueError(f"{name}: contains NaN or infinite values")
-    if spikes and (x < 0).any():
-        raise ValueError(f"{name}: spike counts must be >= 0, found a minimum of {x.min().item():g}")
+LIKELIHOODS = {"poisson": PoissonLikelihood, "gaussian": GaussianLikelihood}   # + gamma, zig (extensions)
 
 
 # -----------------------------------------------------------------------------
-
-
-def _check_steps(n_steps):
-    if isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer)) or n_steps < 1:
-        raise ValueError(f"n_steps must be an integer >= 1 (generator steps), got {n_steps!r}")
-    return int(n_steps)
+# the modules: GRU initialisation, the bidirectional encoder, LFADS
 
 
 def _init_gru(gru, gate_bias=1.0):
@@ -454,64 +284,6 @@ class LFADS(nn.Module):
         nn.init.zeros_(lin.bias)
         return lin
 
-    @classmethod
-    def from_config_dict(cls, d: dict) -> "LFADS":
-        known = {f.name for f in fields(LFADSConfig)}
-        unknown = set(d) - known
-        if unknown:
-            raise KeyError(f"unknown LFADSConfig field(s) {sorted(unknown)}; known: {sorted(known)}")
-        return cls(LFADSConfig(**d))
-
-    @property
-    def n_params(self) -> int:
-        return sum(p.numel() for p in self.parameters() if p.requires_grad)
-
-    def init_readout_bias(self, counts, session=None):
-        """ Start the read-out at each channel's marginal distribution (Poisson: its mean log-rate; other
-        likelihoods: their moments): training then begins from the PSTH-free baseline instead of spending
-        epochs learning the firing rates. counts: (B, T, N) tensor (recon_data of the session). """
-        readout = self._readout(self._session(session))
-        x = counts.reshape(-1, counts.shape[-1]).float()                 # (B*T, N)
-        bias = self.likelihood.init_bias(x)                              # (n_params * N,)
-        if bias.numel() != readout.bias.numel():
-            raise ValueError(f"init_readout_bias: the data have {x.shape[1]} channels, the read-out reconstructs "
-                             f"{readout.bias.numel() // self.likelihood.n_params} (pass recon_data)")
-        with torch.no_grad():
-            readout.bias.copy_(bias)
-
-    def _session(self, session):
-        """ the session index to use (None for a one-session model), with a clear error for a bad one """
-        S = self.cfg.n_sessions
-        if S == 0:
-            if session not in (None, 0):
-                raise KeyError(f"unknown session {session!r}: this model was built for one session (no session_neurons)")
-            return None
-        if session is None:
-            raise ValueError(f"this model has {S} sessions {self.cfg.session_neurons} (neurons each): pass session=k")
-        if isinstance(session, bool) or not isinstance(session, (int, np.integer)) or not 0 <= session < S:
-            raise KeyError(f"unknown session {session!r}: this model has sessions 0..{S - 1} "
-                           f"with {self.cfg.session_neurons} neurons")
-        return int(session)
-
-    def _readout(self, s):
-        return self.readout if s is None else self.readouts[s]
-
-    def n_inputs(self, session=None):
-        """ neurons/channels the model reads for a session """
-        s = self._session(session)
-        return self.cfg.n_neurons if s is None else self.cfg.session_neurons[s]
-
-    def n_outputs(self, session=None):
-        """ neurons/channels the model reconstructs for a session """
-        s = self._session(session)
-        return self.cfg.n_out if s is None else self.cfg.session_neurons[s]
-
-    # -------------------------------------------------------------------------
-
-    def factors(self, g):  # g (..., G) -> (..., F), with unit-norm rows of W_fac
-        w = self.fac.weight / self.fac.weight.norm(dim=1, keepdim=True)
-        return F.linear(self.drop(g), w)
-
     def forward(self, x, ext_input=None, n_steps=None, sample=None, session=None):
         """ x: (B, T, N) counts (or the coordinated-dropout-masked version of them).
         ext_input: (B, T', E) known inputs, T' >= n_steps. n_steps: generator steps (default T; more
@@ -525,17 +297,9 @@ class LFADS(nn.Module):
         B, T, _ = x.shape
         n_steps = T if n_steps is None else _check_steps(n_steps)
         sample = self.training if sample is None else sample
-        if cfg.ext_input_dim:
-            if ext_input is None:
-                raise ValueError(f"LFADS was built with ext_input_dim={cfg.ext_input_dim}: pass ext_input of shape (B, T, {cfg.ext_input_dim})")
-            check_shape(ext_input, "ext_input", cfg.ext_input_dim)
-            ext_input = ext_input.to(x.dtype)
-            if ext_input.shape[0] != B or ext_input.shape[1] < n_steps:
-                raise ValueError(f"ext_input has shape {tuple(ext_input.shape)}; expected ({B}, >= {n_steps}, {cfg.ext_input_dim})")
-            ext_input = ext_input[:, :n_steps]
-        elif ext_input is not None:
-            raise ValueError("ext_input was given but the model has ext_input_dim=0")
-
+        _check_ext_input(ext_input, cfg.ext_input_dim, B, n_steps)
+        if ext_input is not None:
+            ext_input = ext_input.to(x.dtype)[:, :n_steps]                # (B, n_steps, E)
         return self._decode(self._encode(x, s), ext_input, n_steps, sample, s)
 
     def _encode(self, x, s):
@@ -578,6 +342,10 @@ class LFADS(nn.Module):
             out.update(self._controlled_generator(enc["ci"], g0, ext_input, n_steps, sample))
         out["params"] = self._readout(s)(out["factors"])         # (B, n_steps, N_out * n_params)
         return out
+
+    def factors(self, g):  # g (..., G) -> (..., F), with unit-norm rows of W_fac
+        w = self.fac.weight / self.fac.weight.norm(dim=1, keepdim=True)
+        return F.linear(self.drop(g), w)
 
     def _controller_input(self, x):
         """ the controller's encoder: x (B, T, N) -> ci (B, T, 2*H_ci), forward half delayed by ci_lag """
@@ -633,6 +401,7 @@ class LFADS(nn.Module):
 
     # -------------------------------------------------------------------------
     # loss terms
+
 
     def kl_ic(self, ic_mean, ic_std):
         """ analytic KL(N(mean, std^2) || N(prior_mean, prior_var)), summed over dims, mean over trials """
@@ -769,121 +538,365 @@ class LFADS(nn.Module):
         return self.compute_losses(batch, weights, coordinated_dropout=False, session=session)
 
     # -------------------------------------------------------------------------
+    # construction, sessions and read-out bias
 
-    @torch.no_grad()
-    def posterior_average(self, encod, ext_input=None, n_samples=50, batch_size=256, n_steps=None, session=None,
-                          progress=None):
-        """ Sample the posteriors n_samples times with dropout off and average rates and latents.
-        The encoders run once per trial (they are deterministic with dropout off); only the sampling and the
-        generator run n_samples times, on trials x samples stacked into batches of about batch_size rows
-        (256 keeps a GRU's working set in a CPU's cache: we measured ~25% less CPU time per row than at 2048;
-        on a GPU use thousands). Memory stays ~ batch_size x n_steps x (gen_dim + channels) floats per batch.
-        progress: optional callable(trials_done, trials_total), called after each batch (e.g. a tqdm update).
-        Returns numpy arrays named as in lfads-torch's output file (without the split prefix):
-        output_params (rates, counts per bin), factors, gen_states, gen_init, ic_mean, ic_std, and with
-        a controller co_means, co_stds, gen_inputs, con_states. session: as in forward. """
-        if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 0:
-            raise ValueError(f"n_samples must be an integer >= 0 (0: the posterior means), got {n_samples!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-        if n_steps is not None:
-            _check_steps(n_steps)
-        was_training = self.training
-        self.eval()
+    @classmethod
+    def from_config_dict(cls, d: dict) -> "LFADS":
+        known = {f.name for f in fields(LFADSConfig)}
+        unknown = set(d) - known
+        if unknown:
+            raise KeyError(f"unknown LFADSConfig field(s) {sorted(unknown)}; known: {sorted(known)}")
+        return cls(LFADSConfig(**d))
+
+    @property
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def init_readout_bias(self, counts, session=None):
+        """ Start the read-out at each channel's marginal distribution (Poisson: its mean log-rate; other
+        likelihoods: their moments): training then begins from the PSTH-free baseline instead of spending
+        epochs learning the firing rates. counts: (B, T, N) tensor (recon_data of the session). """
+        readout = self._readout(self._session(session))
+        x = counts.reshape(-1, counts.shape[-1]).float()                 # (B*T, N)
+        bias = self.likelihood.init_bias(x)                              # (n_params * N,)
+        if bias.numel() != readout.bias.numel():
+            raise ValueError(f"init_readout_bias: the data have {x.shape[1]} channels, the read-out reconstructs "
+                             f"{readout.bias.numel() // self.likelihood.n_params} (pass recon_data)")
+        with torch.no_grad():
+            readout.bias.copy_(bias)
+
+    def _session(self, session):
+        """ the session index to use (None for a one-session model), with a clear error for a bad one """
+        S = self.cfg.n_sessions
+        if S == 0:
+            if session not in (None, 0):
+                raise KeyError(f"unknown session {session!r}: this model was built for one session (no session_neurons)")
+            return None
+        if session is None:
+            raise ValueError(f"this model has {S} sessions {self.cfg.session_neurons} (neurons each): pass session=k")
+        if isinstance(session, bool) or not isinstance(session, (int, np.integer)) or not 0 <= session < S:
+            raise KeyError(f"unknown session {session!r}: this model has sessions 0..{S - 1} "
+                           f"with {self.cfg.session_neurons} neurons")
+        return int(session)
+
+    def _readout(self, s):
+        return self.readout if s is None else self.readouts[s]
+
+    def n_inputs(self, session=None):
+        """ neurons/channels the model reads for a session """
         s = self._session(session)
-        check_counts(encod, "encod_data", self.n_inputs(session), spikes=False)
-        B, T, _ = encod.shape
-        n_steps = T if n_steps is None else n_steps
-        E = self.cfg.ext_input_dim
-        if E:
-            if ext_input is None:
-                raise ValueError(f"LFADS was built with ext_input_dim={E}: pass ext_input of shape (B, T, {E})")
-            check_counts(ext_input, "ext_input", E, spikes=False)
-            if ext_input.shape[0] != B or ext_input.shape[1] < n_steps:
-                raise ValueError(f"ext_input has shape {tuple(ext_input.shape)}; expected ({B}, >= {n_steps}, {E})")
-        elif ext_input is not None:
-            raise ValueError("ext_input was given but the model has ext_input_dim=0")
-        S = max(n_samples, 1)
-        chunk = max(1, batch_size // S)                          # trials per batch: chunk * S rows
-        avg = {}
-        w = self.gen.weight_hh_l0                                 # inputs follow the model (CPU data, GPU model)
-        try:
-            for i in range(0, B, chunk):
-                x = encod[i:i + chunk].to(w.device, w.dtype)
-                b = x.shape[0]
-                enc = {k: v.repeat_interleave(S, dim=0) for k, v in self._encode(x, s).items()}  # (b*S, ...)
-                er = ext_input[i:i + chunk, :n_steps].to(w.device, w.dtype).repeat_interleave(S, dim=0) if E else None
-                out = self._decode(enc, er, n_steps, n_samples > 0, s)
-                res = {"output_params": self.likelihood.mean(out["params"]), "factors": out["factors"],
-                       "gen_states": out["gen_states"], "gen_init": out["gen_init"],
-                       "ic_mean": out["ic_mean"], "ic_std": out["ic_std"]}
-                for k in ("co_means", "co_stds", "gen_inputs", "con_states"):
-                    if k in out:
-                        res[k] = out[k]
-                for k, v in res.items():
-                    v = v.reshape(b, S, *v.shape[1:]).mean(1)        # average over samples: (b, ...)
-                    if k not in avg:                                 # filled in place: no growing lists
-                        avg[k] = np.empty((B,) + tuple(v.shape[1:]), dtype=np.float32)
-                    avg[k][i:i + b] = v.cpu().numpy()
-                if progress is not None:
-                    progress(i + b, B)
-        finally:
-            self.train(was_training)
-        return avg
+        return self.cfg.n_neurons if s is None else self.cfg.session_neurons[s]
+
+    def n_outputs(self, session=None):
+        """ neurons/channels the model reconstructs for a session """
+        s = self._session(session)
+        return self.cfg.n_out if s is None else self.cfg.session_neurons[s]
 
     # -------------------------------------------------------------------------
-    # several sessions: principal-component regression (PCR) initialisation of the read-in and read-out
+    # extensions, defined as functions below the `extensions` line
 
-    @torch.no_grad()
+    def posterior_average(self, encod, ext_input=None, n_samples=50, batch_size=256, n_steps=None, session=None,
+                          progress=None):
+        """ rates and latents averaged over posterior samples, dropout off: see posterior_average below """
+        return posterior_average(self, encod, ext_input, n_samples, batch_size, n_steps, session, progress)
+
     def init_pcr(self, session_data):
-        """ Initialise every session's read-in and read-out so that all sessions start in one shared space,
-        as lfads-torch's multi-session recipe does. session_data: one (C, T, N_s) array per session whose
-        rows correspond across sessions: typically condition-averaged rates (PSTHs) of the same C conditions.
+        """ start every session's read-in and read-out in one shared space: see init_pcr below """
+        return init_pcr(self, session_data)
 
-          1. centre each session (X_s - m_s), concatenate all sessions' channels: X (C*T, sum N_s)
-          2. the top read_in_dim principal components of X give shared coordinates Z (C*T, D), each scaled to
-             unit variance (the scale of an input to the encoders and of the unit-norm factors)
-          3. per session, least squares W_s = argmin ||(X_s - m_s) W - Z|| (minimum-norm solution, via the
-             pseudo-inverse, so redundant channels are fine):  read-in(x) = (x - m_s) W_s
-          4. read-out: bias = the likelihood's start at each channel's marginal (init_bias); when
-             fac_dim == read_in_dim, the mean part maps Z back, pinv(W_s) (Gaussian; for Poisson
-             linearised around the mean rate: d log r = dr / m). Other likelihoods keep their weights. """
-        cfg = self.cfg
-        if not cfg.n_sessions:
-            raise ValueError("init_pcr needs a model with several sessions (LFADSConfig.session_neurons)")
-        if len(session_data) != cfg.n_sessions:
-            raise ValueError(f"init_pcr: got data for {len(session_data)} sessions, the model has {cfg.n_sessions}")
-        xs = [torch.as_tensor(np.asarray(x), dtype=torch.float64) for x in session_data]
-        for s, x in enumerate(xs):
-            if x.dim() != 3 or x.shape[2] != cfg.session_neurons[s]:
-                raise ValueError(f"init_pcr: session {s} must be (conditions, time, {cfg.session_neurons[s]}), "
-                                 f"got shape {tuple(x.shape)}")
-            if x.shape[:2] != xs[0].shape[:2]:
-                raise ValueError(f"init_pcr: sessions must share (conditions, time bins): session 0 has "
-                                 f"{tuple(xs[0].shape[:2])}, session {s} has {tuple(x.shape[:2])}")
-            if not torch.isfinite(x).all():
-                raise ValueError(f"init_pcr: session {s} contains NaN or infinite values")
-        D = cfg.read_in_dim
-        flat = [x.reshape(-1, x.shape[2]) for x in xs]                    # (C*T, N_s)
-        means = [x.mean(0) for x in flat]                                  # (N_s,)
-        X = torch.cat([x - m for x, m in zip(flat, means)], dim=1)        # (C*T, sum N_s)
-        if D > min(X.shape):
-            raise ValueError(f"init_pcr: read_in_dim={D} exceeds the rank available ({min(X.shape)})")
-        _, _, Vh = torch.linalg.svd(X, full_matrices=False)
-        Z = X @ Vh[:D].T                                                   # (C*T, D) shared coordinates
-        Z = Z / Z.std(0).clamp_min(1e-12)                                  # unit variance: the scale of the factors
-        for s, (x, m) in enumerate(zip(flat, means)):
-            W = torch.linalg.pinv(x - m) @ Z                               # (N_s, D)
-            self.read_in[s].weight.copy_(W.T)
-            self.read_in[s].bias.copy_(-(m @ W))
-            readout = self.readouts[s]
-            readout.bias.copy_(self.likelihood.init_bias(x.float()).to(readout.bias.dtype))
-            if cfg.fac_dim == D and isinstance(self.likelihood, (PoissonLikelihood, GaussianLikelihood)):
-                back = torch.linalg.pinv(W)                                # (D, N_s): Z -> centred data
-                if isinstance(self.likelihood, PoissonLikelihood):
-                    back = back / m.clamp_min(1e-3)
-                readout.weight[: x.shape[1]] = back.T.to(readout.weight.dtype)
-        return self
+
+# -----------------------------------------------------------------------------
+# checks of the inputs, made where data enter: the config, forward and compute_losses (shapes only: no values
+# read, no device sync), check_data (the Trainer calls it once per dataset: shapes and values), posterior_average
+
+
+def _check_config(cfg):
+    """ LFADSConfig's fields: types first (2.5 neurons is not a count), then ranges; session_neurons becomes a tuple """
+    for f in fields(cfg):
+        v = getattr(cfg, f.name)
+        if f.type in (int, "int") and (isinstance(v, bool) or not isinstance(v, (int, np.integer))):
+            raise TypeError(f"LFADSConfig.{f.name} must be an integer, got {v!r}")
+        if f.type in (float, "float") and (isinstance(v, bool) or not isinstance(v, (int, float, np.number))
+                                           or not math.isfinite(v)):
+            raise TypeError(f"LFADSConfig.{f.name} must be a finite number, got {v!r}")
+    rules = [(("n_neurons", "ic_enc_dim", "ic_dim", "gen_dim", "fac_dim", "ci_enc_dim", "con_dim"), lambda v: v >= 1, ">= 1"),
+             (("n_recon", "ext_input_dim", "co_dim", "ci_lag", "kl_ramp_start", "kl_ramp_epochs", "l2_ramp_start",
+               "l2_ramp_epochs", "read_in_dim"), lambda v: v >= 0, ">= 0"),
+             (("dropout", "cd_rate"), lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
+             (("cell_clip", "ic_post_var_min", "ic_prior_var", "co_prior_tau", "co_prior_nvar"), lambda v: v > 0, "> 0"),
+             (("kl_ic_scale", "kl_co_scale", "l2_gen_scale", "l2_con_scale", "zig_loc"), lambda v: v >= 0, ">= 0")]
+    for names, ok, what in rules:
+        for name in names:
+            if not ok(getattr(cfg, name)):
+                raise ValueError(f"LFADSConfig.{name} must be {what}, got {getattr(cfg, name)}")
+    for n in cfg.session_neurons:
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+            raise TypeError(f"LFADSConfig.session_neurons must hold integers (neurons per session), got {n!r}")
+    cfg.session_neurons = tuple(int(n) for n in cfg.session_neurons)
+    if cfg.session_neurons:
+        if min(cfg.session_neurons) < 1 or cfg.read_in_dim < 1:
+            raise ValueError(f"LFADSConfig: several sessions need read_in_dim >= 1 and neuron counts >= 1, got "
+                             f"read_in_dim={cfg.read_in_dim}, session_neurons={cfg.session_neurons}")
+        if cfg.n_recon:
+            raise ValueError("LFADSConfig: held-out channels (n_recon) are supported for one session only")
+    if cfg.n_recon and cfg.n_recon < cfg.n_neurons:
+        raise ValueError(f"LFADSConfig.n_recon must be 0 or >= n_neurons={cfg.n_neurons} (the reconstructed "
+                         f"channels include the encoded ones), got {cfg.n_recon}")
+    if cfg.recon not in LIKELIHOODS:
+        raise ValueError(f"LFADSConfig.recon: unknown likelihood {cfg.recon!r}; choose from {sorted(LIKELIHOODS)}")
+
+
+def check_shape(x, name: str, n_channels: Optional[int] = None):
+    """ The cheap check that every forward pass makes: a non-empty floating (B, T, N) tensor with the right N.
+    It reads no values (no device sync). """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor of shape (trials, time, neurons), got {type(x).__name__}")
+    if x.dim() != 3:
+        raise ValueError(f"{name}: expected 3 dims (trials, time, neurons), got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise ValueError(f"{name}: expected a floating-point tensor (use x.float()), got dtype {x.dtype}")
+    if n_channels is not None and x.shape[-1] != n_channels:
+        raise ValueError(f"{name}: the model expects {n_channels} neurons/channels, got {x.shape[-1]} (shape {tuple(x.shape)})")
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f"{name}: empty ({x.shape[0]} trials, {x.shape[1]} bins)")
+
+
+def check_counts(x, name: str, n_channels: Optional[int] = None, spikes: bool = True):
+    """ The full check where data enter (Trainer.fit via check_data, posterior_average): shape, then values. """
+    check_shape(x, name, n_channels)
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name}: contains NaN or infinite values")
+    if spikes and (x < 0).any():
+        raise ValueError(f"{name}: spike counts must be >= 0, found a minimum of {x.min().item():g}")
+
+
+def _check_ext_input(ext_input, E, B, n_steps, values=False):
+    """ known inputs (B, >= n_steps, E) for a model built with ext_input_dim=E > 0, None for E = 0.
+    values: also check the values (finite), as where a dataset enters; forward checks the shape only """
+    if not E:
+        if ext_input is not None:
+            raise ValueError("ext_input was given but the model has ext_input_dim=0")
+        return
+    if ext_input is None:
+        raise ValueError(f"LFADS was built with ext_input_dim={E}: pass ext_input of shape (B, T, {E})")
+    if values:
+        check_counts(ext_input, "ext_input", E, spikes=False)
+    else:
+        check_shape(ext_input, "ext_input", E)
+    if ext_input.shape[0] != B or ext_input.shape[1] < n_steps:
+        raise ValueError(f"ext_input has shape {tuple(ext_input.shape)}; expected ({B}, >= {n_steps}, {E})")
+
+
+def _check_steps(n_steps):
+    if isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer)) or n_steps < 1:
+        raise ValueError(f"n_steps must be an integer >= 1 (generator steps), got {n_steps!r}")
+    return int(n_steps)
+
+
+# ----- extensions -----------------------------------------------------------------------------------------
+# What follows builds on the core above; the core trains a one-session Poisson or Gaussian model without any of it.
+# Other likelihoods, posterior averaging (inference), several sessions, the generator as a step map, notes.
+
+# -----------------------------------------------------------------------------
+# other likelihoods (recon=...; the read-out gives n_params numbers per channel, laid out as lfads-torch does):
+#     'poisson'   log-rate                        spike counts                                    (core)
+#     'gaussian'  [mean, log variance]            continuous data (fluorescence, LFP features)    (core)
+#     'gamma'     [log alpha, log beta]           positive data; mean alpha / beta
+#     'zig'       [log alpha, log beta, logit q]  zero-inflated Gamma (EMG, calcium): 0 w.p. 1 - q, else
+#                                                 x - zig_loc ~ Gamma(alpha, beta); mean q (alpha / beta + zig_loc)
+
+
+def _gamma_nll(log_alpha, log_beta, x):  # -log Gamma(x; shape alpha, rate beta), x > 0
+    alpha = torch.exp(log_alpha)
+    return -(alpha * log_beta + (alpha - 1) * torch.log(x) - torch.exp(log_beta) * x - torch.lgamma(alpha))
+
+
+def _gamma_moments(x):  # method of moments on (samples, N) positive data -> log alpha, log beta (N,)
+    m, v = x.mean(0).clamp_min(1e-6), x.var(0).clamp_min(1e-6)
+    return (m * m / v).log(), (m / v).log()
+
+
+class GammaLikelihood(Likelihood):
+    """ positive data: x ~ Gamma(alpha, beta) (shape, rate); parameters [log alpha, log beta] (lfads-torch's Gamma) """
+    n_params = 2
+
+    @staticmethod
+    def nll(params, x):
+        log_alpha, log_beta = params.chunk(2, dim=-1)
+        return _gamma_nll(log_alpha, log_beta, x)
+
+    @staticmethod
+    def mean(params):
+        log_alpha, log_beta = params.chunk(2, dim=-1)
+        return torch.exp(log_alpha - log_beta)
+
+    @staticmethod
+    def init_bias(x):
+        return torch.cat(_gamma_moments(x.clamp_min(1e-6)))
+
+    @staticmethod
+    def check(x, name):
+        if (x <= 0).any():
+            raise ValueError(f"{name}: the Gamma likelihood needs data > 0, found a minimum of {x.min().item():g}"
+                             + (" (use recon='zig' for data with exact zeros)" if (x >= 0).all() else ""))
+
+
+class ZeroInflatedGammaLikelihood(Likelihood):
+    """ zero-inflated Gamma (EMG, calcium): x = 0 with probability 1 - q, else x - loc ~ Gamma(alpha, beta).
+    Parameters [log alpha, log beta, logit q]. lfads-torch's ZIG uses the same density, shift (gamma_loc)
+    and mean q (alpha/beta + loc); it maps alpha, beta through a sigmoid times a learned per-channel scale,
+    where we use exp as in its Gamma likelihood (no extra parameters or penalty). """
+    n_params = 3
+
+    def __init__(self, cfg=None):
+        self.loc = cfg.zig_loc if cfg is not None else 0.0
+
+    def nll(self, params, x):
+        log_alpha, log_beta, logit_q = params.chunk(3, dim=-1)
+        zero = x == 0
+        shifted = torch.where(zero, torch.ones_like(x), x - self.loc)   # any positive value where x = 0
+        nonzero = F.softplus(-logit_q) + _gamma_nll(log_alpha, log_beta, shifted)  # -log q - log Gamma
+        return torch.where(zero, F.softplus(logit_q), nonzero)            # -log(1 - q) at zeros
+
+    def mean(self, params):
+        log_alpha, log_beta, logit_q = params.chunk(3, dim=-1)
+        return torch.sigmoid(logit_q) * (torch.exp(log_alpha - log_beta) + self.loc)
+
+    def init_bias(self, x):
+        nz = (x > 0).float()
+        q = nz.mean(0).clamp(1e-3, 1 - 1e-3)
+        shifted = torch.where(x > 0, x - self.loc, torch.full_like(x, float("nan")))
+        m = torch.nanmean(shifted, 0).nan_to_num(1.0).clamp_min(1e-6)
+        v = torch.nanmean((shifted - m) ** 2, 0).nan_to_num(1.0).clamp_min(1e-6)
+        return torch.cat([(m * m / v).log(), (m / v).log(), torch.log(q / (1 - q))])
+
+    def check(self, x, name):
+        bad = (x < 0) | ((x != 0) & (x <= self.loc))
+        if bad.any():
+            raise ValueError(f"{name}: the zero-inflated Gamma likelihood needs data that are 0 or > zig_loc={self.loc:g}, "
+                             f"found {x[bad][0].item():g}")
+
+
+LIKELIHOODS.update(gamma=GammaLikelihood, zig=ZeroInflatedGammaLikelihood)
+
+
+# -----------------------------------------------------------------------------
+# inference: the posterior average (LFADS.posterior_average calls this)
+
+
+@torch.no_grad()
+def posterior_average(model, encod, ext_input=None, n_samples=50, batch_size=256, n_steps=None, session=None,
+                      progress=None):
+    """ Sample the posteriors n_samples times with dropout off and average rates and latents.
+    The encoders run once per trial (they are deterministic with dropout off); only the sampling and the
+    generator run n_samples times, on trials x samples stacked into batches of about batch_size rows
+    (256 keeps a GRU's working set in a CPU's cache: we measured ~25% less CPU time per row than at 2048;
+    on a GPU use thousands). Memory stays ~ batch_size x n_steps x (gen_dim + channels) floats per batch.
+    progress: optional callable(trials_done, trials_total), called after each batch (e.g. a tqdm update).
+    Returns numpy arrays named as in lfads-torch's output file (without the split prefix):
+    output_params (rates, counts per bin), factors, gen_states, gen_init, ic_mean, ic_std, and with
+    a controller co_means, co_stds, gen_inputs, con_states. session: as in forward. """
+    if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 0:
+        raise ValueError(f"n_samples must be an integer >= 0 (0: the posterior means), got {n_samples!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    if n_steps is not None:
+        _check_steps(n_steps)
+    was_training = model.training
+    model.eval()
+    s = model._session(session)
+    check_counts(encod, "encod_data", model.n_inputs(session), spikes=False)
+    B, T, _ = encod.shape
+    n_steps = T if n_steps is None else n_steps
+    E = model.cfg.ext_input_dim
+    _check_ext_input(ext_input, E, B, n_steps, values=True)
+    S = max(n_samples, 1)
+    chunk = max(1, batch_size // S)                          # trials per batch: chunk * S rows
+    avg = {}
+    w = model.gen.weight_hh_l0                                 # inputs follow the model (CPU data, GPU model)
+    try:
+        for i in range(0, B, chunk):
+            x = encod[i:i + chunk].to(w.device, w.dtype)
+            b = x.shape[0]
+            enc = {k: v.repeat_interleave(S, dim=0) for k, v in model._encode(x, s).items()}  # (b*S, ...)
+            er = ext_input[i:i + chunk, :n_steps].to(w.device, w.dtype).repeat_interleave(S, dim=0) if E else None
+            out = model._decode(enc, er, n_steps, n_samples > 0, s)
+            res = {"output_params": model.likelihood.mean(out["params"]), "factors": out["factors"],
+                   "gen_states": out["gen_states"], "gen_init": out["gen_init"],
+                   "ic_mean": out["ic_mean"], "ic_std": out["ic_std"]}
+            for k in ("co_means", "co_stds", "gen_inputs", "con_states"):
+                if k in out:
+                    res[k] = out[k]
+            for k, v in res.items():
+                v = v.reshape(b, S, *v.shape[1:]).mean(1)        # average over samples: (b, ...)
+                if k not in avg:                                 # filled in place: no growing lists
+                    avg[k] = np.empty((B,) + tuple(v.shape[1:]), dtype=np.float32)
+                avg[k][i:i + b] = v.cpu().numpy()
+            if progress is not None:
+                progress(i + b, B)
+    finally:
+        model.train(was_training)
+    return avg
+
+
+# -----------------------------------------------------------------------------
+# several sessions (session_neurons=(N_1, N_2, ...), read_in_dim=D): recordings of different neurons share the
+# encoders, controller, generator and factors; each session s has its own read-in Linear(N_s -> D) in front of
+# the encoders and its own read-out Linear(fac_dim -> N_s * n_params). init_pcr starts them all in one space:
+# the top principal components of the sessions' condition averages side by side, regressed on each session
+# (principal-component regression, PCR). LFADS.init_pcr calls this.
+
+
+@torch.no_grad()
+def init_pcr(model, session_data):
+    """ Initialise every session's read-in and read-out so that all sessions start in one shared space,
+    as lfads-torch's multi-session recipe does. session_data: one (C, T, N_s) array per session whose
+    rows correspond across sessions: typically condition-averaged rates (PSTHs) of the same C conditions.
+
+      1. centre each session (X_s - m_s), concatenate all sessions' channels: X (C*T, sum N_s)
+      2. the top read_in_dim principal components of X give shared coordinates Z (C*T, D), each scaled to
+         unit variance (the scale of an input to the encoders and of the unit-norm factors)
+      3. per session, least squares W_s = argmin ||(X_s - m_s) W - Z|| (minimum-norm solution, via the
+         pseudo-inverse, so redundant channels are fine):  read-in(x) = (x - m_s) W_s
+      4. read-out: bias = the likelihood's start at each channel's marginal (init_bias); when
+         fac_dim == read_in_dim, the mean part maps Z back, pinv(W_s) (Gaussian; for Poisson
+         linearised around the mean rate: d log r = dr / m). Other likelihoods keep their weights. """
+    cfg = model.cfg
+    if not cfg.n_sessions:
+        raise ValueError("init_pcr needs a model with several sessions (LFADSConfig.session_neurons)")
+    if len(session_data) != cfg.n_sessions:
+        raise ValueError(f"init_pcr: got data for {len(session_data)} sessions, the model has {cfg.n_sessions}")
+    xs = [torch.as_tensor(np.asarray(x), dtype=torch.float64) for x in session_data]
+    for s, x in enumerate(xs):
+        if x.dim() != 3 or x.shape[2] != cfg.session_neurons[s]:
+            raise ValueError(f"init_pcr: session {s} must be (conditions, time, {cfg.session_neurons[s]}), "
+                             f"got shape {tuple(x.shape)}")
+        if x.shape[:2] != xs[0].shape[:2]:
+            raise ValueError(f"init_pcr: sessions must share (conditions, time bins): session 0 has "
+                             f"{tuple(xs[0].shape[:2])}, session {s} has {tuple(x.shape[:2])}")
+        if not torch.isfinite(x).all():
+            raise ValueError(f"init_pcr: session {s} contains NaN or infinite values")
+    D = cfg.read_in_dim
+    flat = [x.reshape(-1, x.shape[2]) for x in xs]                    # (C*T, N_s)
+    means = [x.mean(0) for x in flat]                                  # (N_s,)
+    X = torch.cat([x - m for x, m in zip(flat, means)], dim=1)        # (C*T, sum N_s)
+    if D > min(X.shape):
+        raise ValueError(f"init_pcr: read_in_dim={D} exceeds the rank available ({min(X.shape)})")
+    _, _, Vh = torch.linalg.svd(X, full_matrices=False)
+    Z = X @ Vh[:D].T                                                   # (C*T, D) shared coordinates
+    Z = Z / Z.std(0).clamp_min(1e-12)                                  # unit variance: the scale of the factors
+    for s, (x, m) in enumerate(zip(flat, means)):
+        W = torch.linalg.pinv(x - m) @ Z                               # (N_s, D)
+        model.read_in[s].weight.copy_(W.T)
+        model.read_in[s].bias.copy_(-(m @ W))
+        readout = model.readouts[s]
+        readout.bias.copy_(model.likelihood.init_bias(x.float()).to(readout.bias.dtype))
+        if cfg.fac_dim == D and isinstance(model.likelihood, (PoissonLikelihood, GaussianLikelihood)):
+            back = torch.linalg.pinv(W)                                # (D, N_s): Z -> centred data
+            if isinstance(model.likelihood, PoissonLikelihood):
+                back = back / m.clamp_min(1e-3)
+            readout.weight[: x.shape[1]] = back.T.to(readout.weight.dtype)
+    return model
 
 
 def check_sessions(sessions, names=None):
@@ -904,157 +917,8 @@ def check_sessions(sessions, names=None):
 
 
 # -----------------------------------------------------------------------------
-# analysis: fixed points and slow points of a trained generator (Sussillo & Barak 2013, "Opening the black box:
-# low-dimensional dynamics in high-dimensional recurrent neural networks"; Golub & Sussillo 2018, FixedPointFinder)
-#
-# A step map h -> step(h) (the generator's update with a constant input) has a fixed point where step(h) = h. Near
-# one, h_{t+1} - h* ~ J (h_t - h*) with J the Jacobian of step at h*: the eigenvalues of J say which directions
-# decay (|lambda| < 1), grow (|lambda| > 1) or stay (|lambda| ~ 1). To find them, minimise the "speed"
-#
-#     q(h) = 1/2 ||step(h) - h||^2          (q = 0 exactly at a fixed point)
-#
-# from many starts on the model's own trajectories. Points where q has a local minimum above zero, or is merely
-# tiny, are *slow points*: the flow nearly stops there (the ghost of a fixed point that almost exists, or a point
-# of a continuous attractor that a finite network only approximates). They are reported apart from fixed points.
-#
-# The minimiser is Levenberg-Marquardt, per start and batched: with the residual F = step(h) - h and its Jacobian
-# J_F = J - I, a step solves (J_F^T J_F + mu I) d = -J_F^T F, with mu shrunk after a step that lowers q and grown
-# after one that does not. q is a sum of squares, so this Gauss-Newton method converges quadratically to a fixed
-# point (q reaches 1e-20 in a few dozen steps, where the Adam of FixedPointFinder needs thousands and ends at a
-# tolerance), and each start has its own mu (a line search of L-BFGS on the summed q would couple the starts).
-# The Jacobians it needs anyway give the eigenvalues at the end.
-
-
-def _jacobians(step, h):
-    """ d step(h)_b / d h_b for every row b: (B, H, H). step must act on each row of h (B, H) independently. """
-    try:  # reverse mode, vectorised over the H output directions
-        jac = torch.func.jacrev(lambda x: step(x).sum(0))(h)             # (H, B, H)
-        return jac.permute(1, 0, 2)
-    except Exception:  # a step that torch.func cannot transform: one backward pass per output dimension
-        x = h.detach().requires_grad_(True)
-        with torch.enable_grad():
-            y = step(x)
-            rows = [torch.autograd.grad(y[:, i].sum(), x, retain_graph=True)[0] for i in range(y.shape[1])]
-        return torch.stack(rows, 1)                                       # (B, H, H)
-
-
-def find_fixed_points(step, h0, tol=1e-8, max_iters=200, unique_tol=1e-3, slow_tol=1e-5, noise=0.0, seed=0,
-                      stop_q=None, max_step=0.5, mu=1e-3):
-    """ Fixed points (and slow points) of h -> step(h), minimising q(h) = 1/2 ||step(h) - h||^2 from each start.
-
-    step: a function (B, H) -> (B, H) acting on each row independently (e.g. lfads_generator_step(model)); it runs
-          in the dtype of h0 (float64 gives exact fixed points; a float32 step reaches q ~ 1e-13).
-    h0: (B, H) starts, e.g. states of the model's own trajectories; noise: std of Gaussian noise added to them
-        (seeded by seed) so that starts leave the trajectories and find unstable points too.
-    tol: q below tol is a fixed point. slow_tol: tol <= q < slow_tol at the end is a slow point.
-    stop_q: None: every start runs until q stops falling (to round-off at a fixed point, so the starts that found
-        one point agree to ~1e-7 and merge into it); then tol and slow_tol classify it. A number: a start stops as
-        soon as q < stop_q, as FixedPointFinder stops at its tolerance. On a nearly continuous attractor (a ring
-        trained into a network) q is tiny all along it but zero only at a few isolated points: polishing slides
-        every start to those, an early stop (stop_q between the ring's q and the q off it) leaves the starts
-        spread along the ring, as slow points.
-    max_iters: Levenberg-Marquardt iterations at most; mu: its initial damping; max_step: the longest step of one
-        iteration relative to the state's size, max_step * (1 + ||h||) (a trust region): near a nearly neutral
-        direction the Gauss-Newton step is huge and would throw a start far from where it began (into the saturated
-        corners of a GRU, whose closed gates freeze every state: fixed points no trajectory visits).
-    unique_tol: points closer than this (Euclidean) are one point (the one with the smallest q is kept).
-    Returns a dict of torch tensors: points (K, H) and q (K,) of the fixed points, eigvals (K, H) complex (the
-    eigenvalues of the Jacobian of step there, largest |lambda| first), stable (K,) bool (every |lambda| < 1),
-    jacobians (K, H, H); the same for the slow points under slow_points, slow_q, slow_eigvals, slow_stable,
-    slow_jacobians; and every start's end point and q (final, final_q: (B, H), (B,)) and iters (int). """
-    if not callable(step):
-        raise TypeError(f"find_fixed_points: step must be a function (B, H) -> (B, H), got {type(step).__name__}")
-    if not isinstance(h0, torch.Tensor) or h0.dim() != 2 or not h0.is_floating_point() or h0.shape[0] < 1:
-        raise ValueError(f"find_fixed_points: h0 must be a floating-point tensor of starts (B, H), got "
-                         f"{type(h0).__name__}{'' if not isinstance(h0, torch.Tensor) else ' ' + str(tuple(h0.shape)) + ' ' + str(h0.dtype)}")
-    if not torch.isfinite(h0).all():
-        raise ValueError("find_fixed_points: h0 contains NaN or infinite values")
-    for name, v in (("tol", tol), ("slow_tol", slow_tol), ("mu", mu), ("max_step", max_step)):
-        if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-            raise ValueError(f"find_fixed_points: {name} must be a number > 0, got {v!r}")
-    if slow_tol <= tol:
-        raise ValueError(f"find_fixed_points: slow_tol={slow_tol} must be larger than tol={tol}")
-    if isinstance(max_iters, bool) or not isinstance(max_iters, (int, np.integer)) or max_iters < 1:
-        raise ValueError(f"find_fixed_points: max_iters must be an integer >= 1, got {max_iters!r}")
-    if not (isinstance(unique_tol, (int, float)) and unique_tol >= 0):
-        raise ValueError(f"find_fixed_points: unique_tol must be a number >= 0, got {unique_tol!r}")
-    if not (isinstance(noise, (int, float)) and noise >= 0):
-        raise ValueError(f"find_fixed_points: noise must be a number >= 0, got {noise!r}")
-    h = h0.detach().clone()
-    if noise > 0:
-        g = torch.Generator(device=h.device).manual_seed(int(seed))
-        h = h + noise * torch.randn(h.shape, generator=g, device=h.device, dtype=h.dtype)
-    with torch.no_grad():
-        out = step(h)
-    if not isinstance(out, torch.Tensor) or out.shape != h.shape:
-        raise ValueError(f"find_fixed_points: step must return a tensor of the shape of its input {tuple(h.shape)}, "
-                         f"got {tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")
-
-    def speed(x):  # q per row, (B,)
-        with torch.no_grad():
-            return 0.5 * (step(x) - x).pow(2).sum(-1)
-
-    B, H = h.shape
-    eye = torch.eye(H, dtype=h.dtype, device=h.device)
-    q = speed(h)
-    damp = torch.full((B,), float(mu), dtype=h.dtype, device=h.device)
-    floor = H * (torch.finfo(h.dtype).eps * max(1.0, float(h.abs().max()))) ** 2   # q at round-off
-    if stop_q is not None and not (isinstance(stop_q, (int, float)) and stop_q > 0):
-        raise ValueError(f"find_fixed_points: stop_q must be None or a number > 0, got {stop_q!r}")
-    stop_q = floor if stop_q is None else max(float(stop_q), floor)
-    active = q >= stop_q
-    it = 0
-    for it in range(1, max_iters + 1):
-        if not active.any():
-            break
-        idx = active.nonzero().squeeze(1)
-        x = h[idx]
-        with torch.no_grad():
-            F_ = step(x) - x                                             # (b, H) residual
-        Jf = _jacobians(step, x).detach() - eye                          # (b, H, H)
-        JtJ = Jf.transpose(1, 2) @ Jf
-        grad = (Jf.transpose(1, 2) @ F_.unsqueeze(-1)).squeeze(-1)       # (b, H) = gradient of q
-        A = JtJ + damp[idx, None, None] * eye
-        d = -torch.linalg.solve(A, grad.unsqueeze(-1)).squeeze(-1)       # (b, H)
-        limit = max_step * (1 + x.norm(dim=1, keepdim=True))             # trust region, relative to |h|
-        d = d * (limit / torch.maximum(d.norm(dim=1, keepdim=True), limit))
-        x_new = x + d
-        q_new = speed(x_new)
-        better = torch.isfinite(q_new) & (q_new < q[idx])
-        h[idx[better]] = x_new[better]
-        # no step lowers q any more: the damping has grown past any use, or q stopped falling (a local minimum)
-        stalled = (~better & (damp[idx] > 1e12)) | (better & (q[idx] - q_new <= 1e-14 * q[idx]))
-        q[idx[better]] = q_new[better]
-        damp[idx] = torch.where(better, (damp[idx] / 3).clamp_min(1e-12), damp[idx] * 4)
-        active[idx] = (q[idx] >= stop_q) & ~stalled
-
-    fixed = q < tol
-    slow = (~fixed) & (q < slow_tol)
-
-    def unique(mask, keep_away=()):  # greedy: lowest q first, drop points within unique_tol of a kept one
-        order = mask.nonzero().squeeze(1)
-        order = order[torch.argsort(q[order])].tolist()
-        kept = []
-        ref = h[list(keep_away)] if len(keep_away) else h[:0]              # (k, H) points kept so far
-        for i in order:
-            if len(ref) == 0 or (ref - h[i]).norm(dim=1).min() > unique_tol:
-                kept.append(i)
-                ref = torch.cat([ref, h[i:i + 1]])
-        return kept
-
-    keep_fixed = unique(fixed)
-    keep_slow = unique(slow, keep_fixed)
-    res = {"final": h, "final_q": q, "iters": it}
-    for prefix, keep in (("", keep_fixed), ("slow_", keep_slow)):
-        ix = torch.tensor(keep, dtype=torch.long, device=h.device)
-        pts = h[ix]
-        jac = _jacobians(step, pts).detach() if len(keep) else torch.zeros(0, H, H, dtype=h.dtype, device=h.device)
-        ev = torch.linalg.eigvals(jac) if len(keep) else torch.zeros(0, H, dtype=torch.complex128, device=h.device)
-        ev = torch.gather(ev, 1, torch.argsort(ev.abs(), dim=1, descending=True))
-        key = "points" if not prefix else "slow_points"
-        res.update({key: pts, f"{prefix}q": q[ix], f"{prefix}eigvals": ev,
-                    f"{prefix}stable": (ev.abs() < 1).all(1), f"{prefix}jacobians": jac})
-    return res
+# the trained generator as a step map h -> h_next, for a fixed-point finder (fixed_points.py, copyable on its own:
+# find_fixed_points(lfads_generator_step(model), starts); Sussillo & Barak 2013)
 
 
 def lfads_generator_step(model, inputs=None, dtype=torch.float64):
@@ -1089,3 +953,26 @@ def lfads_factors(model, h, dtype=None):
     w = model.fac.weight.detach()
     w = w / w.norm(dim=1, keepdim=True)
     return F.linear(h, w.to(h.dtype if dtype is None else dtype))
+
+
+# -----------------------------------------------------------------------------
+# notes: where we differ from lfads-torch, besides the GRU cell (see the module docstring). An equation-by-equation
+# comparison; each choice is kept because it trains at least as well on our datasets, or because it keeps the code
+# short:
+#  - initialisation: ic_post, ic_to_g0 and co_post keep PyTorch's default Linear init (weights and biases
+#    U(-1/sqrt(fan_in), 1/sqrt(fan_in)), i.e. weight variance 1/(3 fan_in)); lfads-torch draws N(0, 1/fan_in)
+#    weights with zero biases. The factor and read-out layers do follow lfads-torch.
+#  - encoder GRUs: input and recurrent weights ~ N(0, 1/fan_in) of their own matrix (1/N and 1/H); lfads-torch's
+#    encoder cells use N(0, 1/(N + H)) for both.
+#  - external inputs go to the generator without dropout (lfads-torch applies its dropout to ext_input).
+#  - g0 = ic_to_g0(ic) is clamped to +-cell_clip before the first step (lfads-torch clamps each state after the
+#    step, not g0); with the convex GRU update this bounds every later state as well (see above).
+#  - KL/L2 ramps rise linearly with the fractional epoch, i.e. every optimiser step; lfads-torch's ramp is
+#    (epoch + 1 - start) / (increase + 1) per whole epoch (a staircase that starts above 0).
+#  - L2 covers only the generator's (and controller's) recurrent kernels; lfads-torch can also penalise the
+#    encoders' (l2_ic_enc_scale, l2_ci_enc_scale).
+#  - the best weights (restore_best in the trainer) are chosen on the total validation loss, evaluated at the
+#    posterior mean with the EMA weights; lfads-torch keeps the checkpoint with the lowest smoothed
+#    validation reconstruction (valid/recon_smth) and has no EMA.
+#  - validation KL of the inferred inputs: analytic at the posterior mean (kl_co_analytic); lfads-torch's is
+#    Monte-Carlo on a sample.

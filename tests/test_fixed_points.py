@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from minilatent.lfads import LFADS, LFADSConfig, find_fixed_points, lfads_generator_step, lfads_factors
+from minilatent.fixed_points import find_fixed_points, jacobians, newton_distance
+from minilatent.lfads import LFADS, LFADSConfig, lfads_generator_step, lfads_factors
 
 D64 = torch.float64
 
@@ -177,6 +178,89 @@ def test_nearly_continuous_ring_slow_points():
     assert np.all(np.abs(ev[:, 0] - 1) < 3e-3) and np.all(np.abs(ev[:, 1] - 0.5) < 1e-3)   # one |lambda| near 1
 
 
+def test_flat_saturated_gate_is_a_slow_point_not_a_fixed_point():
+    # issue 21: h -> s h + (1 - s) tanh(h / 2) with s = sigmoid(-3 h), a gate that shuts for h << 0 and freezes the
+    # state. The only root is h = 0 (slope s(0) + (1 - s(0)) / 2 = 0.75). For h << 0 the residual
+    # r = sigmoid(3 h) (tanh(h / 2) - h) and its slope both fall like e^{3h}: the minimiser drives q to ~2e-16 near
+    # h = -6.5 with lambda = 1 + 5e-8, a flat stretch and no root. Newton puts the root |r / r'| ~ 1/3 away there.
+    step = lambda h: torch.sigmoid(-3 * h) * h + (1 - torch.sigmoid(-3 * h)) * torch.tanh(0.5 * h)
+    h0 = torch.tensor([[-1.5], [-1.0], [-0.5], [0.5], [1.0]], dtype=D64)
+    r = find_fixed_points(step, h0)
+    assert r["points"].shape == (1, 1) and r["points"].abs().max() < 1e-12
+    assert abs(r["eigvals"][0, 0].real.item() - 0.75) < 1e-9 and bool(r["stable"][0])
+    assert r["slow_points"].shape == (1, 1) and r["slow_points"][0, 0] < -5        # the flat stretch: slow ...
+    assert r["slow_q"][0] < 1e-8                                                    # ... though q is below tol
+    h = r["slow_points"][0, 0]
+    g, u = torch.sigmoid(3 * h), torch.tanh(h / 2) - h                             # r = g u, r' = 3 g (1 - g) u + g u'
+    d_exact = abs(u / (3 * (1 - g) * u + 0.5 / torch.cosh(h / 2) ** 2 - 1))
+    assert abs(r["slow_dist"][0] / d_exact - 1) < 1e-6 and 0.3 < d_exact < 0.4
+    old = find_fixed_points(step, h0, dist_tol=math.inf)                           # q alone, the old criterion:
+    assert len(old["points"]) == 2                                                  # the flat stretch counted fixed
+
+
+def test_saddle_node_ghost_is_slow_and_its_unfolding_has_two_roots():
+    # x -> x + 0.1 (c + x^2). c = 1e-3: no root; the flow is slowest at x = 0 with q = (0.1 c)^2 / 2 = 5e-9, below
+    # the default tol: the ghost of a saddle-node, slow and not fixed (J - I = 0.2 x vanishes there, r does not).
+    # c = -1e-3: two roots +-sqrt(1e-3) with slopes 1 +- 0.2 sqrt(1e-3), the negative one stable. (No start at x = 0,
+    # where q has a local maximum between the roots: a start there cannot move.)
+    h0 = torch.linspace(-1, 1, 20, dtype=D64)[:, None]
+    ghost = find_fixed_points(lambda x: x + 0.1 * (1e-3 + x ** 2), h0)
+    assert len(ghost["points"]) == 0
+    assert ghost["slow_points"].shape == (1, 1) and ghost["slow_points"].abs().max() < 1e-6
+    assert abs(ghost["slow_q"][0].item() - 5e-9) < 1e-15 and ghost["slow_dist"][0] > 1e3
+    assert abs(ghost["slow_eigvals"][0, 0].real.item() - 1) < 1e-6
+    roots = find_fixed_points(lambda x: x + 0.1 * (-1e-3 + x ** 2), h0)
+    order = torch.argsort(roots["points"][:, 0])
+    c = math.sqrt(1e-3)
+    assert len(roots["slow_points"]) == 0
+    assert torch.allclose(roots["points"][order, 0], torch.tensor([-c, c], dtype=D64), atol=1e-12)
+    np.testing.assert_allclose(roots["eigvals"][order, 0].real.numpy(), [1 - 0.2 * c, 1 + 0.2 * c], atol=1e-12)
+    assert roots["stable"][order].tolist() == [True, False]
+    assert (roots["dist"] < 1e-12).all()
+
+
+def test_gru_fixed_points_lie_in_the_unit_cube_and_its_frozen_corners_are_slow():
+    # a GRU fixed point satisfies h' - h = (1 - z)(n - h) = 0 with z < 1, so h* = n(h*) lies in (-1, 1)^H: nothing
+    # outside the cube is fixed. A GRU with strong recurrent weights has regions where update gates are shut (z ~ 1)
+    # and the state is frozen wherever it is; the minimiser walks out into them (|h| up to ~10) with q below tol.
+    g = torch.Generator().manual_seed(0)
+    H = 8
+    cell = torch.nn.GRUCell(1, H).double()
+    with torch.no_grad():
+        cell.weight_hh.copy_(6 / math.sqrt(H) * torch.randn(3 * H, H, generator=g, dtype=D64))
+        cell.bias_ih.copy_(torch.randn(3 * H, generator=g, dtype=D64))
+        cell.bias_hh.zero_()
+    step = lambda h: cell(torch.zeros(h.shape[0], 1, dtype=D64), h)
+    starts = 2 * torch.rand(200, H, generator=g, dtype=D64) - 1
+    r = find_fixed_points(step, starts)
+    assert len(r["points"]) >= 1 and r["points"].abs().max() < 1                    # inside the cube ...
+    with torch.no_grad():
+        assert torch.allclose(step(r["points"]), r["points"], atol=1e-13, rtol=0)  # ... and roots
+    outside = r["slow_points"].abs().amax(1) > 1
+    assert outside.sum() > 100 and (r["slow_q"][outside] < 1e-8).sum() > 100       # frozen corners: slow
+    old = find_fixed_points(step, starts, dist_tol=math.inf)                        # q alone calls them fixed
+    assert (old["points"].abs().amax(1) > 1).sum() > 100
+
+
+def test_newton_distance_closed_forms():
+    # for an affine map F(h) = A h + b Newton is exact: (A - I)^-1 (F(h) - h) = h - h*, so d = ||h - h*||
+    g = torch.Generator().manual_seed(3)
+    H = 5
+    A = 0.7 * torch.randn(H, H, generator=g, dtype=D64) / math.sqrt(H)
+    b = torch.randn(H, generator=g, dtype=D64)
+    step = lambda h: h @ A.T + b
+    h = rand_starts(30, H, 4.0)
+    h_star = torch.linalg.solve(torch.eye(H, dtype=D64) - A, b)
+    d = newton_distance(step(h) - h, jacobians(step, h), torch.zeros(30, dtype=D64))
+    assert torch.allclose(d, (h - h_star).norm(dim=1), rtol=1e-10)
+    # J - I = diag(0, -0.5), singular: a residual in its range has a finite distance, one outside it an infinite one,
+    # one outside it at round-off (below noise) none
+    jac = torch.diag(torch.tensor([1.0, 0.5], dtype=D64)).expand(3, 2, 2)
+    r = torch.tensor([[0.0, 1.0], [1e-3, 1.0], [1e-17, 1.0]], dtype=D64)
+    d = newton_distance(r, jac, torch.full((3,), 1e-15, dtype=D64))
+    assert abs(d[0].item() - 2) < 1e-12 and math.isinf(d[1].item()) and abs(d[2].item() - 2) < 1e-12
+
+
 def test_lfads_generator_step_is_the_model_update():
     torch.manual_seed(0)
     model = LFADS(LFADSConfig(n_neurons=12, gen_dim=16, fac_dim=4)).eval()
@@ -204,7 +288,7 @@ def test_lfads_generator_step_is_the_model_update():
 @pytest.mark.parametrize("kw,match", [
     (dict(h0=torch.zeros(4)), "h0"), (dict(h0=torch.zeros(4, 2, dtype=torch.long)), "h0"),
     (dict(h0=torch.full((2, 2), float("nan"))), "h0"), (dict(tol=0.0), "tol"), (dict(tol=1e-3, slow_tol=1e-4), "slow_tol"),
-    (dict(max_iters=0), "max_iters"), (dict(unique_tol=-1.0), "unique_tol"), (dict(noise=-0.1), "noise"), (dict(stop_q=-1.0), "stop_q"),
+    (dict(max_iters=0), "max_iters"), (dict(dist_tol=0.0), "dist_tol"), (dict(unique_tol=-1.0), "unique_tol"), (dict(noise=-0.1), "noise"), (dict(stop_q=-1.0), "stop_q"),
     (dict(step=lambda h: h[:, :1]), "step must return"),
 ])
 def test_bad_input(kw, match):
