@@ -937,9 +937,9 @@ def _compiled(cpp, signatures):
     file; the builder is loaded by its path, not imported (a model file imports no part of the package) """
     if os.environ.get("MINILATENT_NATIVE", "1") == "0":
         return None, "disabled by MINILATENT_NATIVE=0"
-    here, me = os.path.split(os.path.abspath(__file__))
+    here, me = os.path.split(os.path.abspath(globals().get("__file__", "circuits.py")))  # pasted into a notebook: cwd
     if not all(os.path.isfile(os.path.join(here, f)) for f in ("kernels.py", cpp)):
-        why = f"kernels.py and {cpp} are not beside {me}: copy them from the minilatent package or pip install it"
+        why = f"kernels.py and {cpp} are not beside {me}; copy them from the minilatent package, or pip install it"
         warnings.warn(f"{me}: the compiled kernel is not available ({why}); running in pure torch (the same equations, "
                       "slower)")
         return None, why

@@ -655,8 +655,7 @@ def saved_tensor_bytes(fn):
 # bptt_chunk bins at a time, r = relu(W1 h + b1) recomputed (checkpoint_head, when r is wider than h) or kept.
 # Any other head (several heads' projection aside, conventional layers, a custom feed-forward) runs through autograd,
 # recomputed per block by _Recompute when checkpoint_head is set.
-# The compiled kernel (the last section) runs the same scan and adjoint in C++; native= (as in circuits.Circuit)
-# picks the path: None the kernel where it can run (a C++ compiler, CPU, float32/64), True require it, False never.
+# The compiled kernel (the last section) runs the same scan and adjoint in C++ where native= (top of file) lets it.
 
 
 def hebbian_scan(u, m, coeffs, W, bias, state, chunk, clip, native=None):
@@ -896,9 +895,9 @@ def _compiled(cpp, signatures):
     file; the builder is loaded by its path, not imported (a model file imports no part of the package) """
     if os.environ.get("MINILATENT_NATIVE", "1") == "0":
         return None, "disabled by MINILATENT_NATIVE=0"
-    here, me = os.path.split(os.path.abspath(__file__))
+    here, me = os.path.split(os.path.abspath(globals().get("__file__", "sparks.py")))  # pasted into a notebook: cwd
     if not all(os.path.isfile(os.path.join(here, f)) for f in ("kernels.py", cpp)):
-        why = f"kernels.py and {cpp} are not beside {me}: copy them from the minilatent package or pip install it"
+        why = f"kernels.py and {cpp} are not beside {me}; copy them from the minilatent package, or pip install it"
         warnings.warn(f"{me}: the compiled kernel is not available ({why}); running in pure torch (the same equations, "
                       "slower)")
         return None, why

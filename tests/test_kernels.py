@@ -73,7 +73,7 @@ def test_a_model_copied_alone_runs_in_pure_torch_and_says_so_once(copied_model, 
             require()
             raise AssertionError("native=True ran without the kernel")
         except RuntimeError as e:
-            assert "kernels.py and CPP are not beside" in str(e), e
+            assert "kernels.py and CPP are not beside" in str(e) and "pip install" in str(e), e
         model._NATIVE.update(tried=False)            # MINILATENT_NATIVE=0 asks for pure torch: nothing to say
         os.environ["MINILATENT_NATIVE"] = "0"
         with warnings.catch_warnings():
@@ -154,3 +154,33 @@ def test_the_builder_builds_once_calls_by_name_and_says_why_it_could_not(tmp_pat
     assert kernels.load(str(cpp), sig)[1].startswith("FileNotFoundError")
     with pytest.raises(ValueError, match="unknown type"):
         kernels.parse_signature("x: float")
+
+
+def test_a_tensor_the_kernel_cannot_run_never_builds_it(monkeypatch):
+    from minilatent import sparks
+
+    def no_build():
+        raise AssertionError("the kernel was built for a tensor it cannot run on")
+    monkeypatch.setattr(sparks, "native_kernel", no_build)
+    u = torch.zeros(3, 2, 4, dtype=torch.bfloat16)        # (T, B, N); a CUDA tensor takes the same path
+    assert sparks._kernel_for(u, native=None) is None
+    with pytest.raises(RuntimeError, match="native=True.*bfloat16"):
+        sparks._kernel_for(u, native=True)
+
+
+@pytest.mark.parametrize("filename", sorted(MODELS))
+def test_a_model_pasted_into_a_notebook_looks_in_the_working_directory(tmp_path, monkeypatch, filename):
+    cpp = MODELS[filename][0]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MINILATENT_NATIVE", raising=False)
+    with open(os.path.join(PKG, filename)) as f:
+        code = compile(f.read(), "<cell>", "exec")
+    ns = {"__name__": "__main__"}                         # a notebook cell has no __file__
+    exec(code, ns)
+    with pytest.warns(UserWarning, match=f"kernels.py and {cpp} are not beside {filename}"):
+        assert ns["native_kernel"]() is None
+    if shutil.which(kernels.compiler()) is not None:
+        for f in ("kernels.py", cpp):
+            shutil.copy(os.path.join(PKG, f), tmp_path / f)
+        ns["_NATIVE"].update(tried=False)
+        assert ns["native_kernel"]() is not None, ns["_NATIVE"]["error"]
