@@ -12,11 +12,12 @@ is cached in $MINILATENT_CACHE (default ~/.cache/minilatent) under a name made f
 atomically, so concurrent processes and later runs just load it. The CPU is in the key because of -march=native: a
 library built on another machine that shares the home directory could stop on an illegal instruction.
 
-Measured on the 2-core development machine (g++ 12; seconds): sparks_kernel.cpp compiles in 5.4 (circuits 0.6), a
-cached library loads in about 2 ms. torch.utils.cpp_extension.load(..., is_python_module=False) builds the same files
-in the same time (5.1 / 0.5) but needs ninja, adds 0.15 s of imports to every warm load and keys its cache by name,
-not by CPU; its usual form (#include <torch/extension.h>, pybind11) spends 30 s on the headers alone. So: the plain
-compiler call.
+Measured on the 2-core development machine (g++ 12): sparks_kernel.cpp compiles in 5.4 s at load 1 (8-9 s at load 4;
+circuits_kernel.cpp 0.6 s), the same as the Python-string build this replaced; a cached kernel loads in 2-6 ms (this
+file run, the key hashed, the library opened). torch.utils.cpp_extension.load(..., is_python_module=False) builds the
+same files in the same time (5.1 s / 0.5 s) but needs ninja, adds 0.15 s of imports to every warm load and keys its
+cache by name, not by CPU; its usual form (#include <torch/extension.h>, pybind11) spends 30 s on the headers alone.
+So: the plain compiler call.
 
     python minilatent/kernels.py      # build (or find in the cache) every kernel beside this file, with timings
 """
@@ -99,11 +100,12 @@ class Kernel:
     def __init__(self, lib, name, signature):
         params = parse_signature(signature)
         self.lib, self.name, self.names = lib, name, [n for n, _ in params]   # lib: keeps the library loaded
+        self.expected = set(self.names)
         self.fn = getattr(lib, name)
         self.fn.argtypes, self.fn.restype = [C_TYPES[t] for _, t in params], None
 
     def __call__(self, **args):
-        if args.keys() != set(self.names):
+        if args.keys() != self.expected:
             raise KeyError(f"{self.name}: arguments {sorted(args)} do not match its parameters {self.names}")
         self.fn(*[args[n].data_ptr() if hasattr(args[n], "data_ptr") else args[n] for n in self.names])
 
