@@ -51,17 +51,16 @@ Theory helpers (formulas in their docstrings): balance_solution, mean_field_thre
 stp_steady_state, stp_regular_train, ring_bump, wm_fixed_points / wm_jacobian.
 
 Speed: a sparse block's W r is a gather-sum over its int32 CSR indices (embedding_bag: rates as an (N_B, B) table,
-so a batch of settings reuses every index read). An optional compiled kernel (native_kernel: g++ and OpenMP through
-ctypes, built on first use and cached; pure torch when there is no compiler) does the same sums with uint16 indices,
-~3x faster. Matmul precision: nothing here changes torch's global float32 matmul precision; all sums are float32.
+so a batch of settings reuses every index read). An optional compiled kernel (circuits_kernel.cpp, OpenMP, built by
+kernels.py on first use and cached; both beside this file in the package, copy them with it for the fast path; pure
+torch without them or without a compiler) does the same sums with uint16 indices, ~3x faster.
+Matmul precision: nothing here changes torch's global float32 matmul precision; all sums are float32.
 """
 
-import ctypes
-import hashlib
+import importlib.util
 import math
 import os
-import subprocess
-import tempfile
+import warnings
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -204,7 +203,7 @@ class Circuit:
     """ a multi-population rate network: fixed structure, batched parameters, step() and simulate() """
 
     def __init__(self, cfg: CircuitConfig, native: Optional[bool] = None):
-        # native: None uses the optional compiled gather kernel when a C++ compiler is there (appendix), True requires
+        # native: None uses the optional compiled gather kernel when a C++ compiler is there (extensions), True requires
         # it (a clear error without a compiler), False always the pure-torch path
         self.cfg = cfg
         self.kernel = native_kernel() if native is not False else None
@@ -452,7 +451,7 @@ class Circuit:
                 pre = rT[self.slices[b]]  # (N_B, B)
             w = st["w"][(a, b)] if "w" in st else self._block_scale(p, a, b)  # (B,)
             if blk["kind"] == "sparse":
-                if self.kernel is not None and pre.device.type == "cpu":  # the compiled gather-sum (appendix)
+                if self.kernel is not None and pre.device.type == "cpu":  # the compiled gather-sum (extensions)
                     small = self.sizes[b] <= 65536  # uint16 indices: 2 bytes a synapse
                     if small and "idx16" not in blk:
                         blk["idx16"] = blk["idx"].to(torch.int16)  # same bits as uint16 below 2^16; read as uint16
@@ -896,122 +895,55 @@ def ei_fixed_points(J, I, transfer="sigmoid", tau=(0.01, 0.005), n_grid=20001):
     return out
 
 
-# =====================================================================================================================
-# APPENDIX: the optional compiled kernel (a speed-up; nothing here changes what the model computes).
-#
-# One switch chooses the path, with the same meaning as sparks.py's native=:
+# --- extensions / speed-ups: the optional compiled kernel --------------------------------------------------------
+# Nothing here changes what the model computes. One switch chooses the path, with the same meaning as sparks.py's:
 #   Circuit(native=None)   the kernel where a C++ compiler built it, else pure torch (embedding_bag)
 #   Circuit(native=True)   require the kernel: RuntimeError (saying why) without it
 #   Circuit(native=False)  pure torch always (as does MINILATENT_NATIVE=0 for native=None)
 #
-# The kernel: out[i, :] = sum over k in row i of table[idx[k], :] (CSR gather-sum, OpenMP over rows).
-# The same float32 sums as embedding_bag, in a different order (both are exact fp32 sums of the same terms up to
-# rounding). embedding_bag pays ~3 ns per synapse for a one-column table; this loop ~1 ns. It is compiled with the
-# system C++ compiler ($CXX, default g++) on first use and cached (MINILATENT_CACHE, default ~/.cache/minilatent);
-# without a compiler, or with MINILATENT_NATIVE=0, everything runs in pure torch.
+# The kernel, circuits_kernel.cpp: out[i, :] = sum over k in row i of table[idx[k], :] (CSR gather-sum, OpenMP over
+# rows), the same float32 sums as embedding_bag in another order, ~1 ns a synapse where embedding_bag pays ~3 ns for
+# a one-column table. kernels.py compiles it on first use (the system C++ compiler) and caches it. Both files are
+# looked for beside this one: the package has them; this file copied alone runs pure torch and says so once.
 
-_NATIVE_SRC = r"""
-#include <cstdint>
-// columns [c, c + W) of one output row; four partial sums in the order k % 4 for every width, so a setting gets
-// bitwise the same sums whatever the batch size
-template <int W, typename Idx>
-static inline void tile(const Idx* idx, int64_t s, int64_t e, const float* table, int64_t B, int64_t c,
-                        int w, float* o) {
-  const int n = W > 0 ? W : w;
-  float a[4][16] = {};
-  int64_t k = s;
-  for (; k + 4 <= e; k += 4) {
-    for (int j = 0; j < 4; ++j) {
-      const float* r = table + (int64_t)idx[k + j] * B + c;
-#pragma omp simd
-      for (int b = 0; b < (W > 0 ? W : 16); ++b) if (W > 0 || b < n) a[j][b] += r[b];
-    }
-  }
-  for (; k < e; ++k) {
-    const float* r = table + (int64_t)idx[k] * B + c;
-    for (int b = 0; b < n; ++b) a[0][b] += r[b];
-  }
-  for (int b = 0; b < n; ++b) o[c + b] = (a[0][b] + a[1][b]) + (a[2][b] + a[3][b]);
-}
-template <typename Idx>
-static void gather(const Idx* idx, const int32_t* offsets, int64_t n_rows, int64_t nnz,
-                   const float* table, int64_t B, float* out, int n_threads) {
-#pragma omp parallel for schedule(static) num_threads(n_threads)
-  for (int64_t i = 0; i < n_rows; ++i) {
-    const int64_t s = offsets[i], e = (i + 1 < n_rows) ? offsets[i + 1] : nnz;
-    float* o = out + i * B;
-    int64_t c = 0;
-    for (; c + 16 <= B; c += 16) tile<16>(idx, s, e, table, B, c, 16, o);
-    if (B - c == 8) tile<8>(idx, s, e, table, B, c, 8, o);
-    else if (B - c == 1) tile<1>(idx, s, e, table, B, c, 1, o);
-    else if (B - c > 0) tile<0>(idx, s, e, table, B, c, (int)(B - c), o);
-  }
-}
-extern "C" void gather_sum_i32(const int32_t* idx, const int32_t* offsets, int64_t n_rows, int64_t nnz,
-                               const float* table, int64_t B, float* out, int n_threads) {
-  gather(idx, offsets, n_rows, nnz, table, B, out, n_threads);
-}
-// uint16 indices (presynaptic populations up to 65,536 neurons): half the bytes per synapse
-extern "C" void gather_sum_u16(const uint16_t* idx, const int32_t* offsets, int64_t n_rows, int64_t nnz,
-                               const float* table, int64_t B, float* out, int n_threads) {
-  gather(idx, offsets, n_rows, nnz, table, B, out, n_threads);
-}
-"""
 _NATIVE = {"fn": None, "tried": False, "error": "not tried"}
-# the C function's parameters by name, in order (tensors are passed by address)
-_GATHER_ARGS = (("idx", ctypes.c_void_p), ("offsets", ctypes.c_void_p), ("n_rows", ctypes.c_int64),
-                ("nnz", ctypes.c_int64), ("table", ctypes.c_void_p), ("B", ctypes.c_int64), ("out", ctypes.c_void_p),
-                ("n_threads", ctypes.c_int))
+# the parameters of circuits_kernel.cpp's extern "C" functions, in order; the kernel is called by these names
+_GATHER_ARGS = "idx offsets: ptr; n_rows nnz: i64; table: ptr; B: i64; out: ptr; n_threads: int"
+_WIDTHS = ("i32", "u16")                   # gather_sum_i32, gather_sum_u16: int32 or uint16 indices
 
 
 def native_gather_sum(kernel, idx, offsets, table, n_rows):
     """ The compiled C @ table for one sparse block: (n_rows, B) float32 sums over each row's CSR indices idx
     (int16 read as uint16, or int32) and offsets (int32); table (N_pre, B) float32, contiguous. """
     out = torch.empty(n_rows, table.shape[1])
-    args = dict(idx=idx, offsets=offsets, n_rows=n_rows, nnz=idx.numel(), table=table, B=table.shape[1], out=out,
-                n_threads=torch.get_num_threads())
-    fn = kernel["u16" if idx.dtype == torch.int16 else "i32"]
-    fn(*[args[name].data_ptr() if isinstance(args[name], torch.Tensor) else args[name] for name, _ in _GATHER_ARGS])
+    kernel["u16" if idx.dtype == torch.int16 else "i32"](idx=idx, offsets=offsets, n_rows=n_rows, nnz=idx.numel(),
+                                                         table=table, B=table.shape[1], out=out,
+                                                         n_threads=torch.get_num_threads())
     return out
 
 
 def native_kernel():
-    """ The compiled gather-sums {'i32': fn, 'u16': fn} (ctypes), or None (no compiler, MINILATENT_NATIVE=0, a failed
-    build). """
-    if _NATIVE["tried"]:
-        return _NATIVE["fn"]
-    _NATIVE["tried"] = True
-    if os.environ.get("MINILATENT_NATIVE", "1") == "0":
-        _NATIVE["error"] = "disabled by MINILATENT_NATIVE=0"
-        return None
-    cxx = os.environ.get("CXX", "g++")
-    cache = os.environ.get("MINILATENT_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "minilatent"))
-    flags = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC"]
-    try:  # -march=native: a library built on another CPU (a shared home directory) could die on an illegal instruction
-        with open("/proc/cpuinfo") as f:
-            cpu = "".join(l for l in f if l.startswith(("model name", "flags")))
-    except OSError:
-        import platform
-        cpu = platform.machine() + platform.processor()
-    tag = hashlib.sha256((_NATIVE_SRC + cxx + " ".join(flags) + cpu).encode()).hexdigest()[:16]
-    path = os.path.join(cache, f"circuits_gather_{tag}.so")
-    try:
-        if not os.path.exists(path):
-            os.makedirs(cache, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=cache) as tmp:
-                src = os.path.join(tmp, "gather.cpp")
-                with open(src, "w") as f:
-                    f.write(_NATIVE_SRC)
-                out = os.path.join(tmp, "gather.so")
-                subprocess.run([cxx, *flags, "-o", out, src], check=True, capture_output=True, timeout=120)
-                os.replace(out, path)  # atomic: a concurrent process sees the old state or the finished file
-        lib = ctypes.CDLL(path)
-        fns = {}
-        for name in ("i32", "u16"):
-            fn = getattr(lib, f"gather_sum_{name}")
-            fn.argtypes, fn.restype = [t for _, t in _GATHER_ARGS], None
-            fns[name] = fn
-        _NATIVE["fn"], _NATIVE["error"] = fns, None
-    except (OSError, subprocess.SubprocessError) as e:
-        _NATIVE["error"] = f"{type(e).__name__}: {e}"
+    """ The compiled gather-sums {'i32': kernel, 'u16': kernel}, or None (MINILATENT_NATIVE=0, no kernels.py and
+    circuits_kernel.cpp beside this file, no compiler, a failed build: _NATIVE['error'] says why) """
+    if not _NATIVE["tried"]:
+        _NATIVE["tried"] = True
+        lib, _NATIVE["error"] = _compiled("circuits_kernel.cpp", {f"gather_sum_{w}": _GATHER_ARGS for w in _WIDTHS})
+        _NATIVE["fn"] = None if lib is None else {w: lib[f"gather_sum_{w}"] for w in _WIDTHS}
     return _NATIVE["fn"]
+
+
+def _compiled(cpp, signatures):
+    """ (kernels, None) or (None, why not): the C functions of `cpp` through the builder kernels.py, both beside this
+    file; the builder is loaded by its path, not imported (a model file imports no part of the package) """
+    if os.environ.get("MINILATENT_NATIVE", "1") == "0":
+        return None, "disabled by MINILATENT_NATIVE=0"
+    here, me = os.path.split(os.path.abspath(globals().get("__file__", "circuits.py")))  # pasted into a notebook: cwd
+    if not all(os.path.isfile(os.path.join(here, f)) for f in ("kernels.py", cpp)):
+        why = f"kernels.py and {cpp} are not beside {me}; copy them from the minilatent package, or pip install it"
+        warnings.warn(f"{me}: the compiled kernel is not available ({why}); running in pure torch (the same equations, "
+                      "slower)")
+        return None, why
+    spec = importlib.util.spec_from_file_location("kernels", os.path.join(here, "kernels.py"))
+    builder = importlib.util.module_from_spec(spec)           # a module of its own, not entered in sys.modules
+    spec.loader.exec_module(builder)
+    return builder.load(os.path.join(here, cpp), signatures)

@@ -53,9 +53,10 @@ learning rate, KL convention, init or clipping moved R^2 beyond the seed-to-seed
 
 How it is computed: the model below is written with plain tensor ops (one bin of the recurrence is _step); the
 speed-ups (a scan over all bins with a hand-written, chunked backward, the default head after the attention as one
-function with its own backward, and an optional compiled kernel) sit in the APPENDIX at the end of the file behind
-two entry points, hebbian_scan and _FFLatent.
-native=None (the default) uses the compiled kernel where it can run, True requires it, False never uses it.
+function with its own backward, an optional compiled kernel) follow the model, after `# --- extensions / speed-ups`,
+behind two entry points, hebbian_scan and _FFLatent. The kernel's C++ is sparks_kernel.cpp, built by kernels.py (both
+beside this file in the package: copy them with it for the fast path). native=None (the default) uses the compiled
+kernel where it can run, True requires it, False (or MINILATENT_NATIVE=0 with None) never uses it.
 
 Training is full backpropagation through time (one optimiser step per batch) or *online*: an optimiser
 step every `online_chunk` bins with the state carried over detached, so memory does not grow with T.
@@ -63,12 +64,10 @@ Several sessions (recordings with different neurons) get one Hebbian block and l
 (and one decoder output layer), and share the rest; `add_session` extends a trained model.
 """
 
-import ctypes
-import hashlib
+import importlib.util
 import math
 import os
-import subprocess
-import tempfile
+import warnings
 from dataclasses import dataclass, field, fields
 from typing import Optional
 
@@ -112,7 +111,7 @@ class SPARKSConfig:
     online: bool = False            # True: an optimiser step every online_chunk bins, state detached
     online_chunk: int = 1           # bins per online step (1 = upstream's per-bin online learning)
     burn_in: int = 0                # bins run at the start of each trial without loss or gradient
-    native: Optional[bool] = None   # the compiled kernel for the recurrence (appendix): None: where it can run (a C++
+    native: Optional[bool] = None   # the compiled kernel for the recurrence (extensions): None: where it can run (a C++
                                     # compiler, CPU float32/64), else pure torch; True: require it; False: pure torch
 
     def __post_init__(self):
@@ -165,7 +164,7 @@ class SPARKSConfig:
 
 # -----------------------------------------------------------------------------
 # the Hebbian recurrence, one bin at a time (the model's equation; the fast scan over all bins, with its
-# hand-written backward, is hebbian_scan in the appendix)
+# hand-written backward, is hebbian_scan in the extensions)
 
 
 def _step(P_prev, Q_prev, A_prev, u, m, dP, cP, dQ, cQ, P_out, Q_out, A_out, S_out, X, lo, hi):
@@ -448,7 +447,7 @@ class SPARKS(nn.Module):
         parts = _ff_latent_parts(self, session)
         if parts is not None:
             # the default head (Linear-ReLU-Linear with a residual, then the latent projection) as one function with
-            # a hand-written backward (appendix): the same numbers, without forming h + FF(h)
+            # a hand-written backward (extensions): the same numbers, without forming h + FF(h)
             recompute = self.cfg.checkpoint_head and parts[0].shape[0] > parts[0].shape[1]   # hidden wider than h
             return _FFLatent.apply(self.blocks[session].proj(h), *parts, self.cfg.bptt_chunk, recompute)
         K = self.cfg.bptt_chunk
@@ -537,12 +536,7 @@ class SPARKS(nn.Module):
         return {"loss": recon + self.cfg.beta * kl, "recon": recon, "kl": kl}
 
     def _unpack(self, batch, session):
-        if isinstance(batch, torch.Tensor):
-            x, y = batch, None
-        elif len(batch) == 1:
-            x, y = batch[0], None
-        else:
-            x, y = batch[0], batch[1]
+        x, y = (batch, None) if isinstance(batch, torch.Tensor) else (batch[0], batch[1] if len(batch) > 1 else None)
         self._check_input(x, session, values=False)             # values: checked once by check_data
         x = x.to(self.to_latent[session].weight.dtype)
         if y is not None:
@@ -645,9 +639,9 @@ def saved_tensor_bytes(fn):
     return out, sum(seen.values())
 
 
-# =====================================================================================================================
-# APPENDIX: speed-ups. Nothing below changes what the model computes (tests compare every path with a NumPy loop of
-# the equations and with autograd through _step); it changes how fast and in how much memory.
+# --- extensions / speed-ups ---------------------------------------------------------------------------------------
+# Nothing below changes what the model computes (tests compare every path with a NumPy loop of the equations and with
+# autograd through _step); it changes how fast and in how much memory.
 #
 # Only the trace/attention recurrence is sequential. It is a chain of affine maps per pair: traces P <- d P + c s,
 # and A <- clip((1 - S_t) A + X_t) with X = xpre [s_i], S = X + xpost [s_j]. _HebbianScan runs it with _step's
@@ -657,19 +651,11 @@ def saved_tensor_bytes(fn):
 # carry) and a dozen in-place ops: memory O(B N^2 (T / chunk + chunk)) instead of O(B N^2 T x the dozens of
 # intermediates autograd would keep).
 # After the attention, the default head (y = h + W2 relu(W1 h + b1) + b2 per neuron, then the latent projection
-# W_l flatten(y)) is _FFLatent: W_l is linear, so W_l y = W_l h + (W_l W2) r + const with r = relu(W1 h + b1), and
-# y (T, B, N, D) never exists; its backward uses the same products (the gradients of W2 and W_l come from the small
-# sums over bins gs h^T and gs r^T), a block of bptt_chunk bins at a time, r recomputed (checkpoint_head, when r is
-# wider than h) or kept.
+# W_l flatten(y)) is _FFLatent, which never forms y (T, B, N, D) since W_l is linear, forward or backward, a block of
+# bptt_chunk bins at a time, r = relu(W1 h + b1) recomputed (checkpoint_head, when r is wider than h) or kept.
 # Any other head (several heads' projection aside, conventional layers, a custom feed-forward) runs through autograd,
 # recomputed per block by _Recompute when checkpoint_head is set.
-# The optional compiled kernel at the very end runs the same scan and adjoint in C++, each row of pairs kept in L1
-# cache over all bins.
-#
-# One switch chooses the path, with the same meaning as circuits.Circuit(native=...):
-#   native=None   the compiled kernel where it can run (a C++ compiler, CPU, float32/64), else pure torch
-#   native=True   require the kernel: RuntimeError (saying why) where it cannot run
-#   native=False  pure torch always (as does the environment variable MINILATENT_NATIVE=0 for native=None)
+# The compiled kernel (the last section) runs the same scan and adjoint in C++ where native= (top of file) lets it.
 
 
 def hebbian_scan(u, m, coeffs, W, bias, state, chunk, clip, native=None):
@@ -883,569 +869,59 @@ class _Recompute(torch.autograd.Function):
 
 
 # -----------------------------------------------------------------------------
-# the optional compiled kernel for the recurrence. The torch scan above makes ~9 passes over the (B, H, N, N) state per
-# bin forward and ~25 backward (memory-bound). The kernel below runs each row (b, h, i) of pairs through all T bins
-# with its P, Q, A rows in L1 cache, computes the read-out for 4 rows at a time, and in backward recomputes each
-# chunk from its checkpoint and runs the adjoint scan row by row, a chunk of every row at a time. It uses that
-# spikes are sparse: in a bin where neither neuron of a pair spiked, A of the pair does not move, so the products
-# with V (the read-out forward; dL/dA and dL/dV backward) are formed only where a neuron spiked (derivation at
-# bwd_chunk). The same equations (float32 or float64), so it differs from the torch scan by rounding only (tests:
-# 1e-10 in float64, ~1e-6 in float32, at spike rates from 2% to 100%). It is compiled with the
-# system C++ compiler ($CXX, default g++) on first use and cached (MINILATENT_CACHE, default ~/.cache/minilatent);
-# without a compiler or with MINILATENT_NATIVE=0, native=None runs pure torch (native=True raises).
+# the optional compiled kernel: sparks_kernel.cpp (its header says how it works), compiled on first use and cached by
+# kernels.py. Both are looked for beside this file: the package has them; this file copied alone says so once.
 
-_NATIVE_SRC = r"""
-#include <cstdint>
-#include <cstring>
-#include <vector>
-typedef int64_t i64;
-// Rows (b, h, i) of the Hebbian recurrence, R rows at a time (the value read-out shares each load of V among
-// them), every row over all T bins with its P, Q, A kept in L1. Layouts: u, m (T, B, N); states (B, H, N, N);
-// coefficients (H, N, N); Vt (H, N, Dp) = V^T padded to Dp (a multiple of 16) columns; out (T, B, N, H, Dh).
-template <typename F> static inline F clampf(F a, F lo, F hi) { return a < lo ? lo : (a > hi ? hi : a); }
-
-// Spikes are sparse, and where neither neuron of a pair spiked in a bin its A does not change (X = S = 0 and A is
-// already inside the clip). So the read-out of a row whose neuron i did not spike changes only through the columns
-// j that spiked: out_t = out_{t-1} + (A_t - A_{t-1})[J_t] V^T[J_t]. Backward the same holds for the products with
-// V: see bwd_chunk. Spike lists per (bin, trial); a bin with more than half the neurons spiking (or bin 0, where a
-// carried state may still be clipped) is run densely.
-struct Spikes {
-  std::vector<int32_t> idx;     // (T, B, N): the neurons that spiked in bin t of trial b, first cnt of them
-  std::vector<i64> cnt;         // (T, B)
-  std::vector<char> dense;      // (T, B): run every row densely
-  template <typename F> Spikes(const F* m, i64 T, i64 B, i64 N) : idx(T * B * N), cnt(T * B), dense(T * B) {
-    for (i64 tb = 0; tb < T * B; ++tb) {
-      i64 c = 0;
-      for (i64 j = 0; j < N; ++j) if (m[tb * N + j] != F(0)) idx[tb * N + c++] = int32_t(j);
-      cnt[tb] = c;
-      dense[tb] = (2 * c > N) || tb < B;
-    }
-  }
-};
-
-template <typename F> static inline F* align64(F* p) {     // the first 64-byte boundary at or after p
-  return (F*)(((uintptr_t)p + 63) & ~uintptr_t(63));
-}
-
-// 32-byte vectors (GCC/Clang vector extensions, any target): 8 floats or 4 doubles, read and written unaligned
-// (aligned(element)) through the arrays of F (may_alias)
-typedef float vf32 __attribute__((vector_size(32), aligned(4), may_alias));
-typedef double vf64 __attribute__((vector_size(32), aligned(8), may_alias));
-template <typename F> struct Vec;
-template <> struct Vec<float> { typedef vf32 T; static const int L = 8; };
-template <> struct Vec<double> { typedef vf64 T; static const int L = 4; };
-
-// acc[r][0:W] += sum_q x_r[q] M_q[0:W], R rows side by side: the register-blocked product of every tile below
-template <typename F, int R, int W>
-struct Tile {
-  typedef typename Vec<F>::T V;
-  static const int L = Vec<F>::L, NV = W / L;
-  V a[R][NV];
-  inline void zero() { for (int r = 0; r < R; ++r) for (int v = 0; v < NV; ++v) a[r][v] = V{}; }
-  inline void load(const F* y, i64 ld) {
-    for (int r = 0; r < R; ++r) for (int v = 0; v < NV; ++v) a[r][v] = *(const V*)(y + r * ld + v * L);
-  }
-  inline void store(F* y, i64 ld) const {
-    for (int r = 0; r < R; ++r) for (int v = 0; v < NV; ++v) *(V*)(y + r * ld + v * L) = a[r][v];
-  }
-  inline void fma(const F* m, const F* x, i64 xs) {       // one term q: m = M_q, x[r * xs] = x_r[q]
-    V mv[NV];
-    for (int v = 0; v < NV; ++v) mv[v] = *(const V*)(m + v * L);
-    for (int r = 0; r < R; ++r) {
-      const F xr = x[r * xs];
-      for (int v = 0; v < NV; ++v) a[r][v] += xr * mv[v];
-    }
-  }
-};
-
-// y[0:n] = y0[0:n] (or 0) + sum_k x[k] M[k, 0:n] for one row; n a multiple of 16, M's rows ld apart
-template <typename F, int W>
-static inline void row_times_block(F* y, const F* y0, const F* x, const F* M, i64 nk, i64 ld) {
-  typedef typename Vec<F>::T V;
-  const int L = Vec<F>::L, NV = W / L;
-  V a0[NV], a1[NV];
-  for (int v = 0; v < NV; ++v) { a0[v] = y0 ? *(const V*)(y0 + v * L) : V{}; a1[v] = V{}; }
-  i64 k = 0;
-  for (; k + 2 <= nk; k += 2) {                      // two independent sums: more FMAs in flight
-    const F x0 = x[k], x1 = x[k + 1];
-    const F *m0 = M + k * ld, *m1 = m0 + ld;
-    for (int v = 0; v < NV; ++v) { a0[v] += x0 * *(const V*)(m0 + v * L); a1[v] += x1 * *(const V*)(m1 + v * L); }
-  }
-  for (; k < nk; ++k) {
-    const F x0 = x[k];
-    const F* m0 = M + k * ld;
-    for (int v = 0; v < NV; ++v) a0[v] += x0 * *(const V*)(m0 + v * L);
-  }
-  for (int v = 0; v < NV; ++v) *(V*)(y + v * L) = a0[v] + a1[v];
-}
-
-template <typename F>
-static inline void row_times(F* y, const F* y0, const F* x, const F* M, i64 nk, i64 ld, i64 n) {
-  i64 j0 = 0;
-  for (; j0 + 32 <= n; j0 += 32) row_times_block<F, 32>(y + j0, y0 ? y0 + j0 : y0, x, M + j0, nk, ld);
-  for (; j0 < n; j0 += 16) row_times_block<F, 16>(y + j0, y0 ? y0 + j0 : y0, x, M + j0, nk, ld);
-}
-
-// One bin for one row of pairs (post i, every pre j): traces, then A <- clip(A - A S + X). Outputs may alias inputs.
-// Returns whether an A of the row sits at a clip bound after the bin (the backward's adjoint needs it).
-template <typename F>
-static inline bool step_row(const F* p, const F* q, const F* a, F* p1, F* q1, F* a1, const F* dp, const F* cp,
-                            const F* dq, const F* cq, const F* ut, const F* mt, F ui, F mi, i64 N, F lo, F hi) {
-  F mn = hi, mx = lo;
-#pragma omp simd reduction(min : mn) reduction(max : mx)
-  for (i64 j = 0; j < N; ++j) {
-    const F pp = p[j] * dp[j] + cp[j] * ut[j];     // xpre  = d xpre  + w s_j
-    const F qq = q[j] * dq[j] + cq[j] * ui;        // xpost = d xpost + w s_i
-    const F x = pp * mi;                           // potentiation X = xpre [s_i]
-    const F s = x + qq * mt[j];                    // S = X + Y, Y = xpost [s_j]
-    p1[j] = pp; q1[j] = qq;
-    const F an = clampf(a[j] - a[j] * s + x, lo, hi);
-    a1[j] = an;
-    mn = an < mn ? an : mn; mx = an > mx ? an : mx;
-  }
-  return mn <= lo || mx >= hi;
-}
-
-// Forward of R rows (b, h, i0 .. i0+R-1) over all T bins. o (R, Dp): each row's read-out without the bias; w: R N
-// scratch for the A values a sparse bin changes.
-template <typename F, int R>
-static void fwd_rows(i64 b, i64 h, i64 i0, const F* u, const F* m, const F* dP, const F* cP,
-                     const F* dQ, const F* cQ, const F* Vt, const F* bias, F* P, F* Q,
-                     F* A, F* ckpt, F* out, i64 T, i64 B, i64 H, i64 N, i64 Dh, i64 Dp, i64 K,
-                     F lo, F hi, const Spikes& sp, F* o, F* w) {
-  const i64 S3 = B * H * N * N;
-  i64 row[R], crow[R];
-  for (int r = 0; r < R; ++r) { row[r] = ((b * H + h) * N + i0 + r) * N; crow[r] = (h * N + i0 + r) * N; }
-  const F* vt = Vt + h * N * Dp;
-  for (i64 t = 0; t < T; ++t) {
-    if (ckpt && t % K == 0) {
-      F* c = ckpt + (t / K) * 3 * S3;
-      for (int r = 0; r < R; ++r) {
-        std::memcpy(c + row[r], P + row[r], N * sizeof(F));
-        std::memcpy(c + S3 + row[r], Q + row[r], N * sizeof(F));
-        std::memcpy(c + 2 * S3 + row[r], A + row[r], N * sizeof(F));
-      }
-    }
-    const F* ut = u + (t * B + b) * N;
-    const F* mt = m + (t * B + b) * N;
-    const int32_t* J = sp.idx.data() + (t * B + b) * N;
-    const i64 nJ = sp.cnt[t * B + b];
-    const bool dense = sp.dense[t * B + b] || t % K == 0;     // every K bins afresh: no drift of the sums
-    bool ev[R], all_ev = true;                                // ev: the row's neuron spiked (its whole row moves)
-    for (int r = 0; r < R; ++r) { ev[r] = dense || mt[i0 + r] != F(0); all_ev = all_ev && ev[r]; }
-    if (!all_ev)
-      for (int r = 0; r < R; ++r) for (i64 c = 0; c < nJ; ++c) w[r * N + c] = A[row[r] + J[c]];
-    for (int r = 0; r < R; ++r) {
-      F *p = P + row[r], *q = Q + row[r], *a = A + row[r];
-      step_row(p, q, a, p, q, a, dP + crow[r], cP + crow[r], dQ + crow[r], cQ + crow[r], ut, mt, ut[i0 + r],
-               mt[i0 + r], N, lo, hi);
-    }
-    if (all_ev) {
-      for (i64 d0 = 0; d0 < Dp; d0 += 16) {                  // o = A_t V^T, 16 columns at a time
-        Tile<F, R, 16> acc;
-        acc.zero();
-        for (i64 j = 0; j < N; ++j) acc.fma(vt + j * Dp + d0, A + row[0] + j, N);
-        acc.store(o + d0, Dp);
-      }
-    } else {
-      for (int r = 0; r < R; ++r)                             // the change of A in the spiking columns
-        for (i64 c = 0; c < nJ; ++c) w[r * N + c] = ev[r] ? F(0) : A[row[r] + J[c]] - w[r * N + c];
-      for (i64 d0 = 0; d0 < Dp; d0 += 16) {                  // o += dA[J] V^T[J]
-        Tile<F, R, 16> acc;
-        acc.load(o + d0, Dp);
-        for (i64 c = 0; c < nJ; ++c) acc.fma(vt + i64(J[c]) * Dp + d0, w + c, N);
-        acc.store(o + d0, Dp);
-      }
-      for (int r = 0; r < R; ++r)                             // rows whose neuron spiked: afresh
-        if (ev[r]) row_times(o + r * Dp, (const F*)nullptr, A + row[r], vt, N, Dp, Dp);
-    }
-    for (int r = 0; r < R; ++r) {
-      F* ot = out + (((t * B + b) * N + i0 + r) * H + h) * Dh;
-      for (i64 d = 0; d < Dh; ++d) ot[d] = bias[h * Dh + d] + o[r * Dp + d];
-    }
-  }
-}
-
-template <typename F>
-static void hebbian_forward(const F* u, const F* m, const F* dP, const F* cP, const F* dQ, const F* cQ,
-                            const F* Vt, const F* bias, F* P, F* Q, F* A, F* ckpt, F* out, i64 T, i64 B, i64 H,
-                            i64 N, i64 Dh, i64 Dp, i64 K, F lo, F hi, int n_threads) {
-  const Spikes sp(m, T, B, N);
-#pragma omp parallel num_threads(n_threads)
-  {
-    std::vector<F> o(4 * Dp), w(4 * N);
-#pragma omp for schedule(static)
-    for (i64 bh = 0; bh < B * H; ++bh) {
-      const i64 b = bh / H, h = bh % H;
-      i64 i = 0;
-      for (; i + 4 <= N; i += 4) fwd_rows<F, 4>(b, h, i, u, m, dP, cP, dQ, cQ, Vt, bias, P, Q, A, ckpt, out, T, B, H, N, Dh, Dp, K, lo, hi, sp, o.data(), w.data());
-      for (; i < N; ++i) fwd_rows<F, 1>(b, h, i, u, m, dP, cP, dQ, cQ, Vt, bias, P, Q, A, ckpt, out, T, B, H, N, Dh, Dp, K, lo, hi, sp, o.data(), w.data());
-    }
-  }
-}
-
-// y (R rows, ld apart) = y0 + G V: G (R, nk) rows of sums of go, V (nk, n) rows ld_v apart; n a multiple of W
-template <typename F, int R, int W>
-static inline void times_V(F* y, const F* y0, const F* G, i64 nk, const F* V, i64 ld_v, i64 ld) {
-  for (i64 j0 = 0; j0 < ld; j0 += W) {
-    Tile<F, R, W> ac;
-    ac.load(y0 + j0, ld);
-    for (i64 d = 0; d < nk; ++d) ac.fma(V + d * ld_v + j0, G + d, nk);
-    ac.store(y + j0, ld);
-  }
-}
-
-// g[r, J[c]] = h[r, J[c]] + (G V)[r, J[c]] for c < min(W, n) and the rows not run whole: vj (nk, .) the columns
-// J of V, rows ld_v apart
-template <typename F, int R, int W>
-static inline void sparse_g(F* g, const F* hh, const F* G, i64 nk, const F* vj, i64 ld_v, const int32_t* J, i64 n,
-                            i64 ld, const bool* ev) {
-  Tile<F, R, W> ac;
-  ac.zero();
-  for (i64 d = 0; d < nk; ++d) ac.fma(vj + d * ld_v, G + d, nk);
-  F out[R * W];
-  ac.store(out, W);
-  if (n > W) n = W;
-  for (int r = 0; r < R; ++r)
-    if (!ev[r]) for (i64 kk = 0; kk < n; ++kk) { const i64 j = r * ld + J[kk]; g[j] = out[r * W + kk] + hh[j]; }
-}
-
-// Backward of chunk ci for R rows: recompute the chunk's states from its checkpoint, then run the adjoint scan in
-// reverse; what the scan carries to the chunk before (lamP, lamQ, h) lives in (B, H, N, Np) arrays. Vp (H, Dh, Np)
-// = V padded to Np (a multiple of 16) columns; VJ (T, B, H, Dh, Cp): V's columns of each bin's spiking neurons;
-// gout (T, B, N, H, Dh); gWt (N, Dh) this (b, h)'s sum of A_t^T go_t; acc (4, B, H, N, N) the per-pair gradient
-// sums of dP, cP, dQ, cQ over bins.
-// The products with V, made sparse: with G_s = sum over the chunk's bins s' >= s of go_s' (per row),
-//   gW:  sum_s go_s^T A_s = G_0^T A_start + sum_s G_s^T (A_s - A_{s-1}), the change being nonzero only in the
-//        spiking columns of a row whose neuron did not spike;
-//   g = dL/dA_s = go_s V + carry: carried as h = g - G_s V, which stays constant through a bin where the pair did
-//        not spike (g then only passes on: carry = g (1 - S), S = 0); where it spiked g = G_s V + h is formed, and
-//        h <- h + g_kept (1 - S) - g. A row with a clipped entry is run densely (there the clip stops g).
-template <typename F, int R>
-static void bwd_chunk(i64 ci, i64 b, i64 h, i64 i0, const F* u, const F* m, const F* cf, const F* Vp, const F* VJ,
-                      i64 Cp, const F* gout, const F* ckpt,
-                      F* gWt, F* acc, F* lamPg, F* lamQg, F* hg, i64 T, i64 B, i64 H, i64 N, i64 Dh, i64 Np,
-                      i64 K, F lo, F hi, const Spikes& sp, F* w, F* Gs, char* clipped, F* Dbuf, const F** Dq,
-                      const F** Gq) {
-  const i64 S3 = B * H * N * N, RN = R * Np;
-  F *Ps = w, *Qs = Ps + (K + 1) * RN, *As = Qs + (K + 1) * RN, *g = As + (K + 1) * RN;   // states of each bin
-  const i64 st = ((b * H + h) * N + i0) * Np;                   // this row group in the (B, H, N, Np) carried state
-  F *lamP = lamPg + st, *lamQ = lamQg + st, *carry = hg + st;
-  i64 row[R], crow[R], prow[R];                                 // rows in ckpt; in cf; in the padded sums acc
-  for (int r = 0; r < R; ++r) {
-    row[r] = ((b * H + h) * N + i0 + r) * N; crow[r] = (h * N + i0 + r) * Np; prow[r] = ((b * H + h) * N + i0 + r) * Np;
-  }
-  const i64 HN = H * N * Np, S3p = B * H * N * Np;
-  const F *dP = cf, *cP = cf + HN, *dQ = cf + 2 * HN, *cQ = cf + 3 * HN;
-  const F* vp = Vp + h * Dh * Np;
-  const i64 c0 = ci * K, k = (T - c0 < K) ? T - c0 : K;
-  const F* c = ckpt + ci * 3 * S3;
-  for (int r = 0; r < R; ++r) {
-    std::memcpy(Ps + r * Np, c + row[r], N * sizeof(F));
-    std::memcpy(Qs + r * Np, c + S3 + row[r], N * sizeof(F));
-    std::memcpy(As + r * Np, c + 2 * S3 + row[r], N * sizeof(F));
-  }
-  for (i64 s = 0; s < k; ++s) {                                              // recompute the chunk
-    const F* ut = u + ((c0 + s) * B + b) * Np;
-    const F* mt = m + ((c0 + s) * B + b) * Np;
-    for (int r = 0; r < R; ++r) {
-      const F *p = Ps + s * RN + r * Np, *q = Qs + s * RN + r * Np, *a = As + s * RN + r * Np;
-      F *p1 = Ps + (s + 1) * RN + r * Np, *q1 = Qs + (s + 1) * RN + r * Np, *a1_ = As + (s + 1) * RN + r * Np;
-      clipped[s * R + r] = step_row(p, q, a, p1, q1, a1_, dP + crow[r], cP + crow[r], dQ + crow[r],
-                                    cQ + crow[r], ut, mt, ut[i0 + r], mt[i0 + r], Np, lo, hi);
-    }
-  }
-  for (int r = 0; r < R; ++r) {                                              // G_s: sums of go over s' >= s
-    F* G = Gs + ((k - 1) * R + r) * Dh;
-    const F* go = gout + ((((c0 + k - 1) * B + b) * N + i0 + r) * H + h) * Dh;
-#pragma omp simd
-    for (i64 d = 0; d < Dh; ++d) G[d] = go[d];
-    for (i64 s = k - 2; s >= 0; --s) {
-      const F* go_ = gout + ((((c0 + s) * B + b) * N + i0 + r) * H + h) * Dh;
-      F* Gn = Gs + (s * R + r) * Dh;
-      const F* Gp = Gn + R * Dh;
-#pragma omp simd
-      for (i64 d = 0; d < Dh; ++d) Gn[d] = Gp[d] + go_[d];
-    }
-  }
-  // gW: rows of pairs that change as a whole (the chunk's start state, and rows whose neuron spiked) as one
-  // product sum_q D_q^T G_q over the list q; the other rows change only in the spiking columns
-  i64 nq = R;
-  for (int r = 0; r < R; ++r) { Dq[r] = As + r * Np; Gq[r] = Gs + r * Dh; }
-  for (i64 s = 0; s < k; ++s) {
-    const i64 tb = (c0 + s) * B + b;
-    const F* mt = m + tb * Np;
-    const int32_t* J = sp.idx.data() + tb * N;
-    const bool dense = sp.dense[tb];
-    bool part[R], any_part = false;                          // rows that moved only in the spiking columns
-    for (int r = 0; r < R; ++r) {
-      const F *an = As + (s + 1) * RN + r * Np, *ao = As + s * RN + r * Np;
-      part[r] = !(dense || mt[i0 + r] != F(0));
-      any_part = any_part || part[r];
-      if (!part[r]) {                                        // the whole row moved: into the product's list
-        F* dq = Dbuf + (nq - R) * Np;
-#pragma omp simd
-        for (i64 j = 0; j < Np; ++j) dq[j] = an[j] - ao[j];
-        Dq[nq] = dq; Gq[nq] = Gs + (s * R + r) * Dh; ++nq;
-      }
-    }
-    if (any_part) {
-      const F* Gr[R];
-      F dl[R];
-      for (int r = 0; r < R; ++r) Gr[r] = Gs + (s * R + r) * Dh;
-      for (i64 c = 0; c < sp.cnt[tb]; ++c) {
-        const i64 j = J[c];
-        for (int r = 0; r < R; ++r)
-          dl[r] = part[r] ? As[(s + 1) * RN + r * Np + j] - As[s * RN + r * Np + j] : F(0);
-        F* gwj = gWt + j * Dh;
-#pragma omp simd
-        for (i64 d = 0; d < Dh; ++d) {
-          F y = gwj[d];
-          for (int r = 0; r < R; ++r) y += dl[r] * Gr[r][d];
-          gwj[d] = y;
-        }
-      }
-    }
-  }
-  for (i64 j0 = 0; j0 < N; j0 += 4) {                                         // gWt[j] += sum_q D_q[j] G_q
-    const int nj = (N - j0 < 4) ? int(N - j0) : 4;
-    for (i64 d0 = 0; d0 < Dh; d0 += 16) {
-      Tile<F, 4, 16> ac;
-      ac.zero();
-      for (i64 q = 0; q < nq; ++q) ac.fma(Gq[q] + d0, Dq[q] + j0, 1);
-      F out[4 * 16];
-      ac.store(out, 16);
-      const int nd = (Dh - d0 < 16) ? int(Dh - d0) : 16;
-      for (int jj = 0; jj < nj; ++jj)
-        for (int kk = 0; kk < nd; ++kk) gWt[(j0 + jj) * Dh + d0 + kk] += out[jj * 16 + kk];
-    }
-  }
-  for (i64 s = k - 1; s >= 0; --s) {                                         // the adjoint scan
-    const i64 t = c0 + s, tb = t * B + b;
-    const F* ut = u + tb * Np;
-    const F* mt = m + tb * Np;
-    const int32_t* J = sp.idx.data() + tb * N;
-    const i64 nJ = sp.cnt[tb];
-    const bool dense = sp.dense[tb];
-    bool ev[R], any_sparse = false;                        // ev: g is formed in every column of the row
-    int n_ev = 0;
-    for (int r = 0; r < R; ++r) {
-      ev[r] = dense || mt[i0 + r] != F(0) || clipped[s * R + r];
-      any_sparse = any_sparse || !ev[r];
-      n_ev += ev[r];
-    }
-    if (R > 1 && n_ev * 4 >= 3 * R) {                                        // most rows whole: all of them
-      for (int r = 0; r < R; ++r) ev[r] = true;
-      any_sparse = false;
-      times_V<F, R, 16>(g, carry, Gs + s * R * Dh, Dh, vp, Np, Np);
-    } else {
-      for (int r = 0; r < R; ++r)                                            // g = G_s V + h in every column
-        if (ev[r]) row_times(g + r * Np, carry + r * Np, Gs + (s * R + r) * Dh, vp, Dh, Np, Np);
-    }
-    if (any_sparse) {                                                        // ... or in the spiking ones
-      const F* vj = VJ + (tb * H + h) * Dh * Cp;
-      i64 c = 0;
-      const F* G = Gs + s * R * Dh;
-      for (; c + 8 < nJ; c += 16) sparse_g<F, R, 16>(g, carry, G, Dh, vj + c, Cp, J + c, nJ - c, Np, ev);
-      for (; c < nJ; c += 8) sparse_g<F, R, 8>(g, carry, G, Dh, vj + c, Cp, J + c, nJ - c, Np, ev);
-    }
-    const F* At = As + (s + 1) * RN;
-    for (int r = 0; r < R; ++r) {
-      const i64 o = r * Np;
-      const F *pprev = Ps + s * RN + o, *qprev = Qs + s * RN + o, *aprev = As + s * RN + o;
-      const F *pt = Ps + (s + 1) * RN + o, *qt = Qs + (s + 1) * RN + o, *at = At + o;
-      const F *dp = dP + crow[r], *dq = dQ + crow[r];
-      const F ui = ut[i0 + r], mi = mt[i0 + r];
-      F *lp = lamP + o, *lq = lamQ + o, *hh = carry + o, *gg = g + o;
-      F *b0 = acc + prow[r], *b1 = b0 + S3p, *b2 = b1 + S3p, *b3 = b2 + S3p;
-      if (!ev[r] && ui == F(0)) {                                            // the same with s_i = u_i = 0 and
-#pragma omp simd                                                               // no clipped entry in the row
-        for (i64 j = 0; j < Np; ++j) {
-          const F gj = gg[j];
-          const F R_ = gj * aprev[j];
-          const F lpj = lp[j] * dp[j], lqj = lq[j] * dq[j] - R_ * mt[j];
-          lp[j] = lpj; lq[j] = lqj;
-          b0[j] += lpj * pprev[j]; b1[j] += lpj * ut[j]; b2[j] += lqj * qprev[j];
-          hh[j] -= gj * qt[j] * mt[j];
-        }
-        for (i64 c = 0; c < nJ; ++c) gg[J[c]] = F(0);
-        continue;
-      }
-#pragma omp simd
-      for (i64 j = 0; j < Np; ++j) {                                          // gg = 0 where g was not formed
-        const F gj = (at[j] <= lo || at[j] >= hi) ? F(0) : gg[j];          // no gradient through the clip
-        const F R_ = gj * aprev[j];
-        const F lpj = lp[j] * dp[j] + (gj - R_) * mi;                     // d/dxpre  = g (1 - A_{t-1}) [s_i]
-        const F lqj = lq[j] * dq[j] - R_ * mt[j];                         // d/dxpost = -g A_{t-1} [s_j]
-        lp[j] = lpj; lq[j] = lqj;
-        b0[j] += lpj * pprev[j]; b1[j] += lpj * ut[j];
-        b2[j] += lqj * qprev[j]; b3[j] += lqj * ui;
-        const F sv = pt[j] * mi + qt[j] * mt[j];
-        hh[j] += (gj - gj * sv) - gg[j];                                    // carry to A_{t-1}: g (1 - S_t)
-      }
-      if (ev[r]) std::memset(gg, 0, N * sizeof(F));
-      else for (i64 c = 0; c < nJ; ++c) gg[J[c]] = F(0);
-    }
-  }
-  times_V<F, R, 16>(carry, carry, Gs, Dh, vp, Np, Np);                       // carry = h + G_0 V for the bin before
-}
-
-template <typename F>
-static void hebbian_backward(const F* u, const F* m, const F* dP, const F* cP, const F* dQ, const F* cQ,
-                             const F* Vp, const F* gout, const F* ckpt, i64 n_ckpt, F* gW, F* acc, i64 T, i64 B,
-                             i64 H, i64 N, i64 Dh, i64 Np, i64 K, F lo, F hi, int n_threads) {
-  const Spikes sp(m, T, B, N);
-  // rows padded to Np and 64-byte aligned: u, m (T, B, Np), the coefficients (4, H, N, Np), the sums acc
-  std::vector<F> up_(T * B * Np + 16, F(0)), mp_(T * B * Np + 16, F(0)), cf_(4 * H * N * Np + 16, F(0));
-  std::vector<F> acc_(4 * B * H * N * Np + 16, F(0));
-  F *up = align64(up_.data()), *mp = align64(mp_.data()), *cf = align64(cf_.data()), *accp = align64(acc_.data());
-  for (i64 tb = 0; tb < T * B; ++tb) {
-    std::memcpy(up + tb * Np, u + tb * N, N * sizeof(F));
-    std::memcpy(mp + tb * Np, m + tb * N, N * sizeof(F));
-  }
-  const F* coef[4] = {dP, cP, dQ, cQ};
-  for (int q = 0; q < 4; ++q)
-    for (i64 hn = 0; hn < H * N; ++hn) std::memcpy(cf + (q * H * N + hn) * Np, coef[q] + hn * N, N * sizeof(F));
-  i64 Cp = 16;                                                  // V's columns of the spiking neurons, per bin
-  for (i64 tb = 0; tb < T * B; ++tb) if (!sp.dense[tb] && sp.cnt[tb] > Cp) Cp = sp.cnt[tb];
-  Cp = (Cp + 15) / 16 * 16;
-  std::vector<F> VJ(T * B * H * Dh * Cp, F(0));
-  for (i64 tb = 0; tb < T * B; ++tb)
-    if (!sp.dense[tb])
-      for (i64 h = 0; h < H; ++h) for (i64 d = 0; d < Dh; ++d)
-        for (i64 c = 0; c < sp.cnt[tb]; ++c)
-          VJ[((tb * H + h) * Dh + d) * Cp + c] = Vp[(h * Dh + d) * Np + sp.idx[tb * N + c]];
-  // chunk by chunk from the last, every row group within a chunk (the chunk's VJ stays in cache); the adjoint
-  // state carried between chunks: lamP, lamQ and h per pair (padded rows), the gradient sums in acc
-  std::vector<F> lamPg_(B * H * N * Np + 16, F(0)), lamQg_(B * H * N * Np + 16, F(0)), hg_(B * H * N * Np + 16, F(0));
-  F *lamPg = align64(lamPg_.data()), *lamQg = align64(lamQg_.data()), *hg = align64(hg_.data());
-  std::vector<F> gWt(B * H * N * Dh, F(0));                     // (B, H, N, Dh): sum of A_t^T go_t
-#pragma omp parallel num_threads(n_threads)
-  {
-    std::vector<F> work_((3 * (K + 1) + 1) * 4 * Np + 16, F(0)), Gs(K * 4 * Dh + 16);
-    F* work = align64(work_.data());
-    std::vector<char> clipped(K * 4);
-    std::vector<F> Dbuf(K * 4 * Np + 16);                       // the rows of pairs that change as a whole
-    std::vector<const F*> Dq(4 + K * 4), Gq(4 + K * 4);
-    for (i64 ci = n_ckpt - 1; ci >= 0; --ci) {
-#pragma omp for schedule(static)
-      for (i64 bh = 0; bh < B * H; ++bh) {
-        const i64 b = bh / H, h = bh % H;
-        F* gw = gWt.data() + bh * N * Dh;
-        i64 i = 0;
-        for (; i + 4 <= N; i += 4)
-          bwd_chunk<F, 4>(ci, b, h, i, up, mp, cf, Vp, VJ.data(), Cp, gout, ckpt, gw, accp, lamPg,
-                          lamQg, hg, T, B, H, N, Dh, Np, K, lo, hi, sp, work, Gs.data(),
-                          clipped.data(), Dbuf.data(), Dq.data(), Gq.data());
-        for (; i < N; ++i)
-          bwd_chunk<F, 1>(ci, b, h, i, up, mp, cf, Vp, VJ.data(), Cp, gout, ckpt, gw, accp, lamPg,
-                          lamQg, hg, T, B, H, N, Dh, Np, K, lo, hi, sp, work, Gs.data(),
-                          clipped.data(), Dbuf.data(), Dq.data(), Gq.data());
-      }
-    }
-  }
-  for (i64 q = 0; q < 4 * B * H * N; ++q) std::memcpy(acc + q * N, accp + q * Np, N * sizeof(F));
-  for (i64 bh = 0; bh < B * H; ++bh)                            // gW (B, H, Dh, Np)
-    for (i64 j = 0; j < N; ++j) for (i64 d = 0; d < Dh; ++d) gW[(bh * Dh + d) * Np + j] = gWt[(bh * N + j) * Dh + d];
-}
-
-#define EXPORT(NAME, F)                                                                                            \
-  extern "C" void hebbian_forward_##NAME(const F* u, const F* m, const F* dP, const F* cP, const F* dQ,          \
-                                         const F* cQ, const F* Vt, const F* bias, F* P, F* Q, F* A, F* ckpt,       \
-                                         F* out, i64 T, i64 B, i64 H, i64 N, i64 Dh, i64 Dp, i64 K, double lo,     \
-                                         double hi, int n_threads) {                                               \
-    hebbian_forward<F>(u, m, dP, cP, dQ, cQ, Vt, bias, P, Q, A, ckpt, out, T, B, H, N, Dh, Dp, K, F(lo), F(hi),   \
-                       n_threads);                                                                                 \
-  }                                                                                                                \
-  extern "C" void hebbian_backward_##NAME(const F* u, const F* m, const F* dP, const F* cP, const F* dQ,         \
-                                          const F* cQ, const F* Vp, const F* gout, const F* ckpt, i64 n_ckpt,      \
-                                          F* gW, F* acc, i64 T, i64 B, i64 H, i64 N, i64 Dh, i64 Np, i64 K,        \
-                                          double lo, double hi, int n_threads) {                                   \
-    hebbian_backward<F>(u, m, dP, cP, dQ, cQ, Vp, gout, ckpt, n_ckpt, gW, acc, T, B, H, N, Dh, Np, K, F(lo),       \
-                        F(hi), n_threads);                                                                         \
-  }
-EXPORT(f32, float)
-EXPORT(f64, double)
-"""
 _NATIVE = {"lib": None, "tried": False, "error": "not tried"}
-
-# the C functions' parameters by name, in order (tensors are passed by address): calls go through _call, which
-# fills them by name, so a reordered or missing argument is a KeyError rather than a silently wrong pointer
-_PTR, _I64, _F64, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double, ctypes.c_int
-_FORWARD_ARGS = (("u", _PTR), ("m", _PTR), ("dP", _PTR), ("cP", _PTR), ("dQ", _PTR), ("cQ", _PTR), ("Vt", _PTR),
-                 ("bias", _PTR), ("P", _PTR), ("Q", _PTR), ("A", _PTR), ("ckpt", _PTR), ("out", _PTR),
-                 ("T", _I64), ("B", _I64), ("H", _I64), ("N", _I64), ("Dh", _I64), ("Dp", _I64), ("K", _I64),
-                 ("lo", _F64), ("hi", _F64), ("n_threads", _INT))
-_BACKWARD_ARGS = (("u", _PTR), ("m", _PTR), ("dP", _PTR), ("cP", _PTR), ("dQ", _PTR), ("cQ", _PTR), ("Vp", _PTR),
-                  ("gout", _PTR), ("ckpt", _PTR), ("n_ckpt", _I64), ("gW", _PTR), ("acc", _PTR),
-                  ("T", _I64), ("B", _I64), ("H", _I64), ("N", _I64), ("Dh", _I64), ("Np", _I64), ("K", _I64),
-                  ("lo", _F64), ("hi", _F64), ("n_threads", _INT))
-
-
-def _call(fn, signature, **args):
-    """ fn(*args in the order of signature), tensors as their data pointers (None: a null pointer) """
-    if set(args) != {name for name, _ in signature}:
-        raise KeyError(f"kernel call: arguments {sorted(args)} do not match {[name for name, _ in signature]}")
-    return fn(*[args[name].data_ptr() if isinstance(args[name], torch.Tensor) else args[name] for name, _ in signature])
+# the parameters of sparks_kernel.cpp's extern "C" functions, in order; the kernels are called by these names
+_FORWARD_ARGS = "u m dP cP dQ cQ Vt bias P Q A ckpt out: ptr; T B H N Dh Dp K: i64; lo hi: double; n_threads: int"
+_BACKWARD_ARGS = ("u m dP cP dQ cQ Vp gout ckpt: ptr; n_ckpt: i64; gW acc: ptr; T B H N Dh Np K: i64; lo hi: double; "
+                  "n_threads: int")
 
 
 def native_kernel():
-    """ The compiled recurrence (a ctypes library with hebbian_{forward,backward}_{f32,f64}), or None (no compiler,
-    MINILATENT_NATIVE=0, a failed build; _NATIVE['error'] says why). Built once per source, compiler and CPU, then
-    loaded from the cache. """
-    if _NATIVE["tried"]:
-        return _NATIVE["lib"]
-    _NATIVE["tried"] = True
-    if os.environ.get("MINILATENT_NATIVE", "1") == "0":
-        _NATIVE["error"] = "disabled by MINILATENT_NATIVE=0"
-        return None
-    cxx = os.environ.get("CXX", "g++")
-    cache = os.environ.get("MINILATENT_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "minilatent"))
-    flags = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC"]
-    try:  # -march=native: a library built on another CPU (a shared home directory) could die on an illegal instruction
-        with open("/proc/cpuinfo") as f:
-            cpu = "".join(l for l in f if l.startswith(("model name", "flags")))
-    except OSError:
-        import platform
-        cpu = platform.machine() + platform.processor()
-    tag = hashlib.sha256((_NATIVE_SRC + cxx + " ".join(flags) + cpu).encode()).hexdigest()[:16]
-    path = os.path.join(cache, f"sparks_hebbian_{tag}.so")
-    try:
-        if not os.path.exists(path):
-            os.makedirs(cache, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=cache) as tmp:
-                src = os.path.join(tmp, "hebbian.cpp")
-                with open(src, "w") as f:
-                    f.write(_NATIVE_SRC)
-                out = os.path.join(tmp, "hebbian.so")
-                subprocess.run([cxx, *flags, "-o", out, src], check=True, capture_output=True, timeout=180)
-                os.replace(out, path)  # atomic: a concurrent process sees no file or the finished one
-        lib = ctypes.CDLL(path)
-        for name in ("f32", "f64"):
-            for kind, sig in (("forward", _FORWARD_ARGS), ("backward", _BACKWARD_ARGS)):
-                fn = getattr(lib, f"hebbian_{kind}_{name}")
-                fn.argtypes, fn.restype = [t for _, t in sig], None
-        _NATIVE["lib"], _NATIVE["error"] = lib, None
-    except (OSError, AttributeError, subprocess.SubprocessError) as e:
-        _NATIVE["error"] = f"{type(e).__name__}: {e}"
+    """ The compiled recurrence, {'hebbian_{forward,backward}_{f32,f64}': kernel}, or None (MINILATENT_NATIVE=0, no
+    kernels.py and sparks_kernel.cpp beside this file, no compiler, a failed build: _NATIVE['error'] says why) """
+    if not _NATIVE["tried"]:
+        _NATIVE["tried"] = True
+        sigs = {f"hebbian_{kind}_{f}": sig for f in ("f32", "f64")
+                for kind, sig in (("forward", _FORWARD_ARGS), ("backward", _BACKWARD_ARGS))}
+        _NATIVE["lib"], _NATIVE["error"] = _compiled("sparks_kernel.cpp", sigs)
     return _NATIVE["lib"]
 
 
+def _compiled(cpp, signatures):
+    """ (kernels, None) or (None, why not): the C functions of `cpp` through the builder kernels.py, both beside this
+    file; the builder is loaded by its path, not imported (a model file imports no part of the package) """
+    if os.environ.get("MINILATENT_NATIVE", "1") == "0":
+        return None, "disabled by MINILATENT_NATIVE=0"
+    here, me = os.path.split(os.path.abspath(globals().get("__file__", "sparks.py")))  # pasted into a notebook: cwd
+    if not all(os.path.isfile(os.path.join(here, f)) for f in ("kernels.py", cpp)):
+        why = f"kernels.py and {cpp} are not beside {me}; copy them from the minilatent package, or pip install it"
+        warnings.warn(f"{me}: the compiled kernel is not available ({why}); running in pure torch (the same equations, "
+                      "slower)")
+        return None, why
+    spec = importlib.util.spec_from_file_location("kernels", os.path.join(here, "kernels.py"))
+    builder = importlib.util.module_from_spec(spec)           # a module of its own, not entered in sys.modules
+    spec.loader.exec_module(builder)
+    return builder.load(os.path.join(here, cpp), signatures)
+
+
 def _kernel_for(u, native=None):
-    """ The compiled (forward, backward) functions for u's dtype, or None for the torch scan: the native= switch
-    (see the top of this appendix) applied to the tensor at hand. """
+    """ The compiled (forward, backward) kernels for u's dtype, or None for the torch scan: the native= switch
+    (see the top of the extensions) applied to the tensor at hand. """
     if native is False:
         return None
-    lib = native_kernel()
     runs_here = u.device.type == "cpu" and u.dtype in (torch.float32, torch.float64)
-    if lib is None or not runs_here:
+    lib = native_kernel() if runs_here else None               # (not built where it could not run)
+    if lib is None:
         if native:
-            why = _NATIVE["error"] if lib is None else f"it runs on CPU float32/float64, not {u.device.type} {u.dtype}"
+            why = _NATIVE["error"] if runs_here else f"it runs on CPU float32/float64, not {u.device.type} {u.dtype}"
             raise RuntimeError(f"native=True: the compiled Hebbian kernel cannot run here ({why}); "
                                "use native=None (kernel where possible) or native=False (pure torch)")
         return None
     name = "f32" if u.dtype == torch.float32 else "f64"
-    return getattr(lib, f"hebbian_forward_{name}"), getattr(lib, f"hebbian_backward_{name}")
+    return lib[f"hebbian_forward_{name}"], lib[f"hebbian_backward_{name}"]
 
 
 def _native_forward(ctx, u, m, dP, cP, dQ, cQ, W, bias, P0, Q0, A0, chunk, lo, hi):
@@ -1460,9 +936,8 @@ def _native_forward(ctx, u, m, dP, cP, dQ, cQ, W, bias, P0, Q0, A0, chunk, lo, h
     keep = any(ctx.needs_input_grad)
     ckpt = u.new_empty((n_ckpt, 3) + tuple(P.shape)) if keep else None   # (P, Q, A) at every chunk start
     out = u.new_empty((T, B, N, H, Dh))
-    _call(ctx.kernel[0], _FORWARD_ARGS, u=u, m=m, dP=dP, cP=cP, dQ=dQ, cQ=cQ, Vt=Vt, bias=bias.contiguous(),
-          P=P, Q=Q, A=A, ckpt=ckpt, out=out, T=T, B=B, H=H, N=N, Dh=Dh, Dp=Dp, K=K, lo=lo, hi=hi,
-          n_threads=torch.get_num_threads())
+    ctx.kernel[0](u=u, m=m, dP=dP, cP=cP, dQ=dQ, cQ=cQ, Vt=Vt, bias=bias.contiguous(), P=P, Q=Q, A=A, ckpt=ckpt,
+                  out=out, T=T, B=B, H=H, N=N, Dh=Dh, Dp=Dp, K=K, lo=lo, hi=hi, n_threads=torch.get_num_threads())
     ctx.save_for_backward(u, m, dP, cP, dQ, cQ, W, *([ckpt] if keep else []))
     ctx.chunk, ctx.lo, ctx.hi, ctx.n_ckpt = K, lo, hi, n_ckpt
     ctx.mark_non_differentiable(P, Q, A)
@@ -1479,8 +954,8 @@ def _native_backward(ctx, g_out):
     g_out = g_out.contiguous()                                 # (T, B, N, H, Dh)
     gW = u.new_zeros(B, H, Dh, Np)                             # one partial sum per trial: no write races
     acc = u.new_empty((4, B, H, N, N))                         # per pair and trial: sums over bins
-    _call(ctx.kernel[1], _BACKWARD_ARGS, u=u, m=m, dP=dP, cP=cP, dQ=dQ, cQ=cQ, Vp=Vp, gout=g_out, ckpt=ckpt,
-          n_ckpt=ctx.n_ckpt, gW=gW, acc=acc, T=T, B=B, H=H, N=N, Dh=Dh, Np=Np, K=ctx.chunk, lo=ctx.lo, hi=ctx.hi,
-          n_threads=torch.get_num_threads())
+    ctx.kernel[1](u=u, m=m, dP=dP, cP=cP, dQ=dQ, cQ=cQ, Vp=Vp, gout=g_out, ckpt=ckpt, n_ckpt=ctx.n_ckpt, gW=gW,
+                  acc=acc, T=T, B=B, H=H, N=N, Dh=Dh, Np=Np, K=ctx.chunk, lo=ctx.lo, hi=ctx.hi,
+                  n_threads=torch.get_num_threads())
     grads = acc.sum(1)
     return (None, None, grads[0], grads[1], grads[2], grads[3], gW.sum(0)[..., :N], g_out.sum((0, 1, 2)))

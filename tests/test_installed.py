@@ -9,6 +9,7 @@ test_lessons_run_from_the_install_outside_the_checkout runs them here without a 
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 
 import pytest
@@ -43,6 +44,18 @@ def test_package_data_comes_from_site_packages(installed):
     assert sorted(os.listdir(lessons)) == sorted(f for f in os.listdir(os.path.join(ROOT, "notebooks"))
                                                  if f.endswith(".ipynb"))
     assert int(n) > 0
+
+
+def test_the_installed_package_has_its_compiled_kernels(installed):
+    # the .cpp files are package data: without them an install would run pure torch and say so
+    py, env, work, site = installed
+    if shutil.which(env.get("CXX", "g++")) is None or env.get("MINILATENT_NATIVE") == "0":
+        pytest.skip("no C++ compiler here (or MINILATENT_NATIVE=0)")
+    r = run([py, "-W", "error::UserWarning", "-c", "import minilatent.sparks as S, minilatent.circuits as C; "
+             "print(S.native_kernel() is not None, C.native_kernel() is not None, S._NATIVE['error'], S.__file__)"],
+            env=env, cwd=work)
+    assert r.stdout.split()[:3] == ["True", "True", "None"], r.stdout
+    assert r.stdout.split()[3].startswith(site)
 
 
 RUNNER = """
