@@ -57,7 +57,6 @@ torch without them or without a compiler) does the same sums with uint16 indices
 Matmul precision: nothing here changes torch's global float32 matmul precision; all sums are float32.
 """
 
-import importlib.util
 import math
 import os
 import warnings
@@ -943,7 +942,8 @@ def _compiled(cpp, signatures):
         warnings.warn(f"{me}: the compiled kernel is not available ({why}); running in pure torch (the same equations, "
                       "slower)")
         return None, why
-    spec = importlib.util.spec_from_file_location("kernels", os.path.join(here, "kernels.py"))
-    builder = importlib.util.module_from_spec(spec)           # a module of its own, not entered in sys.modules
-    spec.loader.exec_module(builder)
-    return builder.load(os.path.join(here, cpp), signatures)
+    path = os.path.join(here, "kernels.py")                    # run in a namespace of its own (no sys.modules entry)
+    builder = {"__file__": path, "__name__": "minilatent_kernels"}
+    with open(path) as f:
+        exec(compile(f.read(), path, "exec"), builder)
+    return builder["load"](os.path.join(here, cpp), signatures)

@@ -64,7 +64,6 @@ Several sessions (recordings with different neurons) get one Hebbian block and l
 (and one decoder output layer), and share the rest; `add_session` extends a trained model.
 """
 
-import importlib.util
 import math
 import os
 import warnings
@@ -901,10 +900,11 @@ def _compiled(cpp, signatures):
         warnings.warn(f"{me}: the compiled kernel is not available ({why}); running in pure torch (the same equations, "
                       "slower)")
         return None, why
-    spec = importlib.util.spec_from_file_location("kernels", os.path.join(here, "kernels.py"))
-    builder = importlib.util.module_from_spec(spec)           # a module of its own, not entered in sys.modules
-    spec.loader.exec_module(builder)
-    return builder.load(os.path.join(here, cpp), signatures)
+    path = os.path.join(here, "kernels.py")                    # run in a namespace of its own (no sys.modules entry)
+    builder = {"__file__": path, "__name__": "minilatent_kernels"}
+    with open(path) as f:
+        exec(compile(f.read(), path, "exec"), builder)
+    return builder["load"](os.path.join(here, cpp), signatures)
 
 
 def _kernel_for(u, native=None):
