@@ -30,38 +30,28 @@ The rest is a variational encoder-decoder:
 with the KL summed over latent dimensions (the per-step ELBO's KL), and the target either the spikes
 themselves (unsupervised: Bernoulli or Poisson) or any per-bin quantity to decode (supervised, MSE).
 
-Differences from sparks-ai 0.2.1 (the same equations otherwise; each is stated again where the code is).
-benchmarks/sparks_ablation.py sets each one back to sparks-ai's choice on the benchmark's rotation data (100
-neurons, 80 training trials, 10 epochs; the README's table has the test R^2 of each seed). None of the choices of
-learning rate, KL convention, init or clipping moved R^2 beyond the seed-to-seed spread (+-0.01-0.02), so they stay:
-  - the trace increment per spike is w (sparks-ai: w dt; its w_start 1 with dt 1 ms is our 0.001);
-  - log w starts at N(log w_start, (1/N)^2), a spread of 1/N (sparks-ai: sqrt(1/N), 0.1 instead of 0.01 at N=100):
-    the pairs start more alike; measured within the seed-to-seed spread of R^2;
-  - V starts as randn/sqrt(N) with a zero bias (sparks-ai: nn.Linear's uniform +-1/sqrt(N), bias too): sqrt(3)x
-    larger values at the start; within the seed spread;
-  - after the attention: no output projection with one head (it would be a second linear map straight after V),
-    and a Linear-ReLU-Linear feed-forward (sparks-ai: Linear(D, D) always, then RMSNorm-Linear-GLU-Linear-GLU
-    without biases): R^2 0.004-0.012 higher on the two seeds measured, at ~1.7x the CPU time per epoch;
-  - conventional self-attention layers (n_layers > 0, off by default) are PyTorch's post-norm
-    nn.TransformerEncoderLayer (sparks-ai: LayerNorm first, attention and GLU feed-forward with residuals); with
-    one layer, test R^2 0.883 / 0.898 (ours) vs 0.905 / 0.896 (sparks-ai's block) on two seeds, 4-6x slower than none;
-  - the KL is summed over latent dimensions, the ELBO's KL (sparks-ai averages it: the same beta is latent_dim
-    times weaker there; to match it, divide beta by latent_dim); the loss is averaged over bins (sparks-ai sums it,
-    which with Adam only matters through its clipping) and no gradient clipping (sparks-ai clips every value at
-    0.5); evaluation uses the posterior mean (sparks-ai samples);
-  - the default decoder's hidden layer has dec_hidden = 64 units (sparks-ai: mean(tau_p * latent_dim, outputs)).
+Differences from sparks-ai 0.2.1 (each stated again where the code is; benchmarks/sparks_ablation.py sets each back
+to sparks-ai's choice on the rotation benchmark: none of learning rate, KL convention, init or clipping moved the
+test R^2 beyond the seed-to-seed spread of +-0.01-0.02, so they stay):
+  - the trace increment per spike is w (sparks-ai: w dt); log w starts with a spread of 1/N (sparks-ai: sqrt(1/N));
+    V starts as randn/sqrt(N) with a zero bias (sparks-ai: nn.Linear's uniform init);
+  - after the attention, no output projection with one head and a Linear-ReLU-Linear feed-forward (sparks-ai:
+    Linear(D, D), then an RMSNorm-GLU block: R^2 +0.004-0.012 at ~1.7x the CPU time per epoch); the optional
+    self-attention layers are PyTorch's post-norm encoder layers (sparks-ai: pre-norm with a GLU feed-forward);
+  - the KL is summed over latent dimensions (sparks-ai averages it: divide beta by latent_dim to match); the loss is
+    averaged over bins (sparks-ai sums it); no gradient clipping (sparks-ai clips values at 0.5); evaluation uses
+    the posterior mean (sparks-ai samples); the decoder's hidden layer has dec_hidden = 64 units (sparks-ai:
+    mean(tau_p * latent_dim, outputs)).
 
-How it is computed: the model below is written with plain tensor ops (one bin of the recurrence is _step); the
-speed-ups (a scan over all bins with a hand-written, chunked backward, the default head after the attention as one
-function with its own backward, an optional compiled kernel) follow the model, after `# --- extensions / speed-ups`,
-behind two entry points, hebbian_scan and _FFLatent. The kernel's C++ is sparks_kernel.cpp, built by kernels.py (both
-beside this file in the package: copy them with it for the fast path). native=None (the default) uses the compiled
-kernel where it can run, True requires it, False (or MINILATENT_NATIVE=0 with None) never uses it.
+How it is computed: the model below uses plain tensor ops (one bin of the recurrence is _step). The speed-ups follow
+it, after `# --- extensions / speed-ups`, behind hebbian_scan and _FFLatent: a scan over all bins with a chunked,
+hand-written backward, the default head as one function with its own backward, and an optional compiled kernel
+(sparks_kernel.cpp, built by kernels.py; copy both beside this file for the fast path). native=None (default) uses
+the kernel where it can run, True requires it, False (or MINILATENT_NATIVE=0) never uses it.
 
-Training is full backpropagation through time (one optimiser step per batch) or *online*: an optimiser
-step every `online_chunk` bins with the state carried over detached, so memory does not grow with T.
-Several sessions (recordings with different neurons) get one Hebbian block and latent projection each
-(and one decoder output layer), and share the rest; `add_session` extends a trained model.
+Training is full backpropagation through time (one optimiser step per batch) or *online*: a step every
+`online_chunk` bins with the state carried over detached, so memory does not grow with T. Several sessions get one
+Hebbian block, latent projection and decoder output layer each and share the rest; `add_session` extends a model.
 """
 
 import math
@@ -74,8 +64,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
-# -----------------------------------------------------------------------------
 
 
 @dataclass
