@@ -10,7 +10,7 @@ from .lfads import LFADS, LFADSConfig
 from .sparks import SPARKS, SPARKSConfig
 from .circuits import Circuit, CircuitConfig, STPConfig
 from .trainer import Trainer, TrainerConfig, History
-from . import data, circuits
+from . import synthetic, datafiles, metrics, circuits
 
 __all__ = ["LFADS", "LFADSConfig", "SPARKS", "SPARKSConfig", "Circuit", "CircuitConfig", "STPConfig",
-           "Trainer", "TrainerConfig", "History", "data", "circuits"]
+           "Trainer", "TrainerConfig", "History", "synthetic", "datafiles", "metrics", "circuits"]

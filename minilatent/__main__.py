@@ -149,7 +149,7 @@ SPARKS_MODEL_OPTIONS = [
     ("--tau-p", "tau_p", _number(int, 1, 10000), "the decoder sees the last TAU_P latents"),
 ]
 # The command line's LFADS defaults where they differ from LFADSConfig() and TrainerConfig(). They were chosen on the
-# dataset suite of data.SUITE (benchmarks/lfads_datasets.py; README, "LFADS on the dataset suite"): on the sparse
+# dataset suite of synthetic.SUITE (benchmarks/lfads_datasets.py; README, "LFADS on the dataset suite"): on the sparse
 # Lorenz data of issue 11 (60 neurons at 1.8 Hz, 640 training trials, 300 s) a generator of 128 units, 40 factors,
 # coordinated dropout 0.5, a peak learning rate of 3e-3 and batches of 64 took the rate R2 from 0.885 to 0.93 and
 # the latent R2 from 0.976 / 0.925 / 0.945 to 0.99 / 0.98 / 0.98. The dataclasses keep the smaller model that the
@@ -232,7 +232,7 @@ def build_parser():
     from .lfads import LFADSConfig, LIKELIHOODS
     from .sparks import SPARKSConfig
     from .trainer import TrainerConfig
-    from .data import TRUTH_UNITS
+    from .datafiles import TRUTH_UNITS
     prog = "python -m minilatent"
     ap = _Parser(prog=prog, formatter_class=_Formatter, description="minilatent: train latent-dynamics models of "
                  "neural data (LFADS, SPARKS) from the command line.", epilog=f"""examples:
@@ -540,7 +540,7 @@ def read_lfads_inputs(args):
     """ Load and check every DATA file and the options that depend on the data; raises UsageError. """
     import numpy as np
     import torch
-    from .data import load_h5, load_dataset, eg_path, lfads_tensors, truth_conversion
+    from .datafiles import load_h5, load_dataset, eg_path, lfads_tensors, truth_conversion
     from .lfads import LFADSConfig, LIKELIHOODS
 
     paths = args.data or [eg_path("lorenz")]
@@ -612,7 +612,7 @@ def build_lfads(args, inp):
     """ The model for the inputs (initialised, seeded); raises UsageError for options the data cannot take. """
     import numpy as np
     import torch
-    from .data import psths
+    from .metrics import psths
     from .lfads import LFADS, LFADSConfig, check_sessions
 
     kw = {f: getattr(args, f) for _, f, _, _ in LFADS_MODEL_OPTIONS}
@@ -700,7 +700,8 @@ def train_lfads(args):
 def write_lfads_outputs(args, folder, inp, model, history):
     """ posterior sample-and-average, lfads-torch's output layout (one file per session), figures, results """
     import numpy as np
-    from .data import save_h5, rate_r2, bits_per_spike, pulse_timing_accuracy, heldout_figures
+    from .datafiles import save_h5
+    from .metrics import rate_r2, bits_per_spike, pulse_timing_accuracy, heldout_figures
     cfg, multi = model.cfg, inp["multi"]
     written, lines, first = [], [], None
     for s, (name, data) in enumerate(zip(inp["names"], inp["datasets"])):
@@ -754,7 +755,7 @@ def write_lfads_outputs(args, folder, inp, model, history):
 
 
 def make_eg_data(args):
-    from .data import make_eg_data as make
+    from .synthetic import make_eg_data as make
     for p in make(args.out) if args.out else make():
         print(f"wrote {p}")
     return 0
@@ -798,7 +799,7 @@ def main(argv=None):
 def read_sparks_inputs(args):
     import numpy as np
     import torch
-    from .data import load_h5, eg_path
+    from .datafiles import load_h5, eg_path
     path = args.data or eg_path("rotation")
     try:
         data = load_h5(path)
@@ -872,7 +873,8 @@ def train_sparks(args):
 
 def write_sparks_outputs(args, folder, inp, model, history):
     import numpy as np
-    from .data import save_h5, r2_score, bits_per_spike
+    from .datafiles import save_h5
+    from .metrics import r2_score, bits_per_spike
     train, valid, supervised = inp["train"], inp["valid"], inp["supervised"]
     out = dict(inp["data"])
     res = {}

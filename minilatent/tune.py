@@ -399,7 +399,7 @@ def add_tune_parser(sub, prog, formatter, parser_class, run_folder_note):
     """ the `tune` subcommand (argparse), next to `train` in __main__.py """
     from . import __main__ as cli
     from .lfads import LFADSConfig, LIKELIHOODS
-    from .data import TRUTH_UNITS
+    from .datafiles import TRUTH_UNITS
     t = sub.add_parser("tune", help="hyperparameter search (population-based training on Ray Tune)",
                        formatter_class=formatter, description="Search hyperparameters by population-based training "
                        "(AutoLFADS) on Ray Tune; needs the extra: pip install 'minilatent[tune]'.")
@@ -644,7 +644,7 @@ def _search_options(args, inp):
 
 def _init_fn(inp):
     """ what a new member does to its fresh model before training (read-out bias from the data, PCR read-ins) """
-    from .data import psths
+    from .metrics import psths
     datasets, train, multi = inp["datasets"], inp["train"], inp["multi"]
     conds = [set(np.unique(d["train_cond_idx"]).tolist()) if "train_cond_idx" in d else None for d in datasets]
     pcr = multi and all(c is not None and c == conds[0] for c in conds)
