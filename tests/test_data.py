@@ -158,6 +158,53 @@ def test_bits_per_spike_against_direct_computation():
     assert metrics.bits_per_spike(rates, x) > 0
 
 
+
+def nlb_bits_per_spike(rates, spikes, floor=None):
+    """ nlb_tools' evaluation.bits_per_spike as a plain loop: bins with a NaN count are skipped, a rate of exactly 0
+    becomes 1e-9, the null is each neuron's mean count over its observed bins. floor=1e-9 instead raises every rate
+    below 1e-9 to 1e-9 (what minilatent did before: the loop shows that the test tells the two apart). """
+    B, T, N = spikes.shape
+    bins = [(b, t, n) for b in range(B) for t in range(T) for n in range(N) if not math.isnan(spikes[b, t, n])]
+    mean = [np.mean([spikes[b, t, n] for b, t, m in bins if m == n]) for n in range(N)]
+
+    def nll(rate):
+        total = 0.0
+        for b, t, n in bins:
+            r, x = rate(b, t, n), spikes[b, t, n]
+            r = max(r, floor) if floor else (1e-9 if r == 0 else r)
+            total += r - x * math.log(r) + math.lgamma(x + 1)
+        return total
+    n_spikes = sum(spikes[i] for i in bins)
+    return (nll(lambda b, t, n: mean[n]) - nll(lambda b, t, n: rates[b, t, n])) / n_spikes / math.log(2)
+
+
+def test_bits_per_spike_is_nlb_tools_on_tiny_and_zero_rates_and_missing_counts():
+    rng = np.random.default_rng(2)
+    rates = rng.uniform(0.05, 2.0, size=(3, 8, 4))
+    x = rng.poisson(rates).astype(float)
+    x[:, :, 3] = 0.0                                   # a silent neuron: its null rate is 0, scored as 1e-9
+    x[0, 0, 0], rates[0, 0, 0] = 1.0, 1e-12            # a spike the model called nearly impossible
+    x[0, 1, 0], rates[0, 1, 0] = 0.0, 1e-30            # no spike where the model said so
+    x[0, 2, 1], rates[0, 2, 1] = 2.0, 0.0              # a zero rate: 1e-9, as nlb_tools
+    x[1, 3, 2], rates[1, 3, 2] = 1.0, 5e-10
+    x[2, 4, 1], rates[2, 4, 1] = np.nan, np.nan        # an unobserved bin (NLB files): left out, whatever the rate
+    x[2, 5, 0] = np.nan
+    want = nlb_bits_per_spike(rates, x)
+    assert metrics.bits_per_spike(rates, x) == pytest.approx(want, rel=1e-12)
+    assert abs(nlb_bits_per_spike(rates, x, floor=1e-9) - want) > 0.05     # clipping tiny rates would differ
+    # the same on the held-out regions, and on float32 rates up to float32 rounding
+    assert metrics.regional_bits_per_spike(rates, x, 4, 8)["bps"] == pytest.approx(want, rel=1e-12)
+    r32 = rates.astype(np.float32)
+    assert metrics.bits_per_spike(r32, x) == pytest.approx(nlb_bits_per_spike(r32.astype(float), x), rel=1e-12)
+    # what nlb_tools asserts against, a ValueError here
+    for bad, match in ((-1e-3, ">= 0"), (np.nan, "NaN"), (np.inf, "infinite")):
+        r = rates.copy()
+        r[1, 1, 1] = bad
+        with pytest.raises(ValueError, match=match):
+            metrics.bits_per_spike(r, x)
+    with pytest.raises(ValueError, match="do not match"):
+        metrics.bits_per_spike(rates[:, :4], x)
+
 def test_baselines():
     x = np.zeros((2, 50, 1))
     x[:, 25, 0] = 1.0
