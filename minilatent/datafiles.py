@@ -15,9 +15,10 @@ A dataset is a plain dict of numpy arrays whose keys follow lfads-torch's HDF5 l
     train_cond_idx, valid_cond_idx       (trials,)       condition of each trial (minilatent extra)
     dt                                   scalar, bin width in seconds
 
-Arrays are (trials, time, neurons) everywhere, float32 counts per bin. The original (TensorFlow) LFADS layout
-names the counts train_data / valid_data; load_h5 reads it into the keys above. Held-out neurons follow lfads-torch
-and the Neural Latents Benchmark: recon_data holds the encoders' neurons first, then the held-out ones.
+Arrays are (trials, time, neurons) everywhere, float32 counts per bin (metrics.true_rates reads the truth in
+those units). The original (TensorFlow) LFADS layout names the counts train_data / valid_data; load_h5 reads it
+into the keys above. Held-out neurons follow lfads-torch and the Neural Latents Benchmark: recon_data holds the
+encoders' neurons first, then the held-out ones.
 
 References:
   Sedler & Pandarinath (2023) "lfads-torch: A modular and extensible implementation of latent factor analysis via
