@@ -3,7 +3,7 @@ From circuits to latents (lesson 07), at full size: LFADS fitted to the spikes o
 E/I network, scored against the circuits' truth. Medians over seeds (default 3: 0, 1, 2); each seed draws new data
 (new trials and recorded neurons) and a new model initialisation.
 
-Ring: data.make_ring_trials(n_trials=500, n_valid=100, n_bins=100) — 60 of 120 neurons, 2-s trials of 20-ms bins,
+Ring: synthetic.make_ring_trials(n_trials=500, n_valid=100, n_bins=100) — 60 of 120 neurons, 2-s trials of 20-ms bins,
 a cue on half the trials. Autonomous LFADS (ic_enc 32, ic 32, gen 32, fac 8; trainer defaults), --ring-epochs epochs.
   1. median circular error of the bump phase decoded from the factors (linear map to (cos, sin), fitted on the
      400 training trials) on the 100 held-out trials                                          target <= 15 deg
@@ -12,13 +12,13 @@ a cue on half the trials. Autonomous LFADS (ic_enc 32, ic 32, gen 32, fac 8; tra
   3. the phase attached to each slow point (its factors through the decoder of 1) against its position along the
      ring (angle in the plane of the slow points' first two principal components): |circular correlation|
      (Fisher & Lee; the sign is the arbitrary direction of the principal components)            target >= 0.9
-Bistable: data.make_bistable_trials(n_trials=500, n_valid=100, pulse_prob=0) (an autonomous model cannot explain a
+Bistable: synthetic.make_bistable_trials(n_trials=500, n_valid=100, pulse_prob=0) (an autonomous model cannot explain a
 pulse at a random time), autonomous LFADS (gen 16, fac 4, cell_clip 1; batch 16, lr 0.02), --bi-epochs epochs;
 find_fixed_points polished to the end from 400 held-out generator states + noise 0.05, and from 41 points on the
 segment joining the two stable points found (where a saddle must lie).
   4. for each of the circuit's two stable states, the model's stable fixed point whose read-out rates are closest:
      mean |rate difference| / mean circuit rate (the rates the circuit's fixed point gives the recorded neurons,
-     data.bistable_readout); the worse of the two                                                target <= 10 %
+     synthetic.bistable_readout); the worse of the two                                           target <= 10 %
 
     nice -n 5 python benchmarks/circuit_to_latents.py                  # 3 seeds, about 5 min each on one core
     python benchmarks/circuit_to_latents.py --seeds 1 --ring-epochs 4 --bi-epochs 4      # a quick smoke run
@@ -31,7 +31,7 @@ import time
 import numpy as np
 import torch
 
-from minilatent import data as D
+from minilatent import synthetic, datafiles, metrics
 from minilatent.fixed_points import find_fixed_points
 from minilatent.lfads import LFADS, LFADSConfig, lfads_generator_step, lfads_factors
 from minilatent.trainer import Trainer, TrainerConfig
@@ -48,13 +48,13 @@ def train_lfads(train, valid, seed, epochs, batch_size=32, lr=0.01, **kw):
 
 
 def ring_run(seed, epochs):
-    ring = D.make_ring_trials(n_trials=500, n_valid=100, n_bins=100, seed=seed)
-    train, valid = D.lfads_tensors(ring, "train"), D.lfads_tensors(ring, "valid")
+    ring = synthetic.make_ring_trials(n_trials=500, n_valid=100, n_bins=100, seed=seed)
+    train, valid = datafiles.lfads_tensors(ring, "train"), datafiles.lfads_tensors(ring, "valid")
     model, secs = train_lfads(train, valid, seed, epochs, ic_dim=32, gen_dim=32, fac_dim=8)
     o_tr = model.posterior_average(train[0], n_samples=0)
     o_va = model.posterior_average(valid[0], n_samples=0)
-    W = D.fit_phase_decoder(o_tr["factors"], ring["train_phase"])
-    err = float(np.median(D.circular_distance(D.decode_phase(o_va["factors"], W), ring["valid_phase"])))
+    W = metrics.fit_phase_decoder(o_tr["factors"], ring["train_phase"])
+    err = float(np.median(metrics.circular_distance(metrics.decode_phase(o_va["factors"], W), ring["valid_phase"])))
     G = torch.tensor(o_va["gen_states"], dtype=torch.float64)
     pool = G[:, 10:].reshape(-1, G.shape[-1])
     starts = pool[torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))[:300]]
@@ -64,10 +64,10 @@ def ring_run(seed, epochs):
     mods = fp["slow_eigvals"].abs().numpy()
     one = float(np.mean((mods > 0.9).sum(1) == 1)) if len(S) else float("nan")
     if len(S) >= 3:
-        phase = D.decode_phase(lfads_factors(model, S).numpy(), W)
+        phase = metrics.decode_phase(lfads_factors(model, S).numpy(), W)
         _, _, Vt = torch.linalg.svd(S - S.mean(0), full_matrices=False)
         p2 = ((S - S.mean(0)) @ Vt[:2].T).numpy()
-        rho = abs(D.circular_correlation(phase, np.arctan2(p2[:, 1], p2[:, 0])))
+        rho = abs(metrics.circular_correlation(phase, np.arctan2(p2[:, 1], p2[:, 0])))
     else:
         rho = float("nan")
     return dict(train_s=secs, phase_err=err, n_slow=len(S), n_fixed=len(fp["points"]), one_eig=one, rho=rho,
@@ -76,8 +76,8 @@ def ring_run(seed, epochs):
 
 
 def bistable_run(seed, epochs):
-    bi = D.make_bistable_trials(n_trials=500, n_valid=100, pulse_prob=0.0, seed=seed)
-    train, valid = D.lfads_tensors(bi, "train"), D.lfads_tensors(bi, "valid")
+    bi = synthetic.make_bistable_trials(n_trials=500, n_valid=100, pulse_prob=0.0, seed=seed)
+    train, valid = datafiles.lfads_tensors(bi, "train"), datafiles.lfads_tensors(bi, "valid")
     model, secs = train_lfads(train, valid, seed, epochs, batch_size=16, lr=0.02, ic_dim=16, gen_dim=16, fac_dim=4,
                               cell_clip=1.0)
     o = model.posterior_average(valid[0], n_samples=0)
@@ -95,7 +95,7 @@ def bistable_run(seed, epochs):
             fp["stable"] = torch.cat([fp["stable"], seg["stable"][~seg["stable"]]])
             fp["eigvals"] = torch.cat([fp["eigvals"], seg["eigvals"][~seg["stable"]]])
     hz = torch.exp(model.readout(lfads_factors(model, fp["points"]).float())).detach().numpy() / float(bi["dt"])
-    theory = D.bistable_readout(bi, bi["fixed_points"][:, :2])                  # (3, N)
+    theory = synthetic.bistable_readout(bi, bi["fixed_points"][:, :2])          # (3, N)
     stable_th = theory[bi["fixed_points"][:, 2] == 1]                            # low, high
     stable_model = hz[fp["stable"].numpy()]
     errs = []

@@ -14,7 +14,7 @@ Reported:
   per run: wall seconds of training, epochs, validation rate R^2 (10-sample posterior average);
   pulse-timing accuracy: the fraction of validation trials whose peak of ||u_t - mean over trials of u_t||
     (u = posterior mean of the inferred input) lies within +-3 bins of the true pulse; chance = the same score
-    against pulse times shuffled across trials (data.pulse_timing_accuracy);
+    against pulse times shuffled across trials (metrics.pulse_timing_accuracy);
   the rate error in the bin of the pulse relative to the 10 bins before it (1 = the pulse is tracked perfectly).
 Target (ours; the issue sets none): pulse-timing accuracy >= 0.5 and >= chance + 0.3, a clear recovery.
 
@@ -53,7 +53,9 @@ import time
 import numpy as np
 import torch
 
-from minilatent.data import make_chaotic_rnn, lfads_tensors, true_rates, rate_r2, pulse_timing_accuracy
+from minilatent.synthetic import make_chaotic_rnn
+from minilatent.datafiles import lfads_tensors
+from minilatent.metrics import true_rates, rate_r2, pulse_timing_accuracy
 from minilatent.lfads import LFADS, LFADSConfig
 from minilatent.trainer import Trainer, TrainerConfig
 

@@ -1,5 +1,5 @@
 """
-LFADS with the command line's defaults on the dataset suite (data.SUITE): Lorenz and chaotic-RNN dynamics at
+LFADS with the command line's defaults on the dataset suite (synthetic.SUITE): Lorenz and chaotic-RNN dynamics at
 1-20 Hz, 20-200 neurons, 200-2000 trials, 50-200 bins (issue 11). For each dataset and seed this writes the
 dataset to a temporary HDF5 file, runs
 
@@ -40,7 +40,7 @@ import time
 
 import numpy as np
 
-from minilatent import data as D
+from minilatent import synthetic, datafiles, metrics
 
 
 def run_one(name, path, seed, seconds, cli_args, keep):
@@ -76,17 +76,17 @@ def scores(data, res, dt):
     """ rate R2, latent R2 per axis (Lorenz), bits/spike and the true rates' bits/spike on the validation trials """
     truth = np.asarray(data["valid_truth"], np.float64) * dt                    # Hz -> counts per bin
     x = data.get("valid_encod_data", data.get("valid_data"))
-    out = dict(rate_r2=D.rate_r2(res["valid_output_params"], truth),
-               bps=D.bits_per_spike(res["valid_output_params"], x), true_bps=D.bits_per_spike(truth, x))
+    out = dict(rate_r2=metrics.rate_r2(res["valid_output_params"], truth),
+               bps=metrics.bits_per_spike(res["valid_output_params"], x), true_bps=metrics.bits_per_spike(truth, x))
     if "train_latents" in data:
-        out["latent_r2"] = D.affine_latent_r2(res["train_factors"], data["train_latents"], res["valid_factors"],
-                                              data["valid_latents"])
+        out["latent_r2"] = metrics.affine_latent_r2(res["train_factors"], data["train_latents"], res["valid_factors"],
+                                                    data["valid_latents"])
     return out
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--datasets", nargs="*", default=list(D.SUITE), choices=list(D.SUITE))
+    ap.add_argument("--datasets", nargs="*", default=list(synthetic.SUITE), choices=list(synthetic.SUITE))
     ap.add_argument("--seeds", nargs="*", type=int, default=[0])
     ap.add_argument("--seconds", type=float, default=120.0, help="training budget per run (--max-seconds)")
     ap.add_argument("--cli-args", default="", help="extra options for the command line, e.g. '--lr 0.005'")
@@ -97,10 +97,10 @@ def main():
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.datasets:
-            data = D.make_suite(name)
-            dt = float(D.SUITE[name][1].get("dt", 0.01))
+            data = synthetic.make_suite(name)
+            dt = float(synthetic.SUITE[name][1].get("dt", 0.01))
             path = os.path.join(tmp, f"{name}.h5")
-            D.save_h5(path, data)
+            datafiles.save_h5(path, data)
             x = data.get("train_encod_data", data.get("train_data"))
             runs = []
             for seed in args.seeds:

@@ -22,7 +22,9 @@ import time
 
 import torch
 
-from minilatent.data import make_lorenz, lfads_tensors, true_rates, rate_r2, latent_r2, bits_per_spike
+from minilatent.synthetic import make_lorenz
+from minilatent.datafiles import lfads_tensors
+from minilatent.metrics import true_rates, rate_r2, latent_r2, bits_per_spike
 from minilatent.lfads import LFADS, LFADSConfig
 from minilatent.trainer import Trainer, TrainerConfig
 

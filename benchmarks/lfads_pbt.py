@@ -1,6 +1,6 @@
 """
 AutoLFADS-style population-based training (`tune lfads`) against the default single run (`train lfads`) at
-equal wall time, on datasets of the suite (data.SUITE, issue 11). Both run exactly as a user would, each in
+equal wall time, on datasets of the suite (synthetic.SUITE, issue 11). Both run exactly as a user would, each in
 its own process, one after the other:
 
     python -m minilatent train lfads FILE --out A --max-seconds S --seed K
@@ -29,7 +29,7 @@ import time
 
 import numpy as np
 
-from minilatent import data as D
+from minilatent import synthetic, datafiles, metrics
 
 
 def _run(cmd):
@@ -48,10 +48,10 @@ def scores(out_file, data):
     spikes = data["valid_recon_data"] if "valid_recon_data" in data else data["valid_data"]
     dt = float(data.get("dt", 0.01))
     truth = np.asarray(data["valid_truth"]) * dt                        # Hz -> counts per bin
-    res = {"bps": D.bits_per_spike(rates, spikes), "true_bps": D.bits_per_spike(truth, spikes),
-           "rate_r2": D.rate_r2(rates, truth)}
+    res = {"bps": metrics.bits_per_spike(rates, spikes), "true_bps": metrics.bits_per_spike(truth, spikes),
+           "rate_r2": metrics.rate_r2(rates, truth)}
     if "train_latents" in data:
-        res["latent_r2"] = D.affine_latent_r2(tf, data["train_latents"], vf, data["valid_latents"])
+        res["latent_r2"] = metrics.affine_latent_r2(tf, data["train_latents"], vf, data["valid_latents"])
     return res
 
 
@@ -71,9 +71,9 @@ def main():
           f"{a.trials} members x {cpus:g} CPU")
     table = []
     for name in a.datasets:
-        data = D.make_suite(name)
+        data = synthetic.make_suite(name)
         path = os.path.join(root, f"{name}.h5")
-        D.save_h5(path, data)
+        datafiles.save_h5(path, data)
         for seed in a.seeds:
             single = os.path.join(root, f"{name}_single_s{seed}")
             pbt = os.path.join(root, f"{name}_pbt_s{seed}")

@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from minilatent.data import load_h5, eg_path, lfads_tensors
+from minilatent.datafiles import load_h5, eg_path, lfads_tensors
 from minilatent.lfads import LFADS, LFADSConfig
 
 

@@ -181,7 +181,7 @@ def main():
     import tempfile
     import numpy as np
     sys.path.insert(0, ROOT)
-    from minilatent.data import make_rotation
+    from minilatent.synthetic import make_rotation
     d = make_rotation()
     path = os.path.join(tempfile.mkdtemp(prefix="sparks_ablation_"), "rotation.npz")
     np.savez(path, xtr=d["train_encod_data"], ytr=d["train_latents"], xte=d["valid_encod_data"], yte=d["valid_latents"])

@@ -226,7 +226,7 @@ def worker_ref(args, data):
 def make_data(path, n_neurons=100, n_bins=150, seed=0):
     import numpy as np
     sys.path.insert(0, ROOT)
-    from minilatent.data import make_rotation
+    from minilatent.synthetic import make_rotation
     d = make_rotation(n_neurons=n_neurons, n_bins=n_bins, seed=seed)
     np.savez(path, xtr=d["train_encod_data"], ytr=d["train_latents"], xte=d["valid_encod_data"],
              yte=d["valid_latents"])

@@ -15,7 +15,8 @@ import torch
 
 from minilatent import LFADS, LFADSConfig, Trainer, TrainerConfig
 from minilatent.sparks import SPARKS, SPARKSConfig
-from minilatent.data import make_lorenz, lfads_tensors
+from minilatent.synthetic import make_lorenz
+from minilatent.datafiles import lfads_tensors
 from minilatent.lfads import check_counts, check_shape, PoissonLikelihood
 
 

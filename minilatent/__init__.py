@@ -11,7 +11,7 @@ from .sparks import SPARKS, SPARKSConfig
 from .circuits import Circuit, CircuitConfig, STPConfig
 from .fixed_points import find_fixed_points
 from .trainer import Trainer, TrainerConfig, History
-from . import data, circuits
+from . import synthetic, datafiles, metrics, circuits
 
 __all__ = ["LFADS", "LFADSConfig", "SPARKS", "SPARKSConfig", "Circuit", "CircuitConfig", "STPConfig",
-           "find_fixed_points", "Trainer", "TrainerConfig", "History", "data", "circuits"]
+           "find_fixed_points", "Trainer", "TrainerConfig", "History", "synthetic", "datafiles", "metrics", "circuits"]

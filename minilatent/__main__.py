@@ -137,7 +137,7 @@ def _add_budget_and_folder(p, epochs, batch_size, lr, lr_note, batch_note="trial
 def _add_lfads_options(p, skip=()):
     """ the LFADS model and data options, shared by train lfads and tune lfads (skip: the searched ones) """
     from .lfads import LFADSConfig, LIKELIHOODS
-    from .data import TRUTH_UNITS
+    from .datafiles import TRUTH_UNITS
     d = {**_defaults(LFADSConfig), **LFADS_CLI_DEFAULTS}
     for flag, field, typ, h in LFADS_MODEL_OPTIONS:
         if field in skip:
@@ -302,7 +302,7 @@ def _command(name):
 
 
 def make_eg_data(args):
-    from .data import make_eg_data as make
+    from .synthetic import make_eg_data as make
     for p in make(args.out) if args.out else make():
         print(f"wrote {p}")
     return 0

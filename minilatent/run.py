@@ -128,7 +128,7 @@ def read_lfads_inputs(args):
     """ Load and check every DATA file and the options that depend on the data; raises UsageError. """
     import numpy as np
     import torch
-    from .data import load_h5, load_dataset, eg_path, lfads_tensors, truth_conversion
+    from .datafiles import load_h5, load_dataset, eg_path, lfads_tensors, truth_conversion
     from .lfads import LFADSConfig, LIKELIHOODS
 
     paths = args.data or [eg_path("lorenz")]
@@ -233,7 +233,7 @@ def lfads_initialiser(inp):
     rates and, for several sessions with shared condition labels, read-in/out by PCR on the condition averages.
     The search calls init on every new population member. """
     import numpy as np
-    from .data import psths
+    from .metrics import psths
     datasets, train, multi = inp["datasets"], inp["train"], inp["multi"]
     conds = [set(np.unique(d["train_cond_idx"]).tolist()) if "train_cond_idx" in d else None for d in datasets]
     pcr = multi and all(c is not None and c == conds[0] for c in conds)
@@ -257,7 +257,7 @@ def read_sparks_inputs(args):
     """ Load and check DATA (binary spikes, an optional target) and the options that depend on it. """
     import numpy as np
     import torch
-    from .data import load_h5, eg_path
+    from .datafiles import load_h5, eg_path
     path = args.data or eg_path("rotation")
     if os.path.isdir(path):
         raise UsageError(f"{path} is a directory; give the data file itself (.h5)")
@@ -612,7 +612,8 @@ def write_lfads_outputs(args, file, inp, model, history):
     """ Posterior sample-and-average, lfads-torch's output layout (one file per session), figures; returns the
     run's summary with its results as numbers. file(name) -> the path to write `name` to. """
     import numpy as np
-    from .data import save_h5, rate_r2, bits_per_spike, pulse_timing_accuracy, heldout_figures
+    from .datafiles import save_h5
+    from .metrics import rate_r2, bits_per_spike, pulse_timing_accuracy, heldout_figures
     cfg, multi = model.cfg, inp["multi"]
     written, lines, results_out, first = [], [], {}, None
     for s, (name, data) in enumerate(zip(inp["names"], inp["datasets"])):
@@ -684,7 +685,8 @@ def _score_line(scores, note=None):
 
 def write_sparks_outputs(args, file, inp, model, history):
     import numpy as np
-    from .data import save_h5, r2_score, bits_per_spike
+    from .datafiles import save_h5
+    from .metrics import r2_score, bits_per_spike
     train, valid, supervised = inp["train"], inp["valid"], inp["supervised"]
     out = dict(inp["data"])
     res = {}

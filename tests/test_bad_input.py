@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from minilatent import data as D
+from minilatent import synthetic, datafiles, metrics
 from minilatent.__main__ import main
 from minilatent.circuits import Circuit, CircuitConfig
 from minilatent.lfads import LFADS, LFADSConfig
@@ -211,7 +211,7 @@ def test_cli_defaults_come_from_the_configs():
 
 def test_epochs_default_is_the_trainers_unless_max_seconds_alone_sets_the_budget(tmp_path, capsys):
     path = tmp_path / "d.h5"
-    D.save_h5(path, D.make_lorenz_rate(n_neurons=6, n_trials=60, n_bins=12, seed=0))
+    datafiles.save_h5(path, synthetic.make_lorenz_rate(n_neurons=6, n_trials=60, n_bins=12, seed=0))
     tiny = ["--samples", "1", "--gen-dim", "4", "--fac-dim", "2", "--ic-enc-dim", "4"]
     assert main(["train", "lfads", str(path), "--out", str(tmp_path / "a"), "--max-seconds", "2", *tiny]) == 0
     out = capsys.readouterr().out
@@ -227,7 +227,7 @@ def test_cli_batch_size_is_a_tenth_of_the_training_trials_within_bounds(tmp_path
     from minilatent.run import lfads_batch_size
     assert [lfads_batch_size(n) for n in (5, 160, 199, 200, 640, 1040, 100000)] == [16, 16, 19, 20, 64, 64, 64]
     path = tmp_path / "d.h5"
-    D.save_h5(path, D.make_lorenz_rate(n_neurons=6, n_trials=300, n_bins=12, seed=0))   # 240 training trials -> 24
+    datafiles.save_h5(path, synthetic.make_lorenz_rate(n_neurons=6, n_trials=300, n_bins=12, seed=0))  # 240 training trials -> 24
     assert main(["train", "lfads", str(path), "--out", str(tmp_path / "run"), *TINY_NOBATCH]) == 0
     out = capsys.readouterr().out
     assert "chosen for this data: batch size 24 (from 240 training trials" in out
@@ -305,8 +305,8 @@ API = [
     (lambda: Trainer(small_lfads(), torch.ones(4, 5, 4), lr=float("nan")), ValueError, "TrainerConfig.lr must be"),
     (lambda: Trainer(small_lfads(), torch.ones(4, 5, 4), lr_schedule="linear"), ValueError, "lr_schedule"),
     (lambda: Trainer(small_lfads(), torch.ones(4, 5, 4), max_seconds=float("nan")), ValueError, "max_seconds"),
-    (lambda: D.true_rates({"train_truth": np.ones((2, 3, 4))}, "train"), KeyError, "conversion_factor"),
-    (lambda: D.truth_conversion({"train_truth": 1}, "khz"), ValueError, "units must be one of"),
+    (lambda: metrics.true_rates({"train_truth": np.ones((2, 3, 4))}, "train"), KeyError, "conversion_factor"),
+    (lambda: datafiles.truth_conversion({"train_truth": 1}, "khz"), ValueError, "units must be one of"),
 ]
 
 
@@ -347,25 +347,26 @@ def test_add_session_leaves_the_model_untouched_when_it_refuses():
 # truth in any units (issue 11 item 2)
 
 def lorenz_file(tmp_path, name, units):
-    d = D.make_lorenz(n_conditions=6, trials_per_condition=5, n_valid_per_condition=1, n_bins=20, n_neurons=6, seed=1)
-    rates = D.true_rates(d, "train"), D.true_rates(d, "valid")      # counts per bin
+    d = synthetic.make_lorenz(n_conditions=6, trials_per_condition=5, n_valid_per_condition=1, n_bins=20, n_neurons=6,
+                              seed=1)
+    rates = metrics.true_rates(d, "train"), metrics.true_rates(d, "valid")  # counts per bin
     del d["conversion_factor"]
     scale = {"hz": 1 / d["dt"], "counts": 1.0, "odd": 7.0}[units]
     d["train_truth"], d["valid_truth"] = (r * scale for r in rates)
     p = tmp_path / f"{name}.h5"
-    D.save_h5(p, d)
+    datafiles.save_h5(p, d)
     return p, d
 
 
 @pytest.mark.parametrize("units,factor", [("hz", 100.0), ("counts", 1.0), ("odd", None)])
 def test_truth_conversion_infers_evident_units_and_refuses_to_guess(tmp_path, units, factor):
     _, d = lorenz_file(tmp_path, units, units)
-    f, note = D.truth_conversion(d)
+    f, note = datafiles.truth_conversion(d)
     assert f == (pytest.approx(factor) if factor else None)
     assert ("not evident" in note) == (factor is None) and "--truth-units" in note
-    f, _ = D.truth_conversion(d, "counts")
+    f, _ = datafiles.truth_conversion(d, "counts")
     assert f == 1.0
-    assert D.truth_conversion(d, "hz")[0] == pytest.approx(100.0)
+    assert datafiles.truth_conversion(d, "hz")[0] == pytest.approx(100.0)
 
 
 @pytest.mark.parametrize("units,extra,factor,said", [
@@ -386,7 +387,7 @@ def test_cli_states_the_truth_units_it_used_and_writes_them(tmp_path, capsys, un
         else:
             assert f["conversion_factor"][()] == pytest.approx(factor)
             # the printed R2 is the one computed in counts per bin
-            r2 = D.rate_r2(f["valid_output_params"][()], d["valid_truth"] / factor)
+            r2 = metrics.rate_r2(f["valid_output_params"][()], d["valid_truth"] / factor)
             assert f"valid rate R2 {r2:.4f}" in stdout
 
 

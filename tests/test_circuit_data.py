@@ -5,29 +5,29 @@ import numpy as np
 import pytest
 import torch
 
-from minilatent import data as D
+from minilatent import synthetic, datafiles, metrics
 from minilatent.circuits import ring_bump
 
 
 @pytest.fixture(scope="module")
 def ring():
     torch.set_num_threads(1)
-    return D.make_ring_trials(n_trials=120, n_valid=30, seed=3)
+    return synthetic.make_ring_trials(n_trials=120, n_valid=30, seed=3)
 
 
 @pytest.fixture(scope="module")
 def bistable():
-    return D.make_bistable_trials(n_trials=120, n_valid=30, seed=3)
+    return synthetic.make_bistable_trials(n_trials=120, n_valid=30, seed=3)
 
 
 def test_ring_layout_and_seed(ring):
     assert ring["train_encod_data"].shape == (90, 50, 60) and ring["valid_encod_data"].shape == (30, 50, 60)
     x = ring["train_encod_data"]
     assert np.all(x == np.round(x)) and x.min() >= 0
-    again = D.make_ring_trials(n_trials=120, n_valid=30, seed=3)
+    again = synthetic.make_ring_trials(n_trials=120, n_valid=30, seed=3)
     for k in ring:
         np.testing.assert_array_equal(np.asarray(ring[k]), np.asarray(again[k]), err_msg=k)
-    other = D.make_ring_trials(n_trials=120, n_valid=30, seed=4)
+    other = synthetic.make_ring_trials(n_trials=120, n_valid=30, seed=4)
     assert not np.array_equal(other["train_encod_data"], x)
 
 
@@ -36,11 +36,11 @@ def test_ring_truth_is_the_bump(ring):
     # neurons' own, unevenly spaced angles, hence a small bias) points at the stored phase, and the bump has the
     # theory's width (J1 = 4: 90 deg half-width)
     hz = ring["valid_truth"] - 2.0                                          # minus base_rate
-    pv = D.ring_phase(hz, ring["neuron_angles"])
+    pv = metrics.ring_phase(hz, ring["neuron_angles"])
     err = np.degrees(np.abs(np.angle(np.exp(1j * (pv - ring["valid_phase"])))))
     assert np.median(err) < 10 and np.quantile(err, 0.99) < 30
-    W = D.fit_phase_decoder(ring["train_truth"], ring["train_phase"])      # a linear read-out of the true rates
-    assert np.median(D.circular_distance(D.decode_phase(ring["valid_truth"], W), ring["valid_phase"])) < 3
+    W = metrics.fit_phase_decoder(ring["train_truth"], ring["train_phase"])  # a linear read-out of the true rates
+    assert np.median(metrics.circular_distance(metrics.decode_phase(ring["valid_truth"], W), ring["valid_phase"])) < 3
     frac_active = (hz[:, 0] > 0.1 * hz[:, 0].max(-1, keepdims=True)).mean()  # first bin: the theory's bump
                                                                               # (the noise lifts the rest a little)
     assert abs(frac_active - 2 * ring_bump(-2.0, 4.0, 1.0)[0] / (2 * math.pi)) < 0.1
@@ -81,7 +81,7 @@ def test_bistable_states_match_theory(bistable):
     has = ~np.isnan(pulse)
     assert bistable["train_state"][has, -1].all()                           # a pulse ends in the high state
     assert 0.2 < bistable["train_state"][~has, -1].mean() < 0.8             # without one, both states occur
-    hz = D.bistable_readout(bistable, lat)
+    hz = synthetic.bistable_readout(bistable, lat)
     np.testing.assert_allclose(hz, bistable["train_truth"], rtol=1e-5)
     assert bistable["train_inputs"][~has].sum() == 0 and (bistable["train_inputs"][has].sum((1, 2)) > 0).all()
 
@@ -89,8 +89,8 @@ def test_bistable_states_match_theory(bistable):
 def test_save_and_load_round_trip(ring, bistable, tmp_path):
     for name, d in (("ring", ring), ("bistable", bistable)):
         p = tmp_path / f"{name}.h5"
-        D.save_h5(p, d)
-        back = D.load_h5(p)
+        datafiles.save_h5(p, d)
+        back = datafiles.load_h5(p)
         for k in ("train_encod_data", "valid_truth", "valid_latents", "conversion_factor"):
             np.testing.assert_allclose(np.asarray(back[k], np.float64), np.asarray(d[k], np.float64), err_msg=k)
 
@@ -98,28 +98,28 @@ def test_save_and_load_round_trip(ring, bistable, tmp_path):
 @pytest.mark.parametrize("kw", [dict(n_valid=0), dict(n_recorded=500), dict(J1=1.5), dict(dt=0.0153)])
 def test_ring_bad_arguments(kw):
     with pytest.raises(ValueError, match=list(kw)[0]):
-        D.make_ring_trials(**{"n_trials": 20, "n_valid": 5, **kw})
+        synthetic.make_ring_trials(**{"n_trials": 20, "n_valid": 5, **kw})
 
 
 def test_bistable_bad_arguments():
     with pytest.raises(ValueError, match="two stable"):
-        D.make_bistable_trials(n_trials=20, n_valid=5, I=(0.0, -6.0))
+        synthetic.make_bistable_trials(n_trials=20, n_valid=5, I=(0.0, -6.0))
     with pytest.raises(ValueError, match="n_recorded"):
-        D.make_bistable_trials(n_trials=20, n_valid=5, n_recorded=1)
+        synthetic.make_bistable_trials(n_trials=20, n_valid=5, n_recorded=1)
 
 
 def test_circular_metrics():
     rng = np.random.default_rng(0)
     a = rng.uniform(0, 2 * np.pi, 200)
-    assert abs(D.circular_correlation(a, a + 1.3) - 1) < 1e-12
-    assert abs(D.circular_correlation(a, 2.0 - a) + 1) < 1e-12
-    assert abs(D.circular_correlation(a, rng.uniform(0, 2 * np.pi, 200))) < 0.15
-    np.testing.assert_allclose(D.circular_distance([0.1, 6.2, np.pi], [6.2, 0.1, -np.pi]),
+    assert abs(metrics.circular_correlation(a, a + 1.3) - 1) < 1e-12
+    assert abs(metrics.circular_correlation(a, 2.0 - a) + 1) < 1e-12
+    assert abs(metrics.circular_correlation(a, rng.uniform(0, 2 * np.pi, 200))) < 0.15
+    np.testing.assert_allclose(metrics.circular_distance([0.1, 6.2, np.pi], [6.2, 0.1, -np.pi]),
                                np.degrees([0.1 + 2 * np.pi - 6.2] * 2 + [0.0]), atol=1e-9)
     # a decoder from features that are an affine image of (cos, sin) recovers the phase exactly
     M = rng.normal(size=(2, 5))
     f = np.stack([np.cos(a), np.sin(a)], 1) @ M + 0.3
-    W = D.fit_phase_decoder(f, a)
-    assert D.circular_distance(D.decode_phase(f, W), a).max() < 1e-8
+    W = metrics.fit_phase_decoder(f, a)
+    assert metrics.circular_distance(metrics.decode_phase(f, W), a).max() < 1e-8
     with pytest.raises(ValueError, match="angles"):
-        D.circular_correlation([0.1, 0.2], [0.3, 0.4])
+        metrics.circular_correlation([0.1, 0.2], [0.3, 0.4])

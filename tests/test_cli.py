@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 import pytest
 
-from minilatent import data as D
+from minilatent import synthetic, datafiles
 from minilatent.__main__ import main
 from conftest import write_h5
 
@@ -14,7 +14,8 @@ from conftest import write_h5
 @pytest.fixture(scope="module")
 def small_h5(tmp_path_factory):
     p = tmp_path_factory.mktemp("data") / "small.h5"
-    D.save_h5(p, D.make_lorenz(n_conditions=8, trials_per_condition=5, n_valid_per_condition=1, n_bins=20, seed=0))
+    datafiles.save_h5(p, synthetic.make_lorenz(n_conditions=8, trials_per_condition=5, n_valid_per_condition=1, n_bins=20,
+                                               seed=0))
     return p
 
 
@@ -31,7 +32,7 @@ def test_train_lfads_writes_lfads_torch_output_layout(small_h5, tmp_path):
     assert "valid rate R2" in r.stdout and "bits/spike" in r.stdout and "epoch    2" in r.stdout
     for f in ("lfads_output.h5", "metrics.csv", "loss.png", "rates.png", "checkpoint.pt"):
         assert (out / f).exists(), f
-    src = D.load_h5(small_h5)
+    src = datafiles.load_h5(small_h5)
     with h5py.File(out / "lfads_output.h5") as f:
         for split, n in (("train", 32), ("valid", 8)):
             assert f[f"{split}_output_params"].shape == (n, 20, 30)   # rates, counts per bin

@@ -7,7 +7,7 @@ import h5py
 import numpy as np
 import pytest
 
-from minilatent import data as D
+from minilatent import synthetic, datafiles, metrics
 
 
 def run_cli(*args):
@@ -19,7 +19,8 @@ def run_cli(*args):
 @pytest.fixture(scope="module")
 def small_h5(tmp_path_factory):
     p = tmp_path_factory.mktemp("data") / "small.h5"
-    D.save_h5(p, D.make_lorenz(n_conditions=8, trials_per_condition=5, n_valid_per_condition=1, n_bins=20, seed=0))
+    datafiles.save_h5(p, synthetic.make_lorenz(n_conditions=8, trials_per_condition=5, n_valid_per_condition=1, n_bins=20,
+                                               seed=0))
     return p
 
 
@@ -29,12 +30,12 @@ def test_heldout_neurons_are_predicted_scored_with_co_bps_and_written(small_h5, 
                 "--heldout-neurons", 6, "--seed", 3)
     assert r.returncode == 0, r.stderr
     assert "valid bits/spike (held-in neurons)" in r.stdout and "co-bps" in r.stdout
-    ref = D.split_heldout(D.load_h5(small_h5), 6, seed=3)
+    ref = datafiles.split_heldout(datafiles.load_h5(small_h5), 6, seed=3)
     with h5py.File(out / "lfads_output.h5") as f:
         np.testing.assert_array_equal(f["heldout_idx"][()], ref["heldout_idx"])
         assert f["valid_encod_data"].shape == (8, 20, 24) and f["valid_output_params"].shape == (8, 20, 30)
         rates = f["valid_output_params"][()]
-    co = D.co_bps(rates, ref["valid_recon_data"], 24)
+    co = metrics.co_bps(rates, ref["valid_recon_data"], 24)
     assert f"co-bps {co:.4f}" in r.stdout                      # the printed figure is NLB's, on the written rates
 
 
@@ -60,7 +61,7 @@ def test_an_nwb_recording_trains_from_the_command_line(tmp_path):
     r = run_cli("train", "lfads", path, "--out", out, "--epochs", 1, "--samples", 2, "--gen-dim", 8,
                 "--bin-ms", 20, "--align", "move_onset_time", "--window", -100, 240)
     assert r.returncode == 0, r.stderr
-    ref = D.load_nwb(path, bin_ms=20, align="move_onset_time", window=(-100, 240), split_column="split")
+    ref = datafiles.load_nwb(path, bin_ms=20, align="move_onset_time", window=(-100, 240), split_column="split")
     with h5py.File(out / "lfads_output.h5") as f:
         np.testing.assert_array_equal(f["train_encod_data"][()], ref["train_encod_data"])
         assert f["valid_output_params"].shape == ref["valid_encod_data"].shape == (4, 17, 6)

@@ -3,7 +3,7 @@ import h5py
 import numpy as np
 import pytest
 
-from minilatent import data as D
+from minilatent import synthetic, datafiles
 from minilatent.__main__ import main
 from conftest import write_h5
 
@@ -15,9 +15,9 @@ FAST = ["--epochs", "1", "--samples", "2", "--gen-dim", "8", "--fac-dim", "4", "
 def two_sessions(tmp_path_factory):
     folder = tmp_path_factory.mktemp("sessions")
     paths = []
-    for name, d in zip(("monkey_a", "monkey_b"), D.make_lorenz_sessions(neurons=(7, 11), **SMALL)):
+    for name, d in zip(("monkey_a", "monkey_b"), synthetic.make_lorenz_sessions(neurons=(7, 11), **SMALL)):
         paths.append(folder / f"{name}.h5")
-        D.save_h5(paths[-1], d)
+        datafiles.save_h5(paths[-1], d)
     return paths
 
 
@@ -43,7 +43,7 @@ def test_two_sessions_with_a_controller_write_one_output_file_per_session(two_se
 
 def test_gaussian_likelihood_on_continuous_data(tmp_path, capsys):
     p = tmp_path / "gauss.h5"
-    D.save_h5(p, D.make_lorenz_gaussian(n_channels=6, **SMALL))
+    datafiles.save_h5(p, synthetic.make_lorenz_gaussian(n_channels=6, **SMALL))
     code = main(["train", "lfads", str(p), "--out", str(tmp_path / "bad"), *FAST])
     assert code == 2 and ">= 0" in capsys.readouterr().err     # the Poisson default refuses signed data
     out = tmp_path / "run"

@@ -23,7 +23,8 @@ def _close(a, b, rtol, what):
 
 
 def test_lfads_losses_and_gradients_match():
-    from minilatent.data import make_lorenz, lfads_tensors
+    from minilatent.synthetic import make_lorenz
+    from minilatent.datafiles import lfads_tensors
     from minilatent.lfads import LFADS, LFADSConfig
     d = make_lorenz(n_conditions=4, trials_per_condition=4, n_valid_per_condition=1, seed=0)
     x = lfads_tensors(d, "train")[0][:8]
@@ -48,7 +49,8 @@ def test_lfads_losses_and_gradients_match():
 
 
 def test_lfads_trains_on_cuda_and_resumes_on_cpu(tmp_path):
-    from minilatent.data import make_lorenz, lfads_tensors
+    from minilatent.synthetic import make_lorenz
+    from minilatent.datafiles import lfads_tensors
     from minilatent.lfads import LFADS, LFADSConfig
     from minilatent.trainer import Trainer, TrainerConfig
     d = make_lorenz(n_conditions=4, trials_per_condition=8, n_valid_per_condition=2, seed=0)
@@ -66,7 +68,8 @@ def test_lfads_trains_on_cuda_and_resumes_on_cpu(tmp_path):
 
 
 def test_sparks_forward_and_gradients_match():
-    from minilatent.data import make_rotation, sparks_tensors
+    from minilatent.synthetic import make_rotation
+    from minilatent.datafiles import sparks_tensors
     from minilatent.sparks import SPARKS, SPARKSConfig
     d = make_rotation(n_trials=12, n_valid=4, n_neurons=30, n_bins=40, seed=0)
     x, y = sparks_tensors(d, "train")

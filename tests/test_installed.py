@@ -33,9 +33,9 @@ def installed(tmp_path_factory):
 
 def test_package_data_comes_from_site_packages(installed):
     py, env, work, site = installed
-    r = run([py, "-c", "import minilatent, minilatent.data as D, minilatent.lessons as L; "
-                       "print(minilatent.__file__); print(D.eg_path('lorenz')); print(L.lesson_dir()); "
-                       "print(len(D.load_h5(D.eg_path('rotation'))['train_encod_data']))"], env=env, cwd=work)
+    r = run([py, "-c", "import minilatent, minilatent.datafiles as F, minilatent.lessons as L; "
+                       "print(minilatent.__file__); print(F.eg_path('lorenz')); print(L.lesson_dir()); "
+                       "print(len(F.load_h5(F.eg_path('rotation'))['train_encod_data']))"], env=env, cwd=work)
     pkg, lorenz, lessons, n = r.stdout.split()
     for p in (pkg, lorenz, lessons):
         assert p.startswith(site), f"{p} is not inside the installed package ({site})"

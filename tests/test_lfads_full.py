@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import small_cfg
-from minilatent import data as D
+from minilatent import synthetic, datafiles, metrics
 from minilatent.lfads import (LFADS, LFADSConfig, GaussianLikelihood, GammaLikelihood, ZeroInflatedGammaLikelihood,
                               check_sessions)
 from minilatent.trainer import Trainer, TrainerConfig
@@ -196,16 +196,16 @@ def test_inferred_inputs_peak_at_the_true_pulse_times():
     """ A small rate network with one strong pulse per trial at a random bin (notebook 02's data): after a
     short training the posterior-mean inferred input peaks within +-3 bins of the true pulse on most
     held-out trials, far above chance (the score against shuffled pulse times). """
-    data = D.make_chaotic_rnn(n_conditions=20, trials_per_condition=10, n_neurons=30, n_bins=50, g=1.5,
-                              input_magnitude=20.0, max_rate=100.0, with_inputs=True, seed=3)
-    train, valid = D.lfads_tensors(data, "train"), D.lfads_tensors(data, "valid")
+    data = synthetic.make_chaotic_rnn(n_conditions=20, trials_per_condition=10, n_neurons=30, n_bins=50, g=1.5,
+                                      input_magnitude=20.0, max_rate=100.0, with_inputs=True, seed=3)
+    train, valid = datafiles.lfads_tensors(data, "train"), datafiles.lfads_tensors(data, "valid")
     torch.manual_seed(0)
     m = LFADS(LFADSConfig(n_neurons=30, ic_enc_dim=32, ic_dim=16, gen_dim=32, fac_dim=10, co_dim=1, ci_enc_dim=16,
                           con_dim=16, co_prior_tau=2.0, kl_co_scale=1e-4, kl_ramp_epochs=5, l2_ramp_epochs=5))
     m.init_readout_bias(train[1])
     Trainer(m, train, valid, TrainerConfig(max_epochs=20, batch_size=16, lr=0.03, progress=False)).fit()
     u = m.posterior_average(valid[0], n_samples=0)["co_means"]
-    acc, chance = D.pulse_timing_accuracy(u, data["valid_inputs"], window=3)
+    acc, chance = metrics.pulse_timing_accuracy(u, data["valid_inputs"], window=3)
     assert acc > 0.7 and acc > chance + 0.4, (acc, chance)
 
 
@@ -238,14 +238,14 @@ def test_sessions_of_different_sizes_share_the_dynamics():
 
 
 def test_trainer_fits_two_sessions_in_one_run():
-    sessions = D.make_lorenz_sessions(neurons=(7, 11), n_conditions=6, trials_per_condition=5,
-                                      n_valid_per_condition=1, n_bins=20, seed=0)
-    train = [D.lfads_tensors(d, "train") for d in sessions]
-    valid = [D.lfads_tensors(d, "valid") for d in sessions]
+    sessions = synthetic.make_lorenz_sessions(neurons=(7, 11), n_conditions=6, trials_per_condition=5,
+                                              n_valid_per_condition=1, n_bins=20, seed=0)
+    train = [datafiles.lfads_tensors(d, "train") for d in sessions]
+    valid = [datafiles.lfads_tensors(d, "valid") for d in sessions]
     assert check_sessions(train) == (7, 11)
     torch.manual_seed(0)
     m = LFADS(small_cfg(session_neurons=(7, 11), read_in_dim=3, fac_dim=3))
-    m.init_pcr([D.psths(d) for d in sessions])
+    m.init_pcr([metrics.psths(d) for d in sessions])
     for s, tr in enumerate(train):
         m.init_readout_bias(tr[1], session=s)
     before = [m.compute_losses(v, session=s)["recon"].item() for s, v in enumerate(valid)]
@@ -256,13 +256,13 @@ def test_trainer_fits_two_sessions_in_one_run():
 
 
 def test_make_lorenz_sessions_share_latents_but_not_neurons():
-    s = D.make_lorenz_sessions(neurons=(4, 6), n_conditions=3, trials_per_condition=2, n_valid_per_condition=1,
-                               n_bins=15, seed=2)
+    s = synthetic.make_lorenz_sessions(neurons=(4, 6), n_conditions=3, trials_per_condition=2, n_valid_per_condition=1,
+                                       n_bins=15, seed=2)
     np.testing.assert_array_equal(s[0]["train_latents"], s[1]["train_latents"])
     assert s[0]["train_encod_data"].shape[2] == 4 and s[1]["train_encod_data"].shape[2] == 6
     for d in s:   # the truth is exp(W z + b) of that session's own read-out
         W = d["readout_weights"]
-        np.testing.assert_allclose(np.log(D.true_rates(d, "train")), d["train_latents"] @ W + math.log(0.05),
+        np.testing.assert_allclose(np.log(metrics.true_rates(d, "train")), d["train_latents"] @ W + math.log(0.05),
                                    rtol=1e-4, atol=1e-4)
 
 
@@ -335,26 +335,26 @@ def test_pulse_timing_accuracy_scores_peaks_and_chance():
     u = rng.normal(scale=0.1, size=(B, T, 2)) + 0.5                   # a common offset that must not matter
     shift = rng.integers(-2, 3, size=B)
     u[np.arange(B), t_true + shift, 0] += 3.0
-    acc, chance = D.pulse_timing_accuracy(u, true, window=3)
+    acc, chance = metrics.pulse_timing_accuracy(u, true, window=3)
     assert acc == 1.0 and chance < 0.35
-    acc1, _ = D.pulse_timing_accuracy(u, true, window=1)
+    acc1, _ = metrics.pulse_timing_accuracy(u, true, window=1)
     assert acc1 == pytest.approx(np.mean(np.abs(shift) <= 1))
     with pytest.raises(ValueError, match="same trials and bins"):
-        D.pulse_timing_accuracy(u[:, :10], true)
+        metrics.pulse_timing_accuracy(u[:, :10], true)
 
 
 def test_gaussian_lorenz_is_signed_continuous_and_loads_back(tmp_path):
-    d = D.make_lorenz_gaussian(n_channels=5, n_conditions=4, trials_per_condition=3, n_valid_per_condition=1,
-                               n_bins=20, noise_std=0.3, seed=0)
-    x, mean = d["train_encod_data"], D.true_rates(d, "train")
+    d = synthetic.make_lorenz_gaussian(n_channels=5, n_conditions=4, trials_per_condition=3, n_valid_per_condition=1,
+                                       n_bins=20, noise_std=0.3, seed=0)
+    x, mean = d["train_encod_data"], metrics.true_rates(d, "train")
     assert (x < 0).any() and not np.array_equal(x, np.round(x))
     assert np.std(x - mean) == pytest.approx(0.3, rel=0.1)
     np.testing.assert_allclose(mean, d["train_latents"] @ d["readout_weights"], rtol=1e-5, atol=1e-5)
     p = tmp_path / "g.h5"
-    D.save_h5(p, d)
+    datafiles.save_h5(p, d)
     with pytest.raises(ValueError, match=">= 0"):
-        D.load_h5(p)
-    back = D.load_h5(p, counts=False, nonnegative=False)
+        datafiles.load_h5(p)
+    back = datafiles.load_h5(p, counts=False, nonnegative=False)
     np.testing.assert_array_equal(back["train_encod_data"], x)
 
 

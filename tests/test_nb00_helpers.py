@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from minilatent import data as D
+from minilatent import synthetic, metrics
 from minilatent import widgets as W
 
 
@@ -29,7 +29,7 @@ def smooth_loop(x, sigma, exclude_center=False):
 @pytest.mark.parametrize("exclude_center", [False, True])
 def test_gaussian_smooth_matches_loop(sigma, exclude_center):
     x = np.random.default_rng(0).poisson(0.5, size=(3, 40, 2)).astype(np.float32)
-    got = D.gaussian_smooth(x, sigma, exclude_center=exclude_center)
+    got = metrics.gaussian_smooth(x, sigma, exclude_center=exclude_center)
     assert got.shape == x.shape
     np.testing.assert_allclose(got, smooth_loop(x, sigma, exclude_center), rtol=1e-10, atol=1e-12)
 
@@ -37,74 +37,75 @@ def test_gaussian_smooth_matches_loop(sigma, exclude_center):
 @pytest.mark.parametrize("exclude_center", [False, True])
 def test_gaussian_smooth_in_blocks_matches_loop(monkeypatch, exclude_center):
     """ long recordings are smoothed a block of bins at a time; the blocks must join seamlessly """
-    monkeypatch.setattr(D, "_SMOOTH_BLOCK", 7)
+    monkeypatch.setattr(metrics, "_SMOOTH_BLOCK", 7)
     x = np.random.default_rng(6).poisson(0.5, size=(2, 45, 3)).astype(np.float32)
     for sigma in (0.8, 2.5, 20.0):
-        np.testing.assert_allclose(D.gaussian_smooth(x, sigma, exclude_center=exclude_center),
+        np.testing.assert_allclose(metrics.gaussian_smooth(x, sigma, exclude_center=exclude_center),
                                    smooth_loop(x, sigma, exclude_center), rtol=1e-10, atol=1e-12)
 
 
 def test_gaussian_smooth_constant_and_leave_out():
     x = np.full((1, 25, 1), 3.0)
-    np.testing.assert_allclose(D.gaussian_smooth(x, 4.0), 3.0)           # edges not biased low
+    np.testing.assert_allclose(metrics.gaussian_smooth(x, 4.0), 3.0)     # edges not biased low
     y = np.zeros((1, 25, 1)); y[0, 12, 0] = 1.0
-    assert D.gaussian_smooth(y, 2.0, exclude_center=True)[0, 12, 0] == 0.0   # a bin never predicts itself
+    assert metrics.gaussian_smooth(y, 2.0, exclude_center=True)[0, 12, 0] == 0.0  # a bin never predicts itself
     with pytest.raises(ValueError, match="sigma_bins"):
-        D.gaussian_smooth(x, 0.0)
+        metrics.gaussian_smooth(x, 0.0)
     with pytest.raises(ValueError, match="trials, time, neurons"):
-        D.gaussian_smooth(x[0], 2.0)
+        metrics.gaussian_smooth(x[0], 2.0)
     with pytest.raises(ValueError, match="no weight"):
-        D.gaussian_smooth(x, 0.01, exclude_center=True)
+        metrics.gaussian_smooth(x, 0.01, exclude_center=True)
 
 
 def test_rebin_matches_loop_and_rejects_bad_factor():
     x = np.random.default_rng(1).poisson(1.0, size=(2, 23, 3))
-    got = D.rebin(x, 5)
+    got = metrics.rebin(x, 5)
     assert got.shape == (2, 4, 3)
     for b in range(2):
         for k in range(4):
             np.testing.assert_array_equal(got[b, k], x[b, 5 * k:5 * k + 5].sum(0))
-    np.testing.assert_array_equal(D.rebin(x, 1), x)
+    np.testing.assert_array_equal(metrics.rebin(x, 1), x)
     for bad in (0, 2.5, 24):
         with pytest.raises(ValueError, match="factor"):
-            D.rebin(x, bad)
+            metrics.rebin(x, bad)
 
 
 def test_fano_factor_direct_and_poisson_theory():
     c = np.array([[1, 0], [3, 0], [2, 0], [6, 0]], float)
-    f = D.fano_factor(c, axis=0)
+    f = metrics.fano_factor(c, axis=0)
     assert f[0] == pytest.approx(np.var(c[:, 0], ddof=1) / c[:, 0].mean()) and np.isnan(f[1])
     # Poisson counts: Fano factor 1 within a few standard errors (SE ~ sqrt(2 / (n - 1)))
     n = 20000
     counts = np.random.default_rng(2).poisson(3.7, size=n)
-    assert abs(D.fano_factor(counts) - 1.0) < 4 * math.sqrt(2 / (n - 1))
+    assert abs(metrics.fano_factor(counts) - 1.0) < 4 * math.sqrt(2 / (n - 1))
     # regular counts have Fano factor 0; a rate that varies across trials pushes it above 1
-    assert D.fano_factor(np.full(10, 4.0)) == 0.0
+    assert metrics.fano_factor(np.full(10, 4.0)) == 0.0
     rng = np.random.default_rng(3)
-    assert D.fano_factor(rng.poisson(rng.gamma(2.0, 2.0, size=n))) > 1.5
+    assert metrics.fano_factor(rng.poisson(rng.gamma(2.0, 2.0, size=n))) > 1.5
     with pytest.raises(ValueError, match="at least 2"):
-        D.fano_factor(np.ones((1, 3)))
+        metrics.fano_factor(np.ones((1, 3)))
 
 
 def test_baseline_scores_against_direct_computation():
-    d = D.make_lorenz(n_conditions=6, trials_per_condition=6, n_valid_per_condition=2, n_neurons=5,
-                      n_bins=40, base_rate=20.0, seed=4)
-    got = D.baseline_scores(d, smooth_sigmas=(2, 5), psth_sigmas=(1, 3))
-    x, truth = d["valid_recon_data"], D.true_rates(d, "valid")
-    r2 = {s: D.r2_score(D.gaussian_smooth(x, s), truth, per_column=True) for s in (2, 5)}
+    d = synthetic.make_lorenz(n_conditions=6, trials_per_condition=6, n_valid_per_condition=2, n_neurons=5,
+                              n_bins=40, base_rate=20.0, seed=4)
+    got = metrics.baseline_scores(d, smooth_sigmas=(2, 5), psth_sigmas=(1, 3))
+    x, truth = d["valid_recon_data"], metrics.true_rates(d, "valid")
+    r2 = {s: metrics.r2_score(metrics.gaussian_smooth(x, s), truth, per_column=True) for s in (2, 5)}
     s_best = max(r2, key=lambda s: r2[s].mean())
     assert got["smoothing"]["sigma_r2"] == s_best
     assert got["smoothing"]["r2"] == pytest.approx(r2[s_best].mean())
     assert got["smoothing"]["r2_median"] == pytest.approx(np.median(r2[s_best]))
-    bps = max(D.bits_per_spike(D.gaussian_smooth(x, s, exclude_center=True), x) for s in (2, 5))
+    bps = max(metrics.bits_per_spike(metrics.gaussian_smooth(x, s, exclude_center=True), x) for s in (2, 5))
     assert got["smoothing"]["bps"] == pytest.approx(bps)
-    psth = {s: D.condition_average(d["train_recon_data"], d["train_cond_idx"], d["valid_cond_idx"], s) for s in (1, 3)}
-    assert got["psth"]["r2"] == pytest.approx(max(D.rate_r2(p, truth) for p in psth.values()))
-    assert got["psth"]["bps"] == pytest.approx(max(D.bits_per_spike(p, x) for p in psth.values()))
-    assert got["truth"]["r2"] == 1.0 and got["truth"]["bps"] == pytest.approx(D.bits_per_spike(truth, x))
+    psth = {s: metrics.condition_average(d["train_recon_data"], d["train_cond_idx"], d["valid_cond_idx"], s)
+            for s in (1, 3)}
+    assert got["psth"]["r2"] == pytest.approx(max(metrics.rate_r2(p, truth) for p in psth.values()))
+    assert got["psth"]["bps"] == pytest.approx(max(metrics.bits_per_spike(p, x) for p in psth.values()))
+    assert got["truth"]["r2"] == 1.0 and got["truth"]["bps"] == pytest.approx(metrics.bits_per_spike(truth, x))
     # without truth or conditions: only what can be computed, R^2 is NaN
     bare = {k: v for k, v in d.items() if "truth" not in k and "cond_idx" not in k}
-    got2 = D.baseline_scores(bare, smooth_sigmas=(2, 5))
+    got2 = metrics.baseline_scores(bare, smooth_sigmas=(2, 5))
     assert set(got2) == {"smoothing"} and np.isnan(got2["smoothing"]["r2"])
     assert got2["smoothing"]["bps"] == pytest.approx(bps)
 

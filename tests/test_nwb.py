@@ -7,7 +7,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from minilatent import data as D
+from minilatent import datafiles
 
 pynwb = pytest.importorskip("pynwb")
 
@@ -73,8 +73,8 @@ def session(tmp_path):
 
 def test_binned_counts_match_a_direct_computation_aligned_to_an_event(session):
     path, units_us, starts_us, lengths_us, move_us = session
-    d = D.load_nwb(path, bin_ms=10, align="move_onset_time", window=(-100, 250), split_column="split",
-                   condition_column="cond")
+    d = datafiles.load_nwb(path, bin_ms=10, align="move_onset_time", window=(-100, 250), split_column="split",
+                           condition_column="cond")
     ref = direct_counts(units_us, [m - 100_000 for m in move_us], 35, 10_000)
     train = [i for i in range(12) if i % 4 != 3 and i != 0]
     valid = [i for i in range(12) if i % 4 == 3]
@@ -92,25 +92,25 @@ def test_binned_counts_match_a_direct_computation_aligned_to_an_event(session):
 
 def test_default_window_is_trial_start_to_the_shortest_stop(session):
     path, units_us, starts_us, lengths_us, _ = session
-    d = D.load_nwb(path, bin_ms=20, valid_fraction=0.25, seed=1)
+    d = datafiles.load_nwb(path, bin_ms=20, valid_fraction=0.25, seed=1)
     n_bins = min(lengths_us) // 20_000
     ref = direct_counts(units_us, starts_us, n_bins, 20_000)
     assert d["train_encod_data"].shape == (9, n_bins, 5) and d["valid_encod_data"].shape == (3, n_bins, 5)
     np.testing.assert_array_equal(d["train_encod_data"], ref[d["train_trial_idx"]])
     np.testing.assert_array_equal(d["valid_encod_data"], ref[d["valid_trial_idx"]])
     assert sorted(np.concatenate([d["train_trial_idx"], d["valid_trial_idx"]]).tolist()) == list(range(12))
-    d2 = D.load_nwb(path, bin_ms=20, valid_fraction=0.25, seed=1)
+    d2 = datafiles.load_nwb(path, bin_ms=20, valid_fraction=0.25, seed=1)
     np.testing.assert_array_equal(d["valid_trial_idx"], d2["valid_trial_idx"])   # seeded
 
 
 def test_heldout_units_from_the_column_or_a_seeded_choice(session):
     path, units_us, starts_us, *_ = session
-    d = D.load_nwb(path, bin_ms=10, heldout="column", split_column="split")
+    d = datafiles.load_nwb(path, bin_ms=10, heldout="column", split_column="split")
     assert d["train_encod_data"].shape[2] == 3 and d["train_recon_data"].shape[2] == 5
     np.testing.assert_array_equal(d["heldout_idx"], [3, 4])
-    full = D.load_nwb(path, bin_ms=10, split_column="split")
+    full = datafiles.load_nwb(path, bin_ms=10, split_column="split")
     np.testing.assert_array_equal(d["train_recon_data"], full["train_recon_data"])   # held-in first: same order here
-    k = D.load_nwb(path, bin_ms=10, heldout=2, split_column="split", seed=5)
+    k = datafiles.load_nwb(path, bin_ms=10, heldout=2, split_column="split", seed=5)
     assert k["valid_encod_data"].shape[2] == 3 and len(k["heldout_idx"]) == 2
     np.testing.assert_array_equal(k["valid_recon_data"][..., 3:], full["valid_recon_data"][..., k["heldout_idx"]])
 
@@ -121,7 +121,7 @@ def test_trials_a_unit_did_not_observe_are_left_out(tmp_path):
     obs = [[[0.0, 100.0]], [[0.0, starts_us[6] / 1e6 + 0.1]]]                  # unit 1 lost after trial 5
     path = write_nwb(tmp_path / "gap.nwb", [u / 1e6 for u in units_us], trials, ("move_onset_time", "split", "cond"),
                      obs_intervals=obs)
-    d = D.load_nwb(path, bin_ms=10, split_column="split")
+    d = datafiles.load_nwb(path, bin_ms=10, split_column="split")
     used = np.concatenate([d["train_trial_idx"], d["valid_trial_idx"]])
     assert used.max() <= 5 and int(d["n_unobserved_trials"]) == 6
 
@@ -145,7 +145,7 @@ def bad_files(tmp_path):
 def test_bad_nwb_files_raise_one_line_errors(tmp_path, case, msg):
     path, kw = bad_files(tmp_path)[case]
     with pytest.raises(ValueError, match=msg) as e:
-        D.load_nwb(path, bin_ms=10, **kw)
+        datafiles.load_nwb(path, bin_ms=10, **kw)
     assert "\n" not in str(e.value)
 
 
@@ -153,21 +153,21 @@ def test_not_an_nwb_file_and_bad_arguments(tmp_path, session):
     p = tmp_path / "x.nwb"
     p.write_text("not hdf5")
     with pytest.raises(ValueError, match="not a readable NWB file"):
-        D.load_nwb(p)
+        datafiles.load_nwb(p)
     with pytest.raises(ValueError, match="bin_ms"):
-        D.load_nwb(session[0], bin_ms=0)
+        datafiles.load_nwb(session[0], bin_ms=0)
     with pytest.raises(ValueError, match="window"):
-        D.load_nwb(session[0], align="move_onset_time", window=(100, 50))
+        datafiles.load_nwb(session[0], align="move_onset_time", window=(100, 50))
 
 
 def test_missing_pynwb_names_the_extra(monkeypatch, session):
     monkeypatch.setitem(sys.modules, "pynwb", None)              # import pynwb now raises ImportError
     with pytest.raises(ImportError, match=r"minilatent\[nwb\]"):
-        D.load_nwb(session[0])
+        datafiles.load_nwb(session[0])
 
 
 def test_load_dataset_reads_nwb_and_uses_its_split_column(session):
-    d = D.load_dataset(session[0], bin_ms=10, align="move_onset_time", window=(-100, 250))
-    ref = D.load_nwb(session[0], bin_ms=10, align="move_onset_time", window=(-100, 250), split_column="split")
+    d = datafiles.load_dataset(session[0], bin_ms=10, align="move_onset_time", window=(-100, 250))
+    ref = datafiles.load_nwb(session[0], bin_ms=10, align="move_onset_time", window=(-100, 250), split_column="split")
     np.testing.assert_array_equal(d["valid_trial_idx"], ref["valid_trial_idx"])
     np.testing.assert_array_equal(d["train_encod_data"], ref["train_encod_data"])

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from minilatent import data as D
+from minilatent import synthetic, datafiles
 from minilatent.__main__ import main, LFADS_CLI_LR
 from minilatent.lfads import LFADS
 
@@ -26,8 +26,8 @@ def tiny_h5(tmp_path_factory):
     paths = []
     for seed in (0, 1):
         p = folder / f"tiny{seed}.h5"
-        D.save_h5(p, D.make_lorenz(n_conditions=4, trials_per_condition=5, n_valid_per_condition=1, n_bins=12,
-                                   n_neurons=5, seed=seed))
+        datafiles.save_h5(p, synthetic.make_lorenz(n_conditions=4, trials_per_condition=5, n_valid_per_condition=1,
+                                                   n_bins=12, n_neurons=5, seed=seed))
         paths.append(str(p))
     return paths
 
@@ -126,9 +126,9 @@ def test_a_full_disk_ends_in_one_line_and_keeps_the_previous_run(tiny_h5, tmp_pa
 
     def full(*a, **k):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(a[-1] if where == "checkpoint" else a[0]))
-    import minilatent.data, minilatent.trainer
+    import minilatent.datafiles, minilatent.trainer
     if where == "outputs":
-        monkeypatch.setattr(minilatent.data, "atomic_write", full)          # the HDF5 writer
+        monkeypatch.setattr(minilatent.datafiles, "atomic_write", full)     # the HDF5 writer
     else:
         monkeypatch.setattr(minilatent.trainer, "save_atomic", full)         # the checkpoint writer
     code, _, err = cli(capsys, ["train", "lfads", tiny_h5[0], "--out", out, "--epochs", 2, *TINY, "--overwrite"])
@@ -239,7 +239,7 @@ def test_resume_from_a_bad_checkpoint_exits_2(tiny_h5, tmp_path, capsys, damage,
     out = tmp_path / "run"
     if damage == "sparks":
         rot = tmp_path / "rot.h5"
-        D.save_h5(rot, D.make_rotation(n_trials=8, n_valid=2, n_neurons=5, n_bins=10, seed=0))
+        datafiles.save_h5(rot, synthetic.make_rotation(n_trials=8, n_valid=2, n_neurons=5, n_bins=10, seed=0))
         assert cli(capsys, ["train", "sparks", rot, "--out", out, "--epochs", 1, "--embed-dim", 4])[0] == 0
     elif damage != "missing":
         assert cli(capsys, ["train", "lfads", tiny_h5[0], "--out", out, "--epochs", 1, *TINY])[0] == 0
@@ -253,7 +253,7 @@ def test_resume_from_a_bad_checkpoint_exits_2(tiny_h5, tmp_path, capsys, damage,
 
 def test_sparks_has_resume_and_overwrite(tmp_path, capsys):
     rot = tmp_path / "rot.h5"
-    D.save_h5(rot, D.make_rotation(n_trials=8, n_valid=2, n_neurons=5, n_bins=10, seed=0))
+    datafiles.save_h5(rot, synthetic.make_rotation(n_trials=8, n_valid=2, n_neurons=5, n_bins=10, seed=0))
     out = tmp_path / "run"
     args = ["train", "sparks", rot, "--out", out, "--embed-dim", 4]
     assert cli(capsys, [*args, "--epochs", 1])[0] == 0

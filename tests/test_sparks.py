@@ -467,9 +467,9 @@ def test_bad_targets_name_the_problem():
 
 @pytest.fixture(scope="module")
 def rotation_h5(tmp_path_factory):
-    from minilatent import data as D
+    from minilatent import synthetic, datafiles
     p = tmp_path_factory.mktemp("data") / "rot.h5"
-    D.save_h5(p, D.make_rotation(n_trials=14, n_valid=4, n_neurons=8, n_bins=20, seed=0))
+    datafiles.save_h5(p, synthetic.make_rotation(n_trials=14, n_valid=4, n_neurons=8, n_bins=20, seed=0))
     return p
 
 
@@ -507,13 +507,13 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys):
 
 def test_rotation_examples_carry_their_truth():
     # (that they regenerate bit for bit is tests/test_data.py::test_eg_data_regenerates_bit_for_bit)
-    from minilatent import data as D
-    assert {"rotation", "rotation_session0", "rotation_session1"} <= set(D.EXAMPLES)
-    d = D.load_h5(D.eg_path("rotation"))
-    truth = D.rotation_truth(d, "valid")                          # rebuilt from phases and tuning
+    from minilatent import synthetic, datafiles
+    assert {"rotation", "rotation_session0", "rotation_session1"} <= set(synthetic.EXAMPLES)
+    d = datafiles.load_h5(datafiles.eg_path("rotation"))
+    truth = synthetic.rotation_truth(d, "valid")                  # rebuilt from phases and tuning
     assert truth.shape == d["valid_encod_data"].shape and 0 < truth.min() and truth.max() < 1
     # the spikes follow the truth: mean firing matches the mean probability
-    assert abs(d["train_encod_data"].mean() - D.rotation_truth(d, "train").mean()) < 0.005
+    assert abs(d["train_encod_data"].mean() - synthetic.rotation_truth(d, "train").mean()) < 0.005
 
 
 def test_init_output_bias_starts_at_the_mean_rate():

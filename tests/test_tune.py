@@ -27,7 +27,8 @@ SMALL = ["--gen-dim", "24", "--fac-dim", "6", "--ic-enc-dim", "24", "--samples",
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from minilatent.data import make_lorenz, save_h5
+    from minilatent.synthetic import make_lorenz
+    from minilatent.datafiles import save_h5
     p = tmp_path_factory.mktemp("data") / "tiny.h5"
     save_h5(p, make_lorenz(n_conditions=6, trials_per_condition=8, n_valid_per_condition=2, n_neurons=16, seed=0))
     return str(p)

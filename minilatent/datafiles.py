@@ -1,0 +1,537 @@
+"""
+Reading and writing datasets: HDF5 files in lfads-torch's layout (and the original LFADS layout), NWB recordings
+binned into trials, the checks that turn a bad file into one clear error, held-out neurons, the shipped examples,
+and the tensors the models train on.
+
+A dataset is a plain dict of numpy arrays whose keys follow lfads-torch's HDF5 layout, so that
+`save_h5(path, data)` writes a file lfads-torch can read and `load_h5(path)` reads one it wrote:
+
+    train_encod_data, valid_encod_data   (trials, T, N)  spike counts the encoders see
+    train_recon_data, valid_recon_data   (trials, T', N') what is reconstructed (usually the same)
+    train_truth, valid_truth             (trials, T, N)  true rates; truth / conversion_factor = counts per bin
+    conversion_factor                    scalar
+    train_latents, valid_latents         (trials, T, D)  true latent state (minilatent extra)
+    train_inputs,  valid_inputs          (trials, T, I)  true input pulses (minilatent extra)
+    train_cond_idx, valid_cond_idx       (trials,)       condition of each trial (minilatent extra)
+    dt                                   scalar, bin width in seconds
+
+Arrays are (trials, time, neurons) everywhere, float32 counts per bin (metrics.true_rates reads the truth in
+those units). The original (TensorFlow) LFADS layout names the counts train_data / valid_data; load_h5 reads it
+into the keys above. Held-out neurons follow lfads-torch and the Neural Latents Benchmark: recon_data holds the
+encoders' neurons first, then the held-out ones.
+
+References:
+  Sedler & Pandarinath (2023) "lfads-torch: A modular and extensible implementation of latent factor analysis via
+    dynamical systems": the HDF5 keys; the original LFADS code (Sussillo et al. 2016): train_data / valid_data
+  Pei et al. (2021) "Neural Latents Benchmark '21: Evaluating latent dynamics models of neural population
+    activity": the NWB files' tables, held-out neurons and splits
+  Rübel et al. (2022) "The Neurodata Without Borders ecosystem for neurophysiological data science" (NWB, pynwb)
+"""
+
+import math
+import os
+
+import numpy as np
+import torch
+
+from .files import atomic_write
+
+MAX_COUNT = 10_000     # spikes per bin above this are refused as spike counts (a unit or bin-size mistake)
+DATA_KEYS = ("train_encod_data", "train_recon_data", "valid_encod_data", "valid_recon_data")
+# the example datasets: package data when installed (minilatent/eg_data/), else the checkout's eg_data/
+_HERE = os.path.dirname(os.path.abspath(__file__))
+EG_DATA = os.path.join(_HERE, "eg_data")
+if not os.path.isdir(EG_DATA):
+    EG_DATA = os.path.join(os.path.dirname(_HERE), "eg_data")
+
+# -----------------------------------------------------------------------------
+# checks: a bad array gets one error that names the key, the place and what was expected
+
+
+def check_spikes(x, name, integer=True, nonnegative=True):
+    """ Raise a ValueError naming `name` unless x is a (trials, time, neurons) array of counts. """
+    x = np.asarray(x)
+    if x.dtype.kind not in "biuf":
+        raise ValueError(f"{name}: expected a numeric array of spike counts, got dtype {x.dtype}")
+    if x.ndim != 3:
+        raise ValueError(f"{name}: expected 3 dims (trials, time, neurons), got shape {x.shape}")
+    if 0 in x.shape:
+        raise ValueError(f"{name}: is empty (shape {x.shape})")
+    if x.dtype.kind == "f":
+        bad = ~np.isfinite(x)
+        if bad.any():
+            i = np.argwhere(bad)[0]
+            raise ValueError(f"{name}: contains NaN or infinite values (first at trial {i[0]}, bin {i[1]}, neuron {i[2]})")
+    if nonnegative and (x < 0).any():
+        i = np.argwhere(x < 0)[0]
+        raise ValueError(f"{name}: spike counts must be >= 0, found {x[tuple(i)]} at trial {i[0]}, bin {i[1]}, neuron {i[2]}")
+    if integer and x.dtype.kind == "f" and (x != np.round(x)).any():
+        i = np.argwhere(x != np.round(x))[0]
+        raise ValueError(f"{name}: spike counts must be whole numbers, found {x[tuple(i)]} at trial {i[0]}, bin {i[1]}, neuron {i[2]}")
+    if integer and x.max() > MAX_COUNT:
+        i = np.unravel_index(np.argmax(x), x.shape)
+        raise ValueError(f"{name}: a count of {x[i]:g} spikes in one bin (trial {i[0]}, bin {i[1]}, neuron {i[2]}); counts above "
+                         f"{MAX_COUNT} per bin are refused: are these spike counts per bin (not times or rates)?")
+    if integer and not x.any():
+        raise ValueError(f"{name}: holds no spikes (all zeros): nothing to fit or to score")
+    return x
+
+
+def validate(data, counts=True, nonnegative=True):
+    """ Check a dataset dict (see the module docstring); raises KeyError/ValueError that name the problem. """
+    for k in ("train_encod_data", "valid_encod_data"):
+        if k not in data:
+            raise KeyError(f"missing key {k!r}; found {sorted(data)}")
+    for split in ("train", "valid"):
+        for kind in ("encod", "recon"):
+            k = f"{split}_{kind}_data"
+            check_spikes(data[k], k, integer=counts, nonnegative=nonnegative)
+        e, r = data[f"{split}_encod_data"], data[f"{split}_recon_data"]
+        if e.shape[0] != r.shape[0]:
+            raise ValueError(f"{split}_encod_data has {e.shape[0]} trials but {split}_recon_data has {r.shape[0]}")
+        if r.shape[1] < e.shape[1] or r.shape[2] < e.shape[2]:
+            raise ValueError(f"{split}_recon_data {r.shape} must have at least the bins and channels of {split}_encod_data {e.shape}")
+    for kind in ("encod", "recon"):
+        a, b = data[f"train_{kind}_data"], data[f"valid_{kind}_data"]
+        if a.shape[2] != b.shape[2]:
+            raise ValueError(f"train_{kind}_data has {a.shape[2]} neurons but valid_{kind}_data has {b.shape[2]}")
+        if a.shape[1] != b.shape[1]:
+            raise ValueError(f"train_{kind}_data has {a.shape[1]} time bins but valid_{kind}_data has {b.shape[1]}")
+    for split in ("train", "valid"):
+        k = f"{split}_truth"
+        if k in data:
+            a, ref = np.asarray(data[k]), data[f"{split}_recon_data"]
+            if a.dtype.kind not in "biuf":
+                raise ValueError(f"{k}: expected a numeric array of true rates, got dtype {a.dtype}")
+            if a.shape != ref.shape:
+                raise ValueError(f"{k}: expected the shape of {split}_recon_data {ref.shape} (trials, time, neurons), got {a.shape}")
+            if not np.isfinite(a).all():
+                raise ValueError(f"{k}: contains NaN or infinite values")
+    ext = [f"{split}_ext_input" for split in ("train", "valid") if f"{split}_ext_input" in data]
+    if len(ext) == 1:
+        missing = ext[0].replace("train", "valid") if ext[0].startswith("train") else ext[0].replace("valid", "train")
+        raise ValueError(f"{ext[0]} is present but {missing} is missing: external inputs are needed for both splits")
+    for k in ext:
+        split = k.split("_")[0]
+        a, ref = np.asarray(data[k]), data[f"{split}_recon_data"]
+        if a.dtype.kind not in "biuf" or a.ndim != 3 or a.shape[0] != ref.shape[0] or a.shape[1] < ref.shape[1] or a.shape[2] < 1:
+            raise ValueError(f"{k}: expected shape ({ref.shape[0]}, >= {ref.shape[1]} bins, inputs) (numeric), got "
+                             f"{a.shape} of dtype {a.dtype}")
+        if not np.isfinite(a).all():
+            raise ValueError(f"{k}: contains NaN or infinite values")
+    if len(ext) == 2 and np.shape(data[ext[0]])[2] != np.shape(data[ext[1]])[2]:
+        raise ValueError(f"train_ext_input has {np.shape(data[ext[0]])[2]} inputs but valid_ext_input has {np.shape(data[ext[1]])[2]}")
+    for k, lo in (("conversion_factor", "> 0"), ("dt", "> 0 (the bin width in seconds)")):
+        if k in data:
+            v = np.asarray(data[k])
+            if v.dtype.kind not in "biuf" or v.size != 1:
+                raise ValueError(f"{k} must be one positive number, got {'an array of shape ' + str(v.shape) if v.size != 1 else 'dtype ' + str(v.dtype)}")
+            if not (np.isfinite(v).all() and float(v.reshape(())) > 0):
+                raise ValueError(f"{k} must be {lo}, got {float(v.reshape(()))}")
+    return data
+
+
+# -----------------------------------------------------------------------------
+# HDF5 files: lfads-torch layout (read and write) and original LFADS layout (read and write)
+
+
+def load_h5(path, counts=True, nonnegative=True):
+    """ Read a dataset from an HDF5 file in lfads-torch's layout or the original LFADS layout
+    (train_data / valid_data), check it, and return the dict described in the module docstring.
+    A file with truth but no conversion_factor keeps it that way: see truth_conversion for the units.
+    counts=False accepts fractional values; nonnegative=False also negative ones (continuous data). """
+    import h5py
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no such data file: {path}")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise ValueError(f"{path}: not a readable HDF5 file ({e})") from None
+    with f:
+        raw = {k: f[k][()] for k in f.keys() if isinstance(f[k], h5py.Dataset)}
+    data = {}
+    torch_keys = [k for k in ("train_encod_data", "valid_encod_data") if k in raw]
+    tf_keys = [k for k in ("train_data", "valid_data") if k in raw]
+    if torch_keys and tf_keys:
+        raise KeyError(f"{path}: mixes lfads-torch keys ({', '.join(torch_keys)}) with original LFADS keys "
+                       f"({', '.join(tf_keys)}); use one layout (e.g. rename {tf_keys[0]} to {tf_keys[0].replace('_data', '_encod_data')})")
+    if torch_keys:
+        data.update(raw)
+    elif "train_data" in raw or "valid_data" in raw:  # the original (TensorFlow) LFADS layout
+        for k, v in raw.items():
+            if k in ("train_data", "valid_data"):
+                split = k.split("_")[0]
+                data[f"{split}_encod_data"] = v
+                data[f"{split}_recon_data"] = v
+            else:
+                data[k] = v
+    else:
+        raise KeyError(f"{path}: found none of the data keys 'train_encod_data'/'valid_encod_data' (lfads-torch) "
+                       f"or 'train_data'/'valid_data' (original LFADS); keys present: {sorted(raw)}")
+    for split in ("train", "valid"):
+        if f"{split}_encod_data" not in data:
+            raise KeyError(f"{path}: missing key '{split}_encod_data' (or '{split}_data'); keys present: {sorted(raw)}")
+        data.setdefault(f"{split}_recon_data", data[f"{split}_encod_data"])
+    validate(data, counts=counts, nonnegative=nonnegative)
+    for k, v in list(data.items()):
+        if isinstance(v, np.ndarray) and v.dtype.kind in "biuf" and v.ndim == 3:
+            data[k] = v.astype(np.float32)
+    return data
+
+
+def save_h5(path, data, compression="gzip"):
+    """ Write a dataset dict to HDF5 atomically (temporary file, fsync, then rename). Spike-count arrays
+    (`*_data`) holding whole numbers are stored as unsigned integers; arrays of more than a few kB are
+    gzip-compressed (shuffle filter, chunks of whole trials so repeated trials compress). The file reads
+    back with load_h5, h5py or lfads-torch; load_h5 returns counts as float32 again. """
+    import h5py
+
+    def write(tmp):
+        with h5py.File(tmp, "w", track_order=True) as f:
+            for k in sorted(data):
+                v = np.asarray(data[k])
+                if k.endswith("_data") and v.dtype.kind == "f" and v.size and v.min() >= 0 \
+                        and v.max() < 65536 and np.array_equal(v, np.round(v)):
+                    v = v.astype(np.uint8 if v.max() < 256 else np.uint16)
+                if v.ndim and v.size * v.itemsize > 4096 and compression:
+                    chunks = (min(v.shape[0], 16),) + v.shape[1:] if v.ndim == 3 else True
+                    f.create_dataset(k, data=v, compression=compression, compression_opts=9, shuffle=True,
+                                     chunks=chunks, track_times=False)
+                else:
+                    f.create_dataset(k, data=v, track_times=False)
+    atomic_write(path, write, by_name=True)
+
+
+def to_original_lfads(data):
+    """ the same dataset in the original (TensorFlow) LFADS file layout, as public files are often shared:
+    train_data / valid_data (counts), train_truth / valid_truth in Hz and *no* conversion_factor (the reader must
+    know the units), plus any latents and condition labels. """
+    out = {"train_data": data["train_encod_data"], "valid_data": data["valid_encod_data"],
+           "train_truth": data["train_truth"], "valid_truth": data["valid_truth"]}
+    for k in ("train_latents", "valid_latents", "train_cond_idx", "valid_cond_idx", "dt"):
+        if k in data:
+            out[k] = data[k]
+    return out
+
+
+# -----------------------------------------------------------------------------
+# the truth's units: what turns a file's truth into counts per bin
+
+
+TRUTH_UNITS = ("auto", "hz", "counts")
+
+
+def truth_conversion(data, units="auto", tolerance=1.5):
+    """ The conversion factor that turns the truth into counts per bin, and a one-line note (or None).
+    units: 'counts' (factor 1), 'hz' (spikes/s: factor 1/dt, dt from the data), or 'auto': the file's
+    conversion_factor when it states one; otherwise inferred when evident from the ratio of the truth's mean
+    to the counts' mean (about 1: counts per bin; about 1/dt: spikes/s; within a factor `tolerance`), else
+    (None, the reason): never guess. Returns (None, None) when there is no truth. """
+    if units not in TRUTH_UNITS:
+        raise ValueError(f"units must be one of {TRUTH_UNITS}, got {units!r}")
+    if "train_truth" not in data and "valid_truth" not in data:
+        return None, None
+    dt = float(np.asarray(data["dt"])) if "dt" in data else None
+    if units == "counts":
+        return 1.0, "truth read as counts per bin (--truth-units counts): conversion_factor 1"
+    if units == "hz":
+        if dt is None:
+            raise ValueError("--truth-units hz needs the bin width, but the data hold no 'dt'; write dt into the file "
+                             "or state conversion_factor (= 1/dt)")
+        return 1.0 / dt, f"truth read as spikes/s (--truth-units hz): conversion_factor 1/dt = {1 / dt:g}"
+    if "conversion_factor" in data:
+        return float(np.asarray(data["conversion_factor"])), None
+    split = "train" if "train_truth" in data else "valid"
+    counts_mean = float(np.mean(data[f"{split}_recon_data"]))
+    truth_mean = float(np.mean(data[f"{split}_truth"]))
+    how = "state it with --truth-units hz|counts or write conversion_factor into the file"
+    if counts_mean <= 0 or truth_mean <= 0:
+        return None, f"rate R2 skipped: the file states no conversion_factor and the truth's units cannot be inferred; {how}"
+    ratio = truth_mean / counts_mean
+    if 1 / tolerance < ratio < tolerance:
+        return 1.0, (f"no conversion_factor in the file: truth mean / count mean = {ratio:.3g}, so the truth is read as "
+                     f"counts per bin (conversion_factor 1); {how}")
+    if dt is not None and 1 / tolerance < ratio * dt < tolerance:
+        return 1.0 / dt, (f"no conversion_factor in the file: truth mean / count mean = {ratio:.3g} = 1/dt, so the truth "
+                          f"is read as spikes/s (conversion_factor {1 / dt:g}); {how}")
+    return None, (f"rate R2 skipped: the file states no conversion_factor and the truth's units are not evident (truth mean / "
+                  f"count mean = {ratio:.3g}" + (f", 1/dt = {1 / dt:g}" if dt else ", no dt in the file") + f"); {how}")
+
+
+# -----------------------------------------------------------------------------
+# held-out neurons, the Neural Latents Benchmark way (Pei et al. 2021): see metrics.regional_bits_per_spike
+
+
+def split_heldout(data, n_heldout, seed=0):
+    """ Hold out n_heldout neurons, NLB style: a seeded random choice of neurons disappears from encod_data
+    (the model never sees their spikes) and moves to the end of recon_data (held-in neurons first, then
+    held-out, as lfads-torch expects); `{split}_truth` is reordered the same way. The chosen indices (into
+    the original neuron order) are stored as 'heldin_idx' and 'heldout_idx'. Returns a new dict.
+    The data must not already hold held-out neurons (recon_data as wide as encod_data). """
+    if isinstance(n_heldout, bool) or not isinstance(n_heldout, (int, np.integer)):
+        raise TypeError(f"split_heldout: n_heldout must be a whole number, got {n_heldout!r}")
+    N = np.shape(data["train_encod_data"])[2]
+    for split in ("train", "valid"):
+        if np.shape(data[f"{split}_recon_data"])[2] != N:
+            raise ValueError(f"split_heldout: {split}_recon_data already has {np.shape(data[f'{split}_recon_data'])[2]} "
+                             f"neurons for {N} held-in ones; the data hold held-out neurons already")
+    if not 0 < n_heldout < N:
+        raise ValueError(f"split_heldout: n_heldout must be between 1 and {N - 1} (the data have {N} neurons), got {n_heldout}")
+    rng = np.random.default_rng(seed)
+    heldout = np.sort(rng.choice(N, size=int(n_heldout), replace=False))
+    heldin = np.setdiff1d(np.arange(N), heldout)
+    order = np.concatenate([heldin, heldout])
+    out = dict(data)
+    for split in ("train", "valid"):
+        out[f"{split}_encod_data"] = np.asarray(data[f"{split}_encod_data"])[..., heldin]
+        out[f"{split}_recon_data"] = np.asarray(data[f"{split}_recon_data"])[..., order]
+        if f"{split}_truth" in data and np.shape(data[f"{split}_truth"])[2] == N:
+            out[f"{split}_truth"] = np.asarray(data[f"{split}_truth"])[..., order]
+    out["heldin_idx"], out["heldout_idx"] = heldin.astype(np.int64), heldout.astype(np.int64)
+    return out
+
+
+# -----------------------------------------------------------------------------
+# real recordings: NWB files (Neurodata Without Borders), in the layout of the Neural Latents Benchmark's
+# datasets: a units table with each unit's `spike_times` (s) and `obs_intervals`, and a trials table with
+# `start_time`, `stop_time` and event columns (e.g. `move_onset_time`), optionally a `split` column
+# ('train' / 'val' / 'test') and, in the units table, a boolean `heldout` column.
+
+NWB_EXTRA = "reading NWB files needs pynwb: pip install 'minilatent[nwb]' (or pip install pynwb)"
+
+
+def _nwb_column(table, name):
+    return np.asarray(table[name].data[:]) if hasattr(table[name], "data") else np.asarray(table[name][:])
+
+
+def bin_spike_times(spike_times, starts, n_bins, bin_s):
+    """ Count spikes in n_bins bins of bin_s seconds from each start: (units' spike-time arrays, (trials,)) ->
+    (trials, n_bins, units) float32 counts. Bins are half-open [edge, edge + bin_s): a spike on an edge counts
+    in the bin that starts there (edges are matched to 1e-6 of a bin, so a spike written as start + k * bin_s
+    lands in bin k despite rounding), and a spike at the end of the last bin is not counted. """
+    starts = np.asarray(starts, np.float64)
+    out = np.zeros((len(starts), n_bins, len(spike_times)), np.float32)
+    order = np.argsort(starts)
+    for u, st in enumerate(spike_times):
+        st = np.sort(np.asarray(st, np.float64))
+        for i in order:
+            lo = np.searchsorted(st, starts[i] - 1e-6 * bin_s, side="left")
+            hi = np.searchsorted(st, starts[i] + n_bins * bin_s + 1e-6 * bin_s, side="left")
+            k = np.floor((st[lo:hi] - starts[i]) / bin_s + 1e-6).astype(np.int64)
+            k = k[(k >= 0) & (k < n_bins)]
+            np.add.at(out[i, :, u], k, 1.0)
+    return out
+
+
+def load_nwb(path, bin_ms=10.0, align=None, window=None, split_column=None, valid_fraction=0.2, seed=0,
+             heldout=None, condition_column=None):
+    """ Read spike times and trials from an NWB file and return the dict load_h5 returns (trials x bins x
+    units counts per split, float32), so that LFADS trains on it as on any dataset.
+
+    bin_ms          bin width in milliseconds
+    align           trials-table column with the time (s) each trial is aligned to; None: `start_time`
+    window          (start_ms, end_ms) around the align time; None: from each trial's start to its stop,
+                    cut to the shortest trial (with align=None). It must lie inside every trial; a last
+                    partial bin is dropped.
+    split_column    trials-table column naming each trial's split: 'train' -> train, 'val'/'valid' ->
+                    valid, anything else (e.g. NLB's 'test', which has no held-out data) is left out.
+                    None: a seeded random valid_fraction of the trials is valid.
+    heldout         None: every unit is held in. 'column': the units table's boolean `heldout` column picks
+                    the held-out units (NLB files); an int K: a seeded random choice of K units
+                    (split_heldout). Held-out units are left out of encod_data and put last in recon_data.
+    condition_column trials-table column whose values label conditions -> `{split}_cond_idx` (ints in the
+                    order of the sorted unique values, which are stored as 'cond_values')
+    Also returned: dt (s), conversion_factor 1, `{split}_trial_idx` (rows of the trials table),
+    `{split}_align_time` (s), unit_ids, and the binning settings (bin_ms, window_ms).
+    Units whose obs_intervals do not cover a trial's window make that trial unusable: such trials are left
+    out and counted in 'n_unobserved_trials'. Raises ValueError (one line) for a file without units or trials,
+    an unknown column or a window outside a trial, and ImportError naming the [nwb] extra without pynwb. """
+    try:
+        import pynwb
+    except ImportError:
+        raise ImportError(NWB_EXTRA) from None
+    import warnings
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no such NWB file: {path}")
+    if not (np.isfinite(bin_ms) and bin_ms > 0):
+        raise ValueError(f"load_nwb: bin_ms must be a positive number of milliseconds, got {bin_ms}")
+    if not 0 < valid_fraction < 1:
+        raise ValueError(f"load_nwb: valid_fraction must be in (0, 1), got {valid_fraction}")
+    bin_s = bin_ms / 1000.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            io = pynwb.NWBHDF5IO(path, "r", load_namespaces=True)
+            nwb = io.read()
+        except Exception as e:  # pynwb raises many kinds; the user needs one line
+            raise ValueError(f"{path}: not a readable NWB file ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+        try:
+            units, trials = nwb.units, nwb.trials
+            if units is None or len(units) == 0:
+                raise ValueError(f"{path}: the NWB file has no units table (spike times of sorted units)")
+            if trials is None or len(trials) == 0:
+                raise ValueError(f"{path}: the NWB file has no trials table")
+            if "spike_times" not in units.colnames:
+                raise ValueError(f"{path}: the units table has no spike_times column; columns: {list(units.colnames)}")
+            n_units = len(units)
+            spikes = [np.asarray(units["spike_times"][u], np.float64) for u in range(n_units)]
+            obs = ([np.asarray(units["obs_intervals"][u], np.float64).reshape(-1, 2) for u in range(n_units)]
+                   if "obs_intervals" in units.colnames else None)
+            unit_ids = np.asarray(units.id[:])
+            held_col = _nwb_column(units, "heldout").astype(bool) if "heldout" in units.colnames else None
+            tcols = ("start_time", "stop_time") + tuple(trials.colnames)
+            t_start, t_stop = _nwb_column(trials, "start_time"), _nwb_column(trials, "stop_time")
+            for name, what in ((align, "align"), (split_column, "split_column"), (condition_column, "condition_column")):
+                if name is not None and name not in tcols:
+                    raise ValueError(f"{path}: {what} column {name!r} is not in the trials table; columns: {list(tcols)}")
+            align_t = t_start if align is None else _nwb_column(trials, align).astype(np.float64)
+            split_vals = None if split_column is None else _nwb_column(trials, split_column)
+            cond_vals = None if condition_column is None else _nwb_column(trials, condition_column)
+        finally:
+            io.close()
+    split_vals = None if split_vals is None else np.array([v.decode() if isinstance(v, bytes) else str(v) for v in split_vals])
+    n_trials = len(t_start)
+    # --- the window of every trial
+    if window is None:
+        if align is not None:
+            raise ValueError("load_nwb: with align=..., give window=(start_ms, end_ms) around the align time")
+        w0, w1 = 0.0, float(np.min(t_stop - t_start)) * 1000.0
+    else:
+        if len(window) != 2 or not all(np.isfinite(window)) or not window[1] > window[0]:
+            raise ValueError(f"load_nwb: window must be (start_ms, end_ms) with end > start, got {window}")
+        w0, w1 = float(window[0]), float(window[1])
+    n_bins = int(math.floor((w1 - w0) / bin_ms + 1e-9))
+    if n_bins < 1:
+        raise ValueError(f"load_nwb: the window ({w0:g}, {w1:g}) ms is shorter than one {bin_ms:g} ms bin")
+    starts = align_t + w0 / 1000.0
+    ends = starts + n_bins * bin_s
+    bad = np.flatnonzero(~np.isfinite(starts))
+    if len(bad):
+        raise ValueError(f"{path}: trial {bad[0]} has no {align or 'start_time'} time (NaN)")
+    tol = 1e-6 * bin_s
+    outside = np.flatnonzero((starts < t_start - tol) | (ends > t_stop + tol))
+    if len(outside):
+        i = outside[0]
+        raise ValueError(f"{path}: the window ({w0:g}, {w1:g}) ms around {align or 'start_time'} falls outside trial {i} "
+                         f"({t_start[i]:.3f}-{t_stop[i]:.3f} s) and {len(outside) - 1} more")
+    usable = np.ones(n_trials, bool)
+    if obs is not None:
+        for iv in obs:
+            if len(iv):
+                covered = ((iv[None, :, 0] <= starts[:, None] + tol) & (iv[None, :, 1] >= ends[:, None] - tol)).any(1)
+                usable &= covered
+    # --- train / valid
+    if split_vals is not None:
+        is_train, is_valid = split_vals == "train", np.isin(split_vals, ("val", "valid"))
+    else:
+        perm = np.random.default_rng(seed).permutation(n_trials)
+        is_valid = np.zeros(n_trials, bool)
+        is_valid[perm[: max(1, int(round(valid_fraction * n_trials)))]] = True
+        is_train = ~is_valid
+    is_train, is_valid = is_train & usable, is_valid & usable
+    for name, m in (("train", is_train), ("valid", is_valid)):
+        if not m.any():
+            raise ValueError(f"{path}: no usable {name} trials" + (f" (split column {split_column!r})" if split_vals is not None else ""))
+    counts = bin_spike_times(spikes, starts, n_bins, bin_s)          # (trials, T, units)
+    data = {}
+    for name, m in (("train", is_train), ("valid", is_valid)):
+        idx = np.flatnonzero(m)
+        data[f"{name}_encod_data"] = counts[idx]
+        data[f"{name}_recon_data"] = counts[idx]
+        data[f"{name}_trial_idx"] = idx.astype(np.int64)
+        data[f"{name}_align_time"] = align_t[idx]
+    if cond_vals is not None:
+        values, inverse = np.unique(np.asarray(cond_vals), return_inverse=True)
+        for name, m in (("train", is_train), ("valid", is_valid)):
+            data[f"{name}_cond_idx"] = inverse[m].astype(np.int64)
+        data["cond_values"] = values
+    data.update(dt=np.float64(bin_s), conversion_factor=np.float64(1.0), unit_ids=unit_ids,
+                bin_ms=np.float64(bin_ms), window_ms=np.array([w0, w0 + n_bins * bin_ms]),
+                n_unobserved_trials=np.int64((~usable).sum()))
+    if heldout is not None:
+        if isinstance(heldout, str):
+            if heldout != "column":
+                raise ValueError(f"load_nwb: heldout must be None, 'column' or a number of units, got {heldout!r}")
+            if held_col is None:
+                raise ValueError(f"{path}: heldout='column' but the units table has no 'heldout' column")
+            if held_col.all() or not held_col.any():
+                raise ValueError(f"{path}: the units table's heldout column must mark some but not all units")
+            hi, ho = np.flatnonzero(~held_col), np.flatnonzero(held_col)
+            order = np.concatenate([hi, ho])
+            for name in ("train", "valid"):
+                data[f"{name}_encod_data"] = data[f"{name}_encod_data"][..., hi]
+                data[f"{name}_recon_data"] = data[f"{name}_recon_data"][..., order]
+            data["heldin_idx"], data["heldout_idx"] = hi.astype(np.int64), ho.astype(np.int64)
+        else:
+            data = split_heldout(data, heldout, seed=seed)
+    validate(data)
+    return data
+
+
+def _nwb_split_column(path):
+    """ 'split' when the NWB file's trials table has that column (the NLB files do), else None """
+    import warnings
+    import pynwb
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            with pynwb.NWBHDF5IO(path, "r", load_namespaces=True) as io:
+                trials = io.read().trials
+                return "split" if trials is not None and "split" in trials.colnames else None
+        except Exception:
+            return None        # load_nwb reports what is wrong with the file
+
+
+# -----------------------------------------------------------------------------
+# what the command line reads: one reader for .h5 and .nwb files, and the shipped examples
+
+
+def load_dataset(path, counts=True, nonnegative=True, bin_ms=10.0, align=None, window=None, heldout_neurons=None,
+                 seed=0):
+    """ load_h5 for HDF5 files, load_nwb (bin_ms, align, window; split by the trials table's 'split' column when
+    it has one, else by seed) for .nwb files; then, with heldout_neurons=K, hold out K neurons (split_heldout,
+    seeded). The NWB options are refused for HDF5 files, which are binned already. """
+    path = os.fspath(path)
+    if path.lower().endswith(".nwb"):
+        data = load_nwb(path, bin_ms=bin_ms, align=align, window=window, seed=seed,
+                        split_column=_nwb_split_column(path))
+    else:
+        if align is not None or window is not None:
+            raise ValueError(f"{path}: align and window apply to NWB recordings only (an HDF5 dataset is binned already)")
+        data = load_h5(path, counts=counts, nonnegative=nonnegative)
+    if heldout_neurons:
+        data = split_heldout(data, heldout_neurons, seed=seed)
+    return data
+
+
+def eg_path(name):
+    """ path of a shipped example file, e.g. eg_path('lorenz') -> .../eg_data/lorenz.h5 """
+    p = os.path.join(EG_DATA, name if name.endswith(".h5") else f"{name}.h5")
+    if not os.path.exists(p):
+        have = sorted(f[:-3] for f in os.listdir(EG_DATA) if f.endswith(".h5")) if os.path.isdir(EG_DATA) else []
+        raise FileNotFoundError(f"no example dataset {name!r} in {EG_DATA}; available: {have}")
+    return p
+
+
+# -----------------------------------------------------------------------------
+# torch helpers: the batches the models train on
+
+
+def lfads_tensors(data, split, device="cpu"):
+    """ (encod, recon[, ext_input]) float32 tensors of a split, the batch format LFADS trains on """
+    t = [torch.as_tensor(np.asarray(data[f"{split}_encod_data"], dtype=np.float32), device=device),
+         torch.as_tensor(np.asarray(data[f"{split}_recon_data"], dtype=np.float32), device=device)]
+    if f"{split}_ext_input" in data:
+        t.append(torch.as_tensor(np.asarray(data[f"{split}_ext_input"], dtype=np.float32), device=device))
+    return tuple(t)
+
+
+def sparks_tensors(data, split, device="cpu", target="latents"):
+    """ (spikes, target) float32 tensors of a split for SPARKS: target 'latents' (supervised decoding) or
+    None (unsupervised: spikes only, returned as a 1-tuple) """
+    x = torch.as_tensor(np.asarray(data[f"{split}_encod_data"], dtype=np.float32), device=device)
+    if target is None:
+        return (x,)
+    return x, torch.as_tensor(np.asarray(data[f"{split}_{target}"], dtype=np.float32), device=device)
