@@ -107,6 +107,7 @@ def one_run(data, seed, seconds, batch_size, lr):
 
 
 def main():
+    torch.set_num_threads(1)    # the library leaves threads alone; one is fastest for these small GRUs
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--variant", choices=sorted(VARIANTS), default="standard")
     ap.add_argument("--runs", type=int, default=1)

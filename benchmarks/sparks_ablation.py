@@ -111,7 +111,7 @@ def run_cli(variant, seed, epochs, xtr, ytr):
     cli = build_parser().parse_args(["train", "sparks", "--out", "unused"])
     over = {k: json.loads(v) for k, v in (p[6:].split("=") for p in variant.split("+") if p.startswith("train:"))}
     kw = dict(max_epochs=epochs, batch_size=cli.batch_size, lr=cli.lr, lr_schedule="constant", ema_decay=None,
-              grad_clip=None, progress=False, seed=seed)
+              grad_clip=None, progress=False, seed=seed, num_threads=1, keep_freed_memory=True)   # as the CLI asks
     kw.update(over)
     model = build("+".join(p for p in variant.split("+") if not p.startswith("train:")), xtr.shape[2], ytr.shape[2], seed)
     epoch_s, last = [], [time.process_time()]
