@@ -14,7 +14,7 @@ from minilatent.circuits import Circuit, CircuitConfig
 from minilatent.lfads import LFADS, LFADSConfig
 from minilatent.sparks import SPARKS, SPARKSConfig
 from minilatent.trainer import Trainer, TrainerConfig
-from conftest import write_h5
+from conftest import cli, write_h5
 
 TINY_NOBATCH = ["--epochs", "1", "--samples", "1", "--gen-dim", "4", "--fac-dim", "2", "--ic-enc-dim", "4"]
 TINY = ["--epochs", "1", "--samples", "1", "--gen-dim", "4", "--fac-dim", "2", "--ic-enc-dim", "4", "--batch-size", "8"]
@@ -23,10 +23,6 @@ X = rng.poisson(1.0, (6, 10, 4)).astype(np.float32)          # (trials, bins, ne
 TRUTH = np.ones_like(X)
 
 
-def cli(capsys, argv):
-    code = main(argv)
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
 
 
 def assert_one_line(code, err, msg, expect=2):
