@@ -5,6 +5,7 @@ import sys
 import sysconfig
 import textwrap
 import venv
+from typing import NamedTuple
 
 import pytest
 import torch
@@ -76,6 +77,44 @@ def write_h5(path, **arrays):
 @pytest.fixture
 def copied_model(tmp_path):
     return lambda filename, snippet, **kw: run_copied_model(tmp_path, filename, snippet, **kw)
+
+
+@pytest.fixture(scope="module")
+def lorenz():
+    """ a small Lorenz data set with truth (generator and file tests) """
+    from minilatent import synthetic
+    return synthetic.make_lorenz(n_conditions=6, trials_per_condition=5, n_valid_per_condition=1, n_bins=40, seed=3)
+
+
+# -----------------------------------------------------------------------------
+# the command line, in this process: the one helper every CLI test uses
+
+class CliResult(NamedTuple):
+    code: int
+    out: str
+    err: str
+
+    # the names of subprocess.CompletedProcess, so a check reads the same for both
+    returncode = property(lambda self: self.code)
+    stdout = property(lambda self: self.out)
+    stderr = property(lambda self: self.err)
+
+
+def cli(capsys, argv):
+    """ run `python -m minilatent *argv` in this process (minilatent.__main__.main on str() of each argument) and
+    return (code, out, err) as capsys captured them """
+    from minilatent.__main__ import main
+    code = main([str(a) for a in argv])
+    cap = capsys.readouterr()
+    return CliResult(code, cap.out, cap.err)
+
+
+def run_process(*args):
+    """ the command line in a real process (`python -m minilatent *args`), for the tests that are about the process
+    itself (no traceback on stderr) """
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    return subprocess.run([sys.executable, "-m", "minilatent", *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=600)
 
 
 # -----------------------------------------------------------------------------

@@ -9,12 +9,11 @@ import pytest
 import torch
 
 from minilatent import synthetic, datafiles, metrics
-from minilatent.__main__ import main
 from minilatent.circuits import Circuit, CircuitConfig
 from minilatent.lfads import LFADS, LFADSConfig
 from minilatent.sparks import SPARKS, SPARKSConfig
 from minilatent.trainer import Trainer, TrainerConfig
-from conftest import write_h5
+from conftest import cli, write_h5
 
 TINY_NOBATCH = ["--epochs", "1", "--samples", "1", "--gen-dim", "4", "--fac-dim", "2", "--ic-enc-dim", "4"]
 TINY = ["--epochs", "1", "--samples", "1", "--gen-dim", "4", "--fac-dim", "2", "--ic-enc-dim", "4", "--batch-size", "8"]
@@ -23,10 +22,6 @@ X = rng.poisson(1.0, (6, 10, 4)).astype(np.float32)          # (trials, bins, ne
 TRUTH = np.ones_like(X)
 
 
-def cli(capsys, argv):
-    code = main(argv)
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
 
 
 def assert_one_line(code, err, msg, expect=2):
@@ -178,8 +173,8 @@ def test_bad_command_lines_exit_2_in_one_line_without_internal_names(capsys, arg
 
 @pytest.mark.parametrize("argv", [[], ["train"], ["train", "lfads"], ["train", "sparks"], ["make-eg-data"]])
 def test_help_at_every_level_has_a_description_examples_and_defaults(capsys, argv):
-    assert main([*argv, "--help"]) == 0
-    text = capsys.readouterr().out
+    code, text, _ = cli(capsys, [*argv, "--help"])
+    assert code == 0
     assert "examples:" in text and text.count("python -m minilatent") >= 3
     if argv[:1] == ["train"] and len(argv) == 2:
         from minilatent.lfads import LFADSConfig
@@ -213,14 +208,15 @@ def test_epochs_default_is_the_trainers_unless_max_seconds_alone_sets_the_budget
     path = tmp_path / "d.h5"
     datafiles.save_h5(path, synthetic.make_lorenz_rate(n_neurons=6, n_trials=60, n_bins=12, seed=0))
     tiny = ["--samples", "1", "--gen-dim", "4", "--fac-dim", "2", "--ic-enc-dim", "4"]
-    assert main(["train", "lfads", str(path), "--out", str(tmp_path / "a"), "--max-seconds", "2", *tiny]) == 0
-    out = capsys.readouterr().out
+    code, out, _ = cli(capsys, ["train", "lfads", str(path), "--out", str(tmp_path / "a"), "--max-seconds", "2", *tiny])
+    assert code == 0
     assert "budget: 2 s" in out and "(time budget)" in out       # no epoch limit: the clock ended it
     run = json.load(open(tmp_path / "a" / "run.json"))                # no sentinel: the budget as given
     assert run["options"]["epochs"] is None and run["budget"] == {"epochs": None, "max_seconds": 2.0}
     assert run["epochs_trained"] >= 1 and run["stop_reason"] == "time budget"
-    assert main(["train", "lfads", str(path), "--out", str(tmp_path / "b"), "--epochs", "2", "--max-seconds", "60", *tiny]) == 0
-    assert "budget: 2 epochs or 60 s" in capsys.readouterr().out
+    code, out, _ = cli(capsys, ["train", "lfads", str(path), "--out", str(tmp_path / "b"), "--epochs", "2", "--max-seconds", "60", *tiny])
+    assert code == 0
+    assert "budget: 2 epochs or 60 s" in out
 
 
 def test_cli_batch_size_is_a_tenth_of_the_training_trials_within_bounds(tmp_path, capsys):
@@ -228,8 +224,8 @@ def test_cli_batch_size_is_a_tenth_of_the_training_trials_within_bounds(tmp_path
     assert [lfads_batch_size(n) for n in (5, 160, 199, 200, 640, 1040, 100000)] == [16, 16, 19, 20, 64, 64, 64]
     path = tmp_path / "d.h5"
     datafiles.save_h5(path, synthetic.make_lorenz_rate(n_neurons=6, n_trials=300, n_bins=12, seed=0))  # 240 training trials -> 24
-    assert main(["train", "lfads", str(path), "--out", str(tmp_path / "run"), *TINY_NOBATCH]) == 0
-    out = capsys.readouterr().out
+    code, out, _ = cli(capsys, ["train", "lfads", str(path), "--out", str(tmp_path / "run"), *TINY_NOBATCH])
+    assert code == 0
     assert "chosen for this data: batch size 24 (from 240 training trials" in out
     assert json.load(open(tmp_path / "run" / "run.json"))["options"]["batch_size"] == 24
 

@@ -1,14 +1,11 @@
-import os
-import subprocess
-import sys
-
+""" The command line end to end: `train lfads` (output layout, resume, the full model, several sessions, other
+likelihoods, held-out neurons, NWB recordings) and `train sparks`. Every call goes through conftest's `cli`. """
 import h5py
 import numpy as np
 import pytest
 
-from minilatent import synthetic, datafiles
-from minilatent.__main__ import main
-from conftest import write_h5
+from minilatent import synthetic, datafiles, metrics
+from conftest import cli, run_process, write_h5
 
 
 @pytest.fixture(scope="module")
@@ -19,15 +16,9 @@ def small_h5(tmp_path_factory):
     return p
 
 
-def run_cli(*args):
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
-    return subprocess.run([sys.executable, "-m", "minilatent", *map(str, args)], capture_output=True, text=True,
-                          env=env, timeout=600)
-
-
-def test_train_lfads_writes_lfads_torch_output_layout(small_h5, tmp_path):
+def test_train_lfads_writes_lfads_torch_output_layout(small_h5, tmp_path, capsys):
     out = tmp_path / "run"
-    r = run_cli("train", "lfads", small_h5, "--out", out, "--epochs", 2, "--samples", 3, "--gen-dim", 8, "--fac-dim", 20)
+    r = cli(capsys, ["train", "lfads", small_h5, "--out", out, "--epochs", 2, "--samples", 3, "--gen-dim", 8, "--fac-dim", 20])
     assert r.returncode == 0, r.stderr
     assert "valid rate R2" in r.stdout and "bits/spike" in r.stdout and "epoch    2" in r.stdout
     for f in ("lfads_output.h5", "metrics.csv", "loss.png", "rates.png", "checkpoint.pt"):
@@ -47,7 +38,7 @@ def test_train_lfads_writes_lfads_torch_output_layout(small_h5, tmp_path):
     assert lines[0].startswith("epoch,step,seconds") and len(lines) == 3
 
     # --resume continues from the checkpoint
-    r = run_cli("train", "lfads", small_h5, "--out", out, "--epochs", 3, "--samples", 2, "--gen-dim", 8, "--fac-dim", 20, "--resume")
+    r = cli(capsys, ["train", "lfads", small_h5, "--out", out, "--epochs", 3, "--samples", 2, "--gen-dim", 8, "--fac-dim", 20, "--resume"])
     assert r.returncode == 0, r.stderr
     assert "resumed from" in r.stdout and "epoch    3" in r.stdout and "epoch    1 " not in r.stdout
 
@@ -67,8 +58,7 @@ GOOD = np.ones((6, 10, 4), np.float32)
 def test_bad_input_exits_2_with_one_line_and_leaves_no_result(tmp_path, capsys, name, arrays, msg):
     p = write_h5(tmp_path / name, **arrays)
     out = tmp_path / "out"
-    code = main(["train", "lfads", str(p), "--out", str(out), "--epochs", "1"])
-    err = capsys.readouterr().err
+    code, _, err = cli(capsys, ["train", "lfads", str(p), "--out", str(out), "--epochs", "1"])
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("error: ") and msg in err, err
     assert not out.exists()
@@ -76,9 +66,166 @@ def test_bad_input_exits_2_with_one_line_and_leaves_no_result(tmp_path, capsys, 
 
 def test_bad_input_from_a_real_process_has_no_traceback(tmp_path):
     out = tmp_path / "out"
-    r = run_cli("train", "lfads", tmp_path / "does_not_exist.h5", "--out", out)
+    r = run_process("train", "lfads", tmp_path / "does_not_exist.h5", "--out", out)
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [f"error: no such data file: {tmp_path / 'does_not_exist.h5'}"]
     assert "Traceback" not in r.stderr and not out.exists()
-    r = run_cli("train", "lfads", "--out", out, "--epochs", "0")
+    r = run_process("train", "lfads", "--out", out, "--epochs", "0")
     assert r.returncode == 2 and "--epochs must be in [1, " in r.stderr and not out.exists()
+
+
+def test_heldout_neurons_are_predicted_scored_with_co_bps_and_written(small_h5, tmp_path, capsys):
+    out = tmp_path / "run"
+    r = cli(capsys, ["train", "lfads", small_h5, "--out", out, "--epochs", 2, "--samples", 2, "--gen-dim", 8,
+                "--heldout-neurons", 6, "--seed", 3])
+    assert r.returncode == 0, r.stderr
+    assert "valid bits/spike (held-in neurons)" in r.stdout and "co-bps" in r.stdout
+    ref = datafiles.split_heldout(datafiles.load_h5(small_h5), 6, seed=3)
+    with h5py.File(out / "lfads_output.h5") as f:
+        np.testing.assert_array_equal(f["heldout_idx"][()], ref["heldout_idx"])
+        assert f["valid_encod_data"].shape == (8, 20, 24) and f["valid_output_params"].shape == (8, 20, 30)
+        rates = f["valid_output_params"][()]
+    co = metrics.co_bps(rates, ref["valid_recon_data"], 24)
+    assert f"co-bps {co:.4f}" in r.stdout                      # the printed figure is NLB's, on the written rates
+
+
+@pytest.mark.parametrize("args,msg", [
+    (("--heldout-neurons", 30), "--heldout-neurons must be between 1 and 29"),
+    (("--align", "move_onset_time"), "--align and --window apply to NWB recordings"),
+])
+def test_bad_heldout_and_nwb_options_exit_2_with_one_line(small_h5, tmp_path, capsys, args, msg):
+    out = tmp_path / "bad"
+    r = cli(capsys, ["train", "lfads", small_h5, "--out", out, "--epochs", 1, *args])
+    assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not out.exists()
+
+
+def test_an_nwb_recording_trains_from_the_command_line(tmp_path, capsys):
+    pytest.importorskip("pynwb")
+    from test_nwb import make_session, write_nwb
+    units_us, starts_us, lengths_us, move_us, trials = make_session(np.random.default_rng(0), n_units=6, n_trials=16)
+    path = write_nwb(tmp_path / "rec.nwb", [u / 1e6 for u in units_us], trials, ("move_onset_time", "split", "cond"))
+    out = tmp_path / "run"
+    r = cli(capsys, ["train", "lfads", path, "--out", out, "--epochs", 1, "--samples", 2, "--gen-dim", 8,
+                "--bin-ms", 20, "--align", "move_onset_time", "--window", -100, 240])
+    assert r.returncode == 0, r.stderr
+    ref = datafiles.load_nwb(path, bin_ms=20, align="move_onset_time", window=(-100, 240), split_column="split")
+    with h5py.File(out / "lfads_output.h5") as f:
+        np.testing.assert_array_equal(f["train_encod_data"][()], ref["train_encod_data"])
+        assert f["valid_output_params"].shape == ref["valid_encod_data"].shape == (4, 17, 6)
+
+    bad = cli(capsys, ["train", "lfads", path, "--out", tmp_path / "bad", "--epochs", 1, "--align", "go_time",
+                  "--window", 0, 100])
+    assert bad.returncode == 2 and "align column 'go_time' is not in the trials table" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "bad").exists()
+
+
+SMALL = dict(n_conditions=6, trials_per_condition=5, n_valid_per_condition=1, n_bins=20, seed=0)
+
+
+FAST = ["--epochs", "1", "--samples", "2", "--gen-dim", "8", "--fac-dim", "4", "--ci-enc-dim", "8", "--con-dim", "8"]
+
+
+@pytest.fixture(scope="module")
+def two_sessions(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("sessions")
+    paths = []
+    for name, d in zip(("monkey_a", "monkey_b"), synthetic.make_lorenz_sessions(neurons=(7, 11), **SMALL)):
+        paths.append(folder / f"{name}.h5")
+        datafiles.save_h5(paths[-1], d)
+    return paths
+
+
+def test_two_sessions_with_a_controller_write_one_output_file_per_session(two_sessions, tmp_path, capsys):
+    out = tmp_path / "run"
+    code, stdout, _ = cli(capsys, ["train", "lfads", *two_sessions, "--out", out, "--co-dim", "2", "--co-prior-tau", "2",
+                                   *FAST])
+    assert code == 0
+    assert "2 sessions, read-in dim 4" in stdout and "initialised by PCR" in stdout
+    assert "monkey_a: valid bits/spike" in stdout and "monkey_b: valid bits/spike" in stdout
+    for name, n in (("monkey_a", 7), ("monkey_b", 11)):
+        with h5py.File(out / f"lfads_output_{name}.h5") as f:
+            for split, trials in (("train", 24), ("valid", 6)):
+                assert f[f"{split}_output_params"].shape == (trials, 20, n)
+                assert f[f"{split}_factors"].shape == (trials, 20, 4)
+                for k in ("co_means", "co_stds", "gen_inputs"):
+                    assert f[f"{split}_{k}"].shape == (trials, 20, 2), k
+                assert (f[f"{split}_co_stds"][()] > 0).all()
+            assert f["train_encod_data"].shape[2] == n            # a copy of that session's input
+    assert not (out / "lfads_output.h5").exists()
+
+
+def test_gaussian_likelihood_on_continuous_data(tmp_path, capsys):
+    p = tmp_path / "gauss.h5"
+    datafiles.save_h5(p, synthetic.make_lorenz_gaussian(n_channels=6, **SMALL))
+    code, _, err = cli(capsys, ["train", "lfads", str(p), "--out", str(tmp_path / "bad"), *FAST])
+    assert code == 2 and ">= 0" in err     # the Poisson default refuses signed data
+    out = tmp_path / "run"
+    code, stdout, _ = cli(capsys, ["train", "lfads", str(p), "--out", str(out), "--recon", "gaussian", "--cd-rate", "0", *FAST])
+    assert code == 0 and "gaussian NLL per entry" in stdout and "valid rate R2" in stdout
+    with h5py.File(out / "lfads_output.h5") as f:
+        assert f["valid_output_params"].shape == (6, 20, 6)
+        assert (f["valid_output_params"][()] < 0).any()          # means of signed data, not rates
+        assert "valid_co_means" not in f                         # no controller, no inferred inputs
+
+
+@pytest.mark.parametrize("files,extra,msg", [
+    ([dict(train_data=GOOD - 2, valid_data=GOOD)], ["--recon", "gamma"], "spike counts must be >= 0"),
+    ([dict(train_data=GOOD * 0.5, valid_data=GOOD * 0)], ["--recon", "gamma"], "Gamma likelihood needs data > 0"),
+    ([dict(train_data=GOOD, valid_data=GOOD)], ["--recon", "zig", "--zig-loc", "2"], "zig_loc=2"),
+    ([dict(train_data=GOOD, valid_data=GOOD), dict(train_data=GOOD[:, :8], valid_data=GOOD[:, :8])], [],
+     "same number of time bins: s0 has 10, s1 has 8"),
+    ([dict(train_data=GOOD, valid_data=GOOD), dict(train_data=GOOD, valid_data=-GOOD)], [], "s1.h5: valid_encod_data"),
+    ([dict(train_data=GOOD, valid_data=GOOD)], ["--cd-rate", "1.5"], "--cd-rate must be in [0, 1), got 1.5"),
+    ([dict(train_data=GOOD, valid_data=GOOD)], ["--co-dim", "-1"], "--co-dim must be in [0, 256], got -1"),
+    ([dict(train_data=GOOD, valid_data=GOOD)], ["--co-dim", "1", "--co-prior-tau", "0"], "--co-prior-tau must be > 0"),
+    ([dict(train_data=GOOD, valid_data=GOOD)] * 2, ["--read-in-dim", "0"], "--read-in-dim must be in [1, 4096], got 0"),
+    ([dict(train_data=GOOD, valid_data=GOOD)], ["--ramp-epochs", "-1"], "--ramp-epochs must be >= 0"),
+])
+def test_bad_full_model_input_exits_2_with_one_line_and_leaves_no_result(tmp_path, capsys, files, extra, msg):
+    paths = [str(write_h5(tmp_path / f"s{i}.h5", **arrays)) for i, arrays in enumerate(files)]
+    out = tmp_path / "out"
+    code, _, err = cli(capsys, ["train", "lfads", *paths, "--out", str(out), "--epochs", "1", *extra])
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("error: ") and msg in err, err
+    assert not out.exists()
+
+
+# -----------------------------------------------------------------------------
+# the command line: python -m minilatent train sparks
+
+
+@pytest.fixture(scope="module")
+def rotation_h5(tmp_path_factory):
+    from minilatent import synthetic, datafiles
+    p = tmp_path_factory.mktemp("data") / "rot.h5"
+    datafiles.save_h5(p, synthetic.make_rotation(n_trials=14, n_valid=4, n_neurons=8, n_bins=20, seed=0))
+    return p
+
+
+def test_cli_train_sparks_writes_outputs(rotation_h5, tmp_path, capsys):
+    import h5py
+    out = tmp_path / "run"
+    assert cli(capsys, ["train", "sparks", str(rotation_h5), "--out", str(out), "--epochs", "2", "--embed-dim", "4"]).code == 0
+    for f in ("sparks_output.h5", "metrics.csv", "loss.png", "decoding.png", "checkpoint.pt"):
+        assert (out / f).exists(), f
+    with h5py.File(out / "sparks_output.h5") as f:
+        assert f["valid_mu"].shape == (4, 20, 8) and f["valid_prediction"].shape == (4, 20, 1, 2)
+    assert len((out / "metrics.csv").read_text().splitlines()) == 3
+
+
+def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys):
+    counts = np.full((4, 6, 3), 2.0, np.float32)
+    for name, arrays, msg in [
+        ("counts.h5", dict(train_data=counts, valid_data=counts), "needs binary spikes"),
+        ("target.h5", dict(train_data=counts / 2, valid_data=counts / 2, train_latents=np.zeros((4, 5, 2))),
+         "train_latents: expected shape"),
+        ("missing.h5", dict(train_encod_data=counts), "missing key 'valid_encod_data'"),
+    ]:
+        p = write_h5(tmp_path / name, **arrays)
+        out = tmp_path / ("out_" + name)
+        code, _, err = cli(capsys, ["train", "sparks", str(p), "--out", str(out), "--epochs", "1"])
+        assert code == 2 and err.count("\n") == 1 and err.startswith("error: ") and msg in err, err
+        assert not out.exists()
+    code, _, err = cli(capsys, ["train", "sparks", "--out", str(tmp_path / "o"), "--epochs", "0"])
+    assert code == 2 and "--epochs must be in [1, " in err

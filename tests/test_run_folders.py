@@ -16,6 +16,7 @@ import torch
 from minilatent import synthetic, datafiles
 from minilatent.__main__ import main, LFADS_CLI_LR
 from minilatent.lfads import LFADS
+from conftest import cli
 
 TINY = ["--samples", "1", "--gen-dim", "4", "--fac-dim", "2", "--ic-enc-dim", "4", "--batch-size", "8"]
 
@@ -32,10 +33,6 @@ def tiny_h5(tmp_path_factory):
     return paths
 
 
-def cli(capsys, argv):
-    code = main([str(a) for a in argv])
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
 
 
 def snapshot(folder):

@@ -8,6 +8,7 @@ import minilatent.sparks as sparks_module
 from minilatent.sparks import (SPARKS, SPARKSConfig, HebbianAttention, hebbian_states, hebbian_scan, native_kernel,
                                saved_tensor_bytes)
 
+
 # the recurrence runs in pure torch (False) or in the optional compiled kernel (True; skipped without a compiler)
 NATIVE = [False, pytest.param(True, marks=pytest.mark.skipif(native_kernel() is None,
                                                              reason="no compiled kernel (no C++ compiler?)"))]
@@ -461,61 +462,6 @@ def test_bad_targets_name_the_problem():
         SPARKS.from_config_dict({"n_neurons": 3, "embed": 4})
 
 
-# -----------------------------------------------------------------------------
-# the command line: python -m minilatent train sparks
-
-
-@pytest.fixture(scope="module")
-def rotation_h5(tmp_path_factory):
-    from minilatent import synthetic, datafiles
-    p = tmp_path_factory.mktemp("data") / "rot.h5"
-    datafiles.save_h5(p, synthetic.make_rotation(n_trials=14, n_valid=4, n_neurons=8, n_bins=20, seed=0))
-    return p
-
-
-def test_cli_train_sparks_writes_outputs(rotation_h5, tmp_path):
-    import h5py
-    from minilatent.__main__ import main
-    out = tmp_path / "run"
-    assert main(["train", "sparks", str(rotation_h5), "--out", str(out), "--epochs", "2", "--embed-dim", "4"]) == 0
-    for f in ("sparks_output.h5", "metrics.csv", "loss.png", "decoding.png", "checkpoint.pt"):
-        assert (out / f).exists(), f
-    with h5py.File(out / "sparks_output.h5") as f:
-        assert f["valid_mu"].shape == (4, 20, 8) and f["valid_prediction"].shape == (4, 20, 1, 2)
-    assert len((out / "metrics.csv").read_text().splitlines()) == 3
-
-
-def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys):
-    from conftest import write_h5
-    from minilatent.__main__ import main
-    counts = np.full((4, 6, 3), 2.0, np.float32)
-    for name, arrays, msg in [
-        ("counts.h5", dict(train_data=counts, valid_data=counts), "needs binary spikes"),
-        ("target.h5", dict(train_data=counts / 2, valid_data=counts / 2, train_latents=np.zeros((4, 5, 2))),
-         "train_latents: expected shape"),
-        ("missing.h5", dict(train_encod_data=counts), "missing key 'valid_encod_data'"),
-    ]:
-        p = write_h5(tmp_path / name, **arrays)
-        out = tmp_path / ("out_" + name)
-        code = main(["train", "sparks", str(p), "--out", str(out), "--epochs", "1"])
-        err = capsys.readouterr().err
-        assert code == 2 and err.count("\n") == 1 and err.startswith("error: ") and msg in err, err
-        assert not out.exists()
-    code = main(["train", "sparks", "--out", str(tmp_path / "o"), "--epochs", "0"])
-    assert code == 2 and "--epochs must be in [1, " in capsys.readouterr().err
-
-
-def test_rotation_examples_carry_their_truth():
-    # (that they regenerate bit for bit is tests/test_data.py::test_eg_data_regenerates_bit_for_bit)
-    from minilatent import synthetic, datafiles
-    assert {"rotation", "rotation_session0", "rotation_session1"} <= set(synthetic.EXAMPLES)
-    d = datafiles.load_h5(datafiles.eg_path("rotation"))
-    truth = synthetic.rotation_truth(d, "valid")                  # rebuilt from phases and tuning
-    assert truth.shape == d["valid_encod_data"].shape and 0 < truth.min() and truth.max() < 1
-    # the spikes follow the truth: mean firing matches the mean probability
-    assert abs(d["train_encod_data"].mean() - synthetic.rotation_truth(d, "train").mean()) < 0.005
-
-
 def test_init_output_bias_starts_at_the_mean_rate():
     torch.manual_seed(0)
     x = spikes(B=6, T=30, N=6, p=0.2).float()
@@ -526,23 +472,3 @@ def test_init_output_bias_starts_at_the_mean_rate():
         m.init_output_bias(x)
         p = m.predict(x)["prediction"]                                   # probabilities / rates
         np.testing.assert_allclose(p[0, 0, 0], x.reshape(-1, 6).mean(0).clamp(1e-3, 1 - 1e-3).numpy(), rtol=1e-5)
-
-
-def test_hebbian_widgets_draw_and_reject_bad_input():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from minilatent import widgets
-    T, N = 30, 4
-    s = (np.random.default_rng(0).random((T, N)) < 0.3).astype(float)
-    A = np.random.default_rng(1).random((T, N, N))
-    fig = widgets.plot_hebbian_frame(10, s[:, 1], s[:, 0], A[:, 1, 0], A[:, 0, 1], A[:, 1, 0], A_all=A, spikes=s)
-    assert len(fig.axes) >= 4
-    plt.close("all")
-    with pytest.raises(ValueError, match="outside the 30 bins"):
-        widgets.plot_hebbian_pair(30, s[:, 1], s[:, 0], A[:, 1, 0], A[:, 0, 1], A[:, 1, 0])
-    with pytest.raises(ValueError, match="xpre has shape"):
-        widgets.plot_hebbian_pair(3, s[:, 1], s[:, 0], A[:5, 1, 0], A[:, 0, 1], A[:, 1, 0])
-    with pytest.raises(ValueError, match="outside the 30 bins"):
-        widgets.plot_attention_matrix(-1, A)
-    plt.close("all")

@@ -18,6 +18,7 @@ import pytest
 
 from minilatent.__main__ import main
 from minilatent import tune as mt
+from conftest import cli
 
 needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
                                reason="Ray Tune is not installed: pip install 'minilatent[tune]'")
@@ -37,8 +38,9 @@ def tiny(tmp_path_factory):
 def test_missing_extra_is_one_line_naming_it(tiny, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "ray", None)          # as if Ray were not installed
     out = tmp_path / "never"
-    assert main(["tune", "lfads", tiny, "--out", str(out)]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    code, _, err = cli(capsys, ["tune", "lfads", tiny, "--out", str(out)])
+    assert code == 2
+    err = err.strip().splitlines()
     assert len(err) == 1 and "minilatent[tune]" in err[0]
     assert not out.exists()
 
@@ -140,8 +142,9 @@ def test_best_output_has_train_lfads_layout(search):
 def test_second_search_into_the_folder_is_refused(search, tiny, capsys):
     out = search["out"]
     before = sorted(os.listdir(out))
-    assert main(["tune", "lfads", tiny, "--out", out, "--trials", "2", "--max-seconds", "5"] + SMALL) == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    code, _, err = cli(capsys, ["tune", "lfads", tiny, "--out", out, "--trials", "2", "--max-seconds", "5"] + SMALL)
+    assert code == 2
+    err = err.strip().splitlines()
     assert len(err) == 1 and "--resume" in err[0] and "--overwrite" in err[0]
     assert sorted(os.listdir(out)) == before
 
@@ -149,9 +152,9 @@ def test_second_search_into_the_folder_is_refused(search, tiny, capsys):
 @needs_ray
 def test_resume_refuses_changed_options(search, tiny, capsys):
     out = search["out"]
-    assert main(["tune", "lfads", tiny, "--out", out, "--trials", "4", "--max-seconds", "10",
-                 "--perturbation-interval", "2", "--resume", "--gen-dim", "32"] + SMALL[2:]) == 2
-    err = capsys.readouterr().err
+    code, _, err = cli(capsys, ["tune", "lfads", tiny, "--out", out, "--trials", "4", "--max-seconds", "10",
+                                "--perturbation-interval", "2", "--resume", "--gen-dim", "32"] + SMALL[2:])
+    assert code == 2
     assert "--gen-dim 32 (stored: 24)" in err and "--trials 4 (stored: 2)" in err     # named as the user types them
 
 
@@ -163,8 +166,9 @@ def test_resume_refuses_changed_options(search, tiny, capsys):
 ])
 def test_bad_options_exit_2_and_write_nothing(tiny, tmp_path, capsys, argv, needle):
     out = tmp_path / "never"
-    assert main(["tune", "lfads", tiny, "--out", str(out)] + argv) == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    code, _, err = cli(capsys, ["tune", "lfads", tiny, "--out", str(out)] + argv)
+    assert code == 2
+    err = err.strip().splitlines()
     assert len(err) == 1 and needle in err[0]
     assert not out.exists()
 
@@ -175,8 +179,9 @@ def test_bad_data_exit_2_before_ray(tmp_path, capsys):
     with h5py.File(p, "w") as f:
         f["train_data"] = np.zeros((4, 10, 3))
     out = tmp_path / "never"
-    assert main(["tune", "lfads", str(p), "--out", str(out)]) == 2
-    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    code, _, err = cli(capsys, ["tune", "lfads", str(p), "--out", str(out)])
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1
     assert not out.exists()
 
 

@@ -1,10 +1,25 @@
+""" The notebook viewers draw what they are given and validate the frame index. """
+import math
+
 import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
+import torch
 
+import minilatent.sparks as sparks_module
+from minilatent import synthetic, datafiles, metrics
+from minilatent import synthetic, metrics
 from minilatent import widgets
+from minilatent import widgets as W
+from minilatent.lfads import (LFADS, LFADSConfig, GaussianLikelihood, GammaLikelihood, ZeroInflatedGammaLikelihood,
+                              check_sessions)
+from minilatent.sparks import (SPARKS, SPARKSConfig, HebbianAttention, hebbian_states, hebbian_scan, native_kernel,
+                               saved_tensor_bytes)
+from minilatent.trainer import Trainer, TrainerConfig
+
+from conftest import small_cfg
 
 
 def test_stepper_draws_the_start_frame_and_redraws_when_the_slider_moves(monkeypatch):
@@ -77,3 +92,94 @@ def test_circuit_views_draw_up_to_t_and_reject_bad_t():
     plt.close("all")
     with pytest.raises(ValueError, match="outside"):
         widgets.plot_ring_frame(T, times, np.ones((T, 50)))
+
+
+def test_ring_decoding_frame_draws_both_phases_up_to_t():
+    rng = np.random.default_rng(0)
+    T, N = 40, 12
+    spikes = rng.poisson(0.3, (T, N))
+    ang = rng.uniform(0, 2 * np.pi, N)
+    true = np.linspace(0.1, 1.0, T)
+    dec = true + 0.2
+    fig = widgets.plot_ring_decoding_frame(25, spikes, ang, true, dec, dt=0.02, cue_bins=[5, 6, 7])
+    ax = fig.axes[0]
+    lines = {l.get_label(): l for l in ax.get_lines()}
+    np.testing.assert_allclose(lines["true bump phase"].get_ydata(), np.degrees(true[:26]))
+    np.testing.assert_allclose(lines["decoded phase"].get_ydata(), np.degrees(dec[:26]))
+    n_spk = len(ax.collections[0].get_offsets())
+    assert n_spk == np.count_nonzero(spikes[:26])                          # one tick per nonzero bin up to t
+    assert "error 11 deg" in fig.axes[1].get_title()                         # 0.2 rad = 11.5 deg
+    plt.close(fig)
+
+
+def test_slow_point_frame_marks_the_point_and_its_eigenvalues():
+    K, H, N = 20, 6, 15
+    th = np.linspace(0, 2 * np.pi, K, endpoint=False)
+    pts = np.stack([np.cos(th), np.sin(th)], 1)
+    ev = np.tile(np.array([0.99, 0.5, 0.4, 0.3, 0.2, 0.1], complex), (K, 1))
+    rates = np.abs(np.random.default_rng(1).normal(size=(K, N)))
+    fig = widgets.plot_slow_point_frame(7, pts, th, ev, rates, np.linspace(0, 6, N))
+    assert fig.axes[0].get_title() == "slow point 7 of 20"
+    ring_ax = [a for a in fig.axes if a.get_title() == "Jacobian eigenvalues"][0]
+    assert "0.990" in ring_ax.get_legend().get_texts()[0].get_text()
+    plt.close(fig)
+
+
+def test_plot_rate_estimates_draws_up_to_t():
+    rng = np.random.default_rng(5)
+    rates = rng.uniform(0.1, 1.0, size=(30, 4))
+    spikes = rng.poisson(rates)
+    est = rates * 0.5
+    fig, ax = plt.subplots()
+    W.plot_rate_estimates(spikes, 9, rates, {"smoothed": est}, neurons=[2], ax=ax)
+    lines = [l for l in ax.lines if l.get_label() in ("true rate", "smoothed")]
+    assert len(lines) == 2
+    scale = max(rates[:, 2].max(), est[:, 2].max())
+    np.testing.assert_allclose(lines[0].get_ydata(), 0.85 * rates[:10, 2] / scale)
+    np.testing.assert_allclose(lines[1].get_ydata(), 0.85 * est[:10, 2] / scale)
+    with pytest.raises(ValueError, match="outside"):
+        W.plot_rate_estimates(spikes, 30, rates)
+    with pytest.raises(ValueError, match="'bad' has shape"):
+        W.plot_rate_estimates(spikes, 3, rates, {"bad": est[:5]})
+    fig2 = W.plot_spikes_latents_frame(4, spikes, rates, {"smoothed": est}, latents=rng.normal(size=(30, 3)))
+    assert len(fig2.axes) == 2
+    plt.close("all")
+
+
+def test_plot_inferred_input_frame_draws_and_rejects_bad_bins():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from minilatent import widgets
+    rng = np.random.default_rng(0)
+    u, pulse = rng.normal(size=(20, 1)), np.zeros((20, 1))
+    pulse[7] = 1.0
+    fig = widgets.plot_inferred_input_frame(10, u, pulse, rng.normal(size=(20, 8)), rates=rng.random((20, 5)),
+                                            true_rates=rng.random((20, 5)), spikes=rng.poisson(1.0, (20, 5)),
+                                            co_stds=np.full((20, 1), 0.1))
+    assert len(fig.axes) == 3
+    line = fig.axes[0].lines[0]
+    np.testing.assert_array_equal(line.get_ydata(), u[:11, 0])        # drawn up to bin t only
+    plt.close(fig)
+    with pytest.raises(ValueError, match="outside the trial's 20 bins"):
+        widgets.plot_inferred_input_frame(20, u)
+
+
+def test_hebbian_widgets_draw_and_reject_bad_input():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from minilatent import widgets
+    T, N = 30, 4
+    s = (np.random.default_rng(0).random((T, N)) < 0.3).astype(float)
+    A = np.random.default_rng(1).random((T, N, N))
+    fig = widgets.plot_hebbian_frame(10, s[:, 1], s[:, 0], A[:, 1, 0], A[:, 0, 1], A[:, 1, 0], A_all=A, spikes=s)
+    assert len(fig.axes) >= 4
+    plt.close("all")
+    with pytest.raises(ValueError, match="outside the 30 bins"):
+        widgets.plot_hebbian_pair(30, s[:, 1], s[:, 0], A[:, 1, 0], A[:, 0, 1], A[:, 1, 0])
+    with pytest.raises(ValueError, match="xpre has shape"):
+        widgets.plot_hebbian_pair(3, s[:, 1], s[:, 0], A[:5, 1, 0], A[:, 0, 1], A[:, 1, 0])
+    with pytest.raises(ValueError, match="outside the 30 bins"):
+        widgets.plot_attention_matrix(-1, A)
+    plt.close("all")
