@@ -132,7 +132,7 @@ def bits_per_spike(rates, spikes):
     where the null model predicts each neuron's mean count (over trials and time) at every bin. On neurons the
     model reconstructs from their own spikes this is an in-sample figure; only on held-out neurons is it NLB's
     co-bps (see co_bps). It agrees with nlb_tools' evaluation.bits_per_spike, NaN (unobserved) counts and the
-    1e-9 for zero rates included (tests/test_data.py checks it against a loop of NLB's formula), except that we
+    1e-9 for zero rates included (tests/test_metrics.py checks it against a loop of NLB's formula), except that we
     compute in float64 where nlb_tools keeps the arrays' dtype: on float32 input the two differ by float32 rounding. """
     x = np.asarray(spikes, np.float64)
     n = x.reshape(-1, x.shape[-1])                                    # (trials * time, neurons)

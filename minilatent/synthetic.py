@@ -15,7 +15,7 @@ system's truth (rates, latent states, inputs, circuit states), so that a model's
 Every generator returns a dataset dict in the layout datafiles.py reads and writes (lfads-torch's keys; arrays
 (trials, time, neurons), float32 counts per bin; truth in spikes/s, so truth / conversion_factor = counts per
 bin) and takes a seed: the same seed gives the same arrays. Change no line that draws a random number without
-regenerating eg_data/ (tests/test_data.py checks the shipped files bit for bit).
+regenerating eg_data/ (tests/test_synthetic.py checks the shipped files bit for bit).
 
 References:
   Sussillo, Jozefowicz, Abbott & Pandarinath (2016) "LFADS - Latent Factor Analysis via Dynamical Systems":
