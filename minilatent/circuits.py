@@ -473,8 +473,8 @@ class Circuit:
         """ One exponential-Euler step of length dt (module docstring). inputs: extra input (N,) or (B, N);
         noise: input-noise strength. Returns the new state dict (the old one is not modified); with per_pop the
         recurrent input split by presynaptic population is kept in st['h'] (B, N, P). """
-        cfg, dt = self.cfg, self.cfg.dt
-        p, r, B = st["p"], st["r"], st["p"]["B"]
+        dt = self.cfg.dt
+        p, r = st["p"], st["r"]
         h = self.recurrent_input(st, per_pop)  # (B, N[, P])
         new = dict(st)
         if per_pop:

@@ -115,7 +115,7 @@ def _config_options(args, cls):
     return {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
 
 
-def _first_line(e):
+def first_line(e):
     msg = e.args[0] if getattr(e, "args", None) else str(e)
     return str(msg).strip().splitlines()[0] if str(msg).strip() else type(e).__name__
 
@@ -150,7 +150,7 @@ def read_lfads_inputs(args):
             else:
                 datasets.append(load_h5(path, counts=args.recon == "poisson", nonnegative=args.recon != "gaussian"))
         except (KeyError, ValueError, TypeError, FileNotFoundError, ImportError) as e:
-            msg = _first_line(e)
+            msg = first_line(e)
             if args.heldout_neurons and "n_heldout" in msg:
                 msg = msg.replace("split_heldout: n_heldout", "--heldout-neurons")
             raise UsageError(msg if len(paths) == 1 else f"{path}: {msg}") from None
@@ -264,7 +264,7 @@ def read_sparks_inputs(args):
     try:
         data = load_h5(path)
     except (KeyError, ValueError, FileNotFoundError) as e:
-        raise UsageError(_first_line(e)) from None
+        raise UsageError(first_line(e)) from None
     for split in ("train", "valid"):
         x = data[f"{split}_encod_data"]
         if x.max() > 1:
@@ -374,7 +374,7 @@ def read_checkpoint_for_resume(folder, command, options, data_hash):
         if not isinstance(ck, dict) or "model" not in ck:
             raise ValueError("not a minilatent checkpoint")
     except Exception as e:  # truncated, corrupt, another program's file: say so in one line
-        raise UsageError(f"--resume: {path} cannot be read (truncated or corrupt?): {_first_line(e)[:120]}") from None
+        raise UsageError(f"--resume: {path} cannot be read (truncated or corrupt?): {first_line(e)[:120]}") from None
     if extra.get("command") not in (None, command):
         raise UsageError(f"--resume: {path} is from 'train {extra['command']}', not 'train {command}'")
     old = extra.get("options")

@@ -35,7 +35,6 @@ final value at the end of the new budget (a run that had finished continues at i
 import copy
 import ctypes
 import math
-import os
 import time
 from dataclasses import dataclass, asdict, field, replace
 from typing import Callable, Optional

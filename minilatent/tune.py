@@ -437,7 +437,7 @@ def tune_lfads(args):
         start_ray(args.address)
     except Exception as e:
         raise run.RunFailed(f"could not {'join the Ray cluster at ' + args.address if args.address else 'start a local Ray'}"
-                            f": {run._first_line(e)}; nothing was written") from None
+                            f": {run.first_line(e)}; nothing was written") from None
     try:
         folder.open(staged)
     except RunFolderError as e:

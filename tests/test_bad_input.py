@@ -1,7 +1,6 @@
 """ Bad data, bad options and bad API arguments, table-driven (issue 10): every case exits 2 (CLI) or raises
 ValueError/TypeError/KeyError (API) with one line that names the problem, and the CLI writes nothing. """
 import json
-import math
 
 import h5py
 import numpy as np

@@ -14,7 +14,6 @@ it never downloads a browser. Skips with the reason where either is missing. """
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys

@@ -1,15 +1,10 @@
 """ Reading and writing data files: HDF5 layouts, validation, atomic saves, held-out neuron splits. """
-import math
-import os
 
 import h5py
 import numpy as np
 import pytest
-import torch
 
 from minilatent import synthetic, datafiles, metrics
-from minilatent.lfads import LFADS, LFADSConfig
-from minilatent.trainer import Trainer, TrainerConfig
 
 from conftest import write_h5
 

@@ -7,16 +7,12 @@ import pytest
 import torch
 
 from minilatent import synthetic, datafiles, metrics
-from minilatent.lfads import (LFADS, LFADSConfig, GaussianLikelihood, GammaLikelihood, ZeroInflatedGammaLikelihood,
-                              check_sessions)
-from minilatent.lfads import LFADS
-from minilatent.lfads import LFADS, LFADSConfig
-from minilatent.lfads import LFADS, LFADSConfig, PoissonLikelihood
+from minilatent.lfads import (LFADS, LFADSConfig, PoissonLikelihood, GaussianLikelihood, GammaLikelihood,
+                              ZeroInflatedGammaLikelihood, check_sessions)
 from minilatent.trainer import Trainer, TrainerConfig
 
 import conftest
 from conftest import counts, small_cfg
-from conftest import small_cfg
 
 
 @pytest.mark.parametrize("co_dim,ext", [(0, 0), (2, 0), (0, 3), (2, 3)])

@@ -1,26 +1,12 @@
 """ Metrics and baselines (bits/spike, co-bps, R2, circular and pulse-timing scores) and the notebook-00 helpers, against direct NumPy loops and closed-form Poisson facts. """
 import math
-import os
 
-import h5py
 import matplotlib
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import pytest
-import torch
 
-from minilatent import synthetic, datafiles, metrics
 from minilatent import synthetic, metrics
-from minilatent import widgets as W
-from minilatent.circuits import ring_bump
-from minilatent.lfads import (LFADS, LFADSConfig, GaussianLikelihood, GammaLikelihood, ZeroInflatedGammaLikelihood,
-                              check_sessions)
-from minilatent.lfads import LFADS, LFADSConfig
-from minilatent.trainer import Trainer, TrainerConfig
-
-from conftest import small_cfg
-from conftest import write_h5
 
 
 def smooth_loop(x, sigma, exclude_center=False):

@@ -2,7 +2,6 @@
 against a direct computation in whole microseconds (spikes on bin edges, units silent in a trial). """
 import datetime
 import sys
-from fractions import Fraction
 
 import numpy as np
 import pytest

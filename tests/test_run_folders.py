@@ -9,12 +9,11 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 import torch
 
 from minilatent import synthetic, datafiles
-from minilatent.__main__ import main, LFADS_CLI_LR
+from minilatent.__main__ import LFADS_CLI_LR
 from minilatent.lfads import LFADS
 from conftest import cli
 

@@ -7,17 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-import minilatent.sparks as sparks_module
 from minilatent import synthetic, datafiles, metrics
 from minilatent.circuits import ring_bump
-from minilatent.lfads import (LFADS, LFADSConfig, GaussianLikelihood, GammaLikelihood, ZeroInflatedGammaLikelihood,
-                              check_sessions)
-from minilatent.sparks import (SPARKS, SPARKSConfig, HebbianAttention, hebbian_states, hebbian_scan, native_kernel,
-                               saved_tensor_bytes)
-from minilatent.trainer import Trainer, TrainerConfig
 
-from conftest import small_cfg
-from conftest import write_h5
 
 
 @pytest.mark.parametrize("rate", [1.0, 20.0])

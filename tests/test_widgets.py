@@ -1,25 +1,14 @@
 """ The notebook viewers draw what they are given and validate the frame index. """
-import math
 
 import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
-import torch
 
-import minilatent.sparks as sparks_module
-from minilatent import synthetic, datafiles, metrics
-from minilatent import synthetic, metrics
 from minilatent import widgets
 from minilatent import widgets as W
-from minilatent.lfads import (LFADS, LFADSConfig, GaussianLikelihood, GammaLikelihood, ZeroInflatedGammaLikelihood,
-                              check_sessions)
-from minilatent.sparks import (SPARKS, SPARKSConfig, HebbianAttention, hebbian_states, hebbian_scan, native_kernel,
-                               saved_tensor_bytes)
-from minilatent.trainer import Trainer, TrainerConfig
 
-from conftest import small_cfg
 
 
 def test_stepper_draws_the_start_frame_and_redraws_when_the_slider_moves(monkeypatch):
