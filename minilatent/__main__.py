@@ -223,8 +223,11 @@ def build_parser():
     _add_tune_parser(sub)
     eg = _sub(sub, "make-eg-data", "regenerate the example datasets in eg_data/ bit for bit", "Regenerate the shipped "
               "example datasets from their generators (a test checks they come out bit for bit).",
-              ["make-eg-data", "make-eg-data --out /tmp/eg"])
+              ["make-eg-data", "make-eg-data --out /tmp/eg", "make-eg-data --raw ../shared/data"])
     eg.add_argument("--out", default=None, metavar="FOLDER", help="folder (default: the package's eg_data/)")
+    eg.add_argument("--raw", default=None, metavar="FOLDER", help="folder holding the raw recordings that examples "
+                    "such as m1_reaching.h5 are derived from (default: $MINILATENT_RAW_DATA, else ../shared/data beside "
+                    "the checkout); an example whose raw file is absent is skipped with one line")
     eg.set_defaults(fn="make_eg_data")
     from .lessons import add_lessons_parser
     add_lessons_parser(sub)  # python -m minilatent lessons {student,instructor,html} OUT_DIR
@@ -303,7 +306,8 @@ def _command(name):
 
 def make_eg_data(args):
     from .synthetic import make_eg_data as make
-    for p in make(args.out) if args.out else make():
+    kw = {"raw": args.raw, "log": lambda m: print(m, file=sys.stderr)}
+    for p in make(args.out, **kw) if args.out else make(**kw):
         print(f"wrote {p}")
     return 0
 

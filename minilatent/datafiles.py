@@ -180,15 +180,18 @@ def load_h5(path, counts=True, nonnegative=True):
     return data
 
 
-def save_h5(path, data, compression="gzip"):
+def save_h5(path, data, compression="gzip", attrs=None):
     """ Write a dataset dict to HDF5 atomically (temporary file, fsync, then rename). Spike-count arrays
     (`*_data`) holding whole numbers are stored as unsigned integers; arrays of more than a few kB are
     gzip-compressed (shuffle filter, chunks of whole trials so repeated trials compress). The file reads
-    back with load_h5, h5py or lfads-torch; load_h5 returns counts as float32 again. """
+    back with load_h5, h5py or lfads-torch; load_h5 returns counts as float32 again. attrs: a dict of strings or
+    numbers written as the file's HDF5 attributes (provenance: source, citation, licence), in sorted order. """
     import h5py
 
     def write(tmp):
         with h5py.File(tmp, "w", track_order=True) as f:
+            for k in sorted(attrs or {}):
+                f.attrs[k] = attrs[k]
             for k in sorted(data):
                 v = np.asarray(data[k])
                 if k.endswith("_data") and v.dtype.kind == "f" and v.size and v.min() >= 0 \
@@ -325,7 +328,7 @@ def bin_spike_times(spike_times, starts, n_bins, bin_s):
 
 
 def load_nwb(path, bin_ms=10.0, align=None, window=None, split_column=None, valid_fraction=0.2, seed=0,
-             heldout=None, condition_column=None):
+             heldout="auto", condition_column=None):
     """ Read spike times and trials from an NWB file and return the dict load_h5 returns (trials x bins x
     units counts per split, float32), so that LFADS trains on it as on any dataset.
 
@@ -337,9 +340,12 @@ def load_nwb(path, bin_ms=10.0, align=None, window=None, split_column=None, vali
     split_column    trials-table column naming each trial's split: 'train' -> train, 'val'/'valid' ->
                     valid, anything else (e.g. NLB's 'test', which has no held-out data) is left out.
                     None: a seeded random valid_fraction of the trials is valid.
-    heldout         None: every unit is held in. 'column': the units table's boolean `heldout` column picks
-                    the held-out units (NLB files); an int K: a seeded random choice of K units
-                    (split_heldout). Held-out units are left out of encod_data and put last in recon_data.
+    heldout         'auto' (default): the units table's boolean `heldout` column picks the held-out units when
+                    the file has one (the NLB files mark theirs), else every unit is held in. 'column': that
+                    column, which must exist. An int K: a seeded random choice of K units (split_heldout), for
+                    a file without the column; a file that marks its own held-out units refuses K (the two
+                    sets would clash). None: every unit held in, the column ignored. Held-out units are left
+                    out of encod_data and put last in recon_data.
     condition_column trials-table column whose values label conditions -> `{split}_cond_idx` (ints in the
                     order of the sorted unique values, which are stored as 'cond_values')
     Also returned: dt (s), conversion_factor 1, `{split}_trial_idx` (rows of the trials table),
@@ -450,10 +456,16 @@ def load_nwb(path, bin_ms=10.0, align=None, window=None, split_column=None, vali
     data.update(dt=np.float64(bin_s), conversion_factor=np.float64(1.0), unit_ids=unit_ids,
                 bin_ms=np.float64(bin_ms), window_ms=np.array([w0, w0 + n_bins * bin_ms]),
                 n_unobserved_trials=np.int64((~usable).sum()))
+    if isinstance(heldout, str) and heldout not in ("auto", "column"):
+        raise ValueError(f"load_nwb: heldout must be 'auto', 'column', None or a number of units, got {heldout!r}")
+    if heldout == "auto":
+        heldout = None if held_col is None else "column"
+    elif heldout is not None and not isinstance(heldout, str) and held_col is not None:
+        raise ValueError(f"{path}: the units table marks {int(held_col.sum())} of {len(held_col)} units as held out "
+                         f"(column 'heldout'), so a random choice of {heldout} held-out neurons (--heldout-neurons) "
+                         f"is refused; leave it out to use the file's")
     if heldout is not None:
         if isinstance(heldout, str):
-            if heldout != "column":
-                raise ValueError(f"load_nwb: heldout must be None, 'column' or a number of units, got {heldout!r}")
             if held_col is None:
                 raise ValueError(f"{path}: heldout='column' but the units table has no 'heldout' column")
             if held_col.all() or not held_col.any():
@@ -485,6 +497,209 @@ def _nwb_split_column(path):
 
 
 # -----------------------------------------------------------------------------
+# trials from a continuous recording: events found in a behavioural signal, aligned windows cut around them.
+# A continuous recording is (bins, units) counts with behaviour sampled in the same bins (e.g. hand velocity).
+
+
+def _continuous(x, name, n_bins=None, counts=False):
+    """ a (bins, channels) finite numeric array, or one ValueError naming `name` """
+    x = np.asarray(x)
+    if x.dtype.kind not in "biuf":
+        raise ValueError(f"{name}: expected a numeric array, got dtype {x.dtype}")
+    if x.ndim != 2 or 0 in x.shape:
+        raise ValueError(f"{name}: expected a non-empty (bins, channels) array, got shape {x.shape}")
+    if n_bins is not None and x.shape[0] != n_bins:
+        raise ValueError(f"{name}: has {x.shape[0]} bins but the counts have {n_bins}; both must share the bins")
+    if not np.isfinite(x).all():
+        raise ValueError(f"{name}: contains NaN or infinite values (first at bin {np.argwhere(~np.isfinite(x))[0][0]}); "
+                         f"interpolate or cut them first")
+    if counts and ((x < 0).any() or (x != np.round(x)).any()):
+        raise ValueError(f"{name}: spike counts must be whole numbers >= 0")
+    return x
+
+
+def _dt(dt):
+    if isinstance(dt, bool) or not isinstance(dt, (int, float, np.integer, np.floating)) \
+            or not (math.isfinite(dt) and 0 < dt < 10):
+        raise ValueError(f"dt must be the bin width in seconds, a number in (0, 10), got {dt!r}")
+    return float(dt)
+
+
+def _fraction(v, name):
+    if not (isinstance(v, (int, float, np.floating)) and 0 < v < 1):
+        raise ValueError(f"{name} must be a fraction in (0, 1), got {v!r}")
+    return float(v)
+
+
+def reach_onsets(hand_vel, dt, hand_pos=None, onset_fraction=0.2, min_peak_fraction=0.4, min_peak=None,
+                 rest_ms=150.0, rest_fraction=0.3, min_gap_ms=300.0, n_directions=8, centre_out=None, centre=None):
+    """ Find reach onsets in a continuous hand path, and each reach's direction as a condition index.
+
+    hand_vel  (bins, 2) hand velocity, or None to differentiate hand_pos (np.gradient)
+    dt        bin width in seconds
+    hand_pos  (bins, 2) hand position (needed for centre_out)
+
+    The rule, in the order it is applied (speed = |hand_vel|):
+      1. peaks: local maxima of speed at least `min_peak` (in the velocity's units per second; default
+         min_peak_fraction x the session's 99th percentile of speed: reaches are the fastest movements of a
+         reaching session, so that percentile is close to a typical reach's peak whenever the hand moves more
+         than 1 % of the time), keeping the highest of any peaks closer than min_gap_ms;
+      2. onset: walking back from the peak, the first bin of the run of bins whose speed is at least
+         onset_fraction x that reach's peak speed; end: likewise walking forward (the last such bin);
+      3. rest: the hand must have been still before the onset: speed below rest_fraction x the peak in each of
+         the rest_ms before it (a reach that starts while the hand still moves, or too early in the recording,
+         is left out);
+      4. gap: an onset less than min_gap_ms after the previous kept onset, or inside the previous reach, is left out;
+      5. centre-out (default: when hand_pos is given): only reaches that move away from the workspace centre
+         (`centre`, default the median hand position, where a centre-out hand rests most) are kept: the end's
+         distance from the centre must exceed the start's by at least half the reach's length (return
+         movements, which go the other way, are left out).
+    The direction is the angle of the displacement from onset to end (the integral of the velocity), in radians
+    counter-clockwise from +x; cond_idx is the nearest of n_directions equal sectors, sector k centred on
+    2 pi k / n_directions (k = 0 is +x), so centre-out targets at multiples of 45 degrees fall in the middle of
+    the 8 sectors. Defaults were chosen for centre-out reaching sampled in 20-100 ms bins (M1 reaching
+    datasets: movement ~0.5 s, peak ~3 bins after onset at 50 ms): at 50 ms the onset is known to one bin.
+
+    Returns a dict of (reaches,) arrays: onset, peak, end (bin indices, int64), direction (rad), cond_idx (int64),
+    peak_speed, amplitude (length of the displacement from onset to end, so without the slow tails). Raises a one-line ValueError for a bad shape, dt or
+    parameter. """
+    dt = _dt(dt)
+    if hand_vel is None and hand_pos is None:
+        raise ValueError("reach_onsets: give hand_vel or hand_pos")
+    if hand_pos is not None:
+        hand_pos = _continuous(hand_pos, "hand_pos")
+    if hand_vel is None:
+        if len(hand_pos) < 2:
+            raise ValueError("hand_pos: needs at least 2 bins to find a velocity")
+        hand_vel = np.gradient(hand_pos.astype(np.float64), dt, axis=0)
+    vel = _continuous(hand_vel, "hand_vel", None if hand_pos is None else len(hand_pos)).astype(np.float64)
+    if vel.shape[1] != 2 or (hand_pos is not None and hand_pos.shape[1] != 2):
+        raise ValueError(f"reach_onsets: hand_vel and hand_pos must be (bins, 2) (x, y), got {vel.shape[1]} columns"
+                         + ("" if hand_pos is None else f" and {hand_pos.shape[1]}"))
+    onset_fraction = _fraction(onset_fraction, "onset_fraction")
+    rest_fraction = _fraction(rest_fraction, "rest_fraction")
+    min_peak_fraction = _fraction(min_peak_fraction, "min_peak_fraction")
+    for v, name in ((rest_ms, "rest_ms"), (min_gap_ms, "min_gap_ms")):
+        if not (isinstance(v, (int, float, np.integer, np.floating)) and 0 <= v < 1e7):
+            raise ValueError(f"{name} must be a duration in milliseconds >= 0, got {v!r}")
+    if isinstance(n_directions, bool) or not isinstance(n_directions, (int, np.integer)) or not 1 <= n_directions <= 360:
+        raise ValueError(f"n_directions must be a whole number in [1, 360], got {n_directions!r}")
+    if centre_out is None:
+        centre_out = hand_pos is not None
+    if centre_out and hand_pos is None:
+        raise ValueError("reach_onsets: centre_out needs hand_pos (the centre is where the hand rests)")
+    speed = np.hypot(vel[:, 0], vel[:, 1])
+    if min_peak is None:
+        min_peak = min_peak_fraction * float(np.percentile(speed, 99))
+    if not (np.isfinite(min_peak) and min_peak > 0):
+        raise ValueError(f"min_peak must be a speed > 0, got {min_peak} (is the hand still throughout?)")
+    rest_bins, gap_bins = int(round(rest_ms / 1000 / dt)), int(round(min_gap_ms / 1000 / dt))
+    # 1. peaks, highest first, none within the gap of a higher one
+    cand = np.flatnonzero((speed[1:-1] >= speed[:-2]) & (speed[1:-1] >= speed[2:])) + 1
+    cand = cand[speed[cand] >= min_peak]
+    taken = np.zeros(len(speed), bool)
+    for c in cand[np.argsort(-speed[cand], kind="stable")]:
+        if not taken[max(0, c - gap_bins):c + gap_bins + 1].any():
+            taken[c] = True
+    if centre_out:
+        c0 = np.median(hand_pos, axis=0) if centre is None else np.asarray(centre, np.float64).reshape(2)
+    rows, last_onset, last_end = [], -10**12, -1
+    for p in np.flatnonzero(taken):
+        th = onset_fraction * speed[p]
+        a = p
+        while a > 0 and speed[a - 1] >= th:                      # 2. onset and end
+            a -= 1
+        e = p
+        while e < len(speed) - 1 and speed[e + 1] >= th:
+            e += 1
+        if a < rest_bins or (rest_bins and speed[a - rest_bins:a].max() >= rest_fraction * speed[p]):
+            continue                                             # 3. rest before the onset
+        if a - last_onset < gap_bins or a <= last_end:
+            continue                                             # 4. gap
+        d = vel[a:e + 1].sum(0) * dt
+        amp = float(np.hypot(d[0], d[1]))
+        if centre_out:                                           # 5. away from the centre
+            start = hand_pos[a - 1] if a > 0 else hand_pos[a]
+            grow = np.hypot(*(hand_pos[e] - c0)) - np.hypot(*(start - c0))
+            if not grow >= 0.5 * amp:
+                continue
+        rows.append((a, p, e, math.atan2(d[1], d[0]), speed[p], amp))
+        last_onset, last_end = a, e
+    r = np.array(rows, np.float64).reshape(-1, 6)
+    direction = r[:, 3]
+    sector = np.round(direction / (2 * np.pi / n_directions)).astype(np.int64) % n_directions
+    return dict(onset=r[:, 0].astype(np.int64), peak=r[:, 1].astype(np.int64), end=r[:, 2].astype(np.int64),
+                direction=direction, cond_idx=sector, peak_speed=r[:, 4], amplitude=r[:, 5])
+
+
+def trials_from_continuous(counts, dt, onsets, window_ms, behaviour=None):
+    """ Cut aligned trials out of a continuous recording.
+
+    counts     (bins, units) spike counts in consecutive bins of dt seconds
+    dt         bin width in seconds
+    onsets     (trials,) bin index of each trial's event (e.g. reach_onsets(...)['onset'])
+    window_ms  (start_ms, end_ms) around the event, as load_nwb's window: whole multiples of the bin width,
+               start < end; bin 0 of the event is the bin that holds it, so (-250, 450) at 50 ms gives 14 bins,
+               5 before the event's bin and 9 from it on
+    behaviour  optional (bins, D) signal in the same bins (e.g. hand velocity), cut the same way
+    Returns dict(counts (trials, T, units) float32, behaviour (trials, T, D) float32 when given, start (trials,)
+    first bin of each window, window_ms). A window that does not lie inside the recording, an onset that is
+    not a whole bin index, a window that is not a whole number of bins: one-line ValueError. """
+    counts = _continuous(counts, "counts", counts=True)
+    dt = _dt(dt)
+    if behaviour is not None:
+        behaviour = _continuous(behaviour, "behaviour", len(counts))
+    on = np.asarray(onsets)
+    if on.ndim != 1 or on.size == 0:
+        raise ValueError(f"onsets: expected a non-empty 1-D array of bin indices, got shape {on.shape}")
+    if on.dtype.kind not in "iu" and not (on.dtype.kind == "f" and np.all(on == np.round(on))):
+        raise ValueError(f"onsets: expected whole bin indices, got dtype {on.dtype}")
+    on = on.astype(np.int64)
+    try:
+        w0, w1 = (float(w) for w in window_ms)
+    except (TypeError, ValueError):
+        raise ValueError(f"window_ms must be (start_ms, end_ms), got {window_ms!r}") from None
+    if not (math.isfinite(w0) and math.isfinite(w1) and w1 > w0):
+        raise ValueError(f"window_ms must be (start_ms, end_ms) with end > start, got {window_ms!r}")
+    bin_ms = dt * 1000.0
+    b0, b1 = w0 / bin_ms, w1 / bin_ms
+    if abs(b0 - round(b0)) > 1e-6 or abs(b1 - round(b1)) > 1e-6:
+        raise ValueError(f"window_ms {tuple(window_ms)} is not a whole number of {bin_ms:g} ms bins on both ends")
+    b0, b1 = int(round(b0)), int(round(b1))
+    start = on + b0
+    bad = np.flatnonzero((start < 0) | (on + b1 > len(counts)))
+    if len(bad):
+        i = bad[0]
+        raise ValueError(f"the window ({w0:g}, {w1:g}) ms around onset bin {on[i]} (trial {i}) falls outside the recording "
+                         f"(bins 0-{len(counts) - 1})" + (f", and {len(bad) - 1} more" if len(bad) > 1 else "")
+                         + "; drop the trials near the ends")
+    idx = start[:, None] + np.arange(b1 - b0)[None, :]
+    out = dict(counts=counts[idx].astype(np.float32), start=start, window_ms=np.array([w0, w1]))
+    if behaviour is not None:
+        out["behaviour"] = behaviour[idx].astype(np.float32)
+    return out
+
+
+def split_trials(n_trials, valid_fraction=0.2, seed=0, groups=None):
+    """ A seeded train/valid split: a boolean (n_trials,) mask, True = valid. With groups (e.g. condition
+    indices), the fraction is drawn within each group (rounded; at least one valid trial per group of two or
+    more), so every condition appears in both splits. """
+    if not 0 < valid_fraction < 1:
+        raise ValueError(f"valid_fraction must be in (0, 1), got {valid_fraction}")
+    g = np.zeros(n_trials, np.int64) if groups is None else np.asarray(groups)
+    if g.shape != (n_trials,):
+        raise ValueError(f"groups: expected shape ({n_trials},), got {g.shape}")
+    rng = np.random.default_rng(seed)
+    valid = np.zeros(n_trials, bool)
+    for v in np.unique(g):
+        idx = np.flatnonzero(g == v)
+        k = int(round(valid_fraction * len(idx)))
+        k = min(max(k, 1 if len(idx) > 1 else 0), len(idx) - 1) if len(idx) > 1 else 0
+        valid[rng.permutation(idx)[:k]] = True
+    return valid
+
+
+# -----------------------------------------------------------------------------
 # what the command line reads: one reader for .h5 and .nwb files, and the shipped examples
 
 
@@ -492,11 +707,13 @@ def load_dataset(path, counts=True, nonnegative=True, bin_ms=10.0, align=None, w
                  seed=0):
     """ load_h5 for HDF5 files, load_nwb (bin_ms, align, window; split by the trials table's 'split' column when
     it has one, else by seed) for .nwb files; then, with heldout_neurons=K, hold out K neurons (split_heldout,
-    seeded). The NWB options are refused for HDF5 files, which are binned already. """
+    seeded). An NWB file that marks its held-out units (units table column 'heldout') has them held out, and
+    refuses heldout_neurons. The NWB options are refused for HDF5 files, which are binned already. """
     path = os.fspath(path)
     if path.lower().endswith(".nwb"):
         data = load_nwb(path, bin_ms=bin_ms, align=align, window=window, seed=seed,
-                        split_column=_nwb_split_column(path))
+                        split_column=_nwb_split_column(path), heldout=heldout_neurons or "auto")
+        heldout_neurons = None                   # held out by load_nwb (the file's column, or K seeded)
     else:
         if align is not None or window is not None:
             raise ValueError(f"{path}: align and window apply to NWB recordings only (an HDF5 dataset is binned already)")
@@ -513,6 +730,87 @@ def eg_path(name):
         have = sorted(f[:-3] for f in os.listdir(EG_DATA) if f.endswith(".h5")) if os.path.isdir(EG_DATA) else []
         raise FileNotFoundError(f"no example dataset {name!r} in {EG_DATA}; available: {have}")
     return p
+
+
+# -----------------------------------------------------------------------------
+# examples derived from real recordings: made from a raw file that is not shipped (see raw_data_dir)
+
+M1_RAW = "m1_reaching_stevenson2011.h5"
+RAW_ENV = "MINILATENT_RAW_DATA"
+
+
+def raw_data_dir(raw=None):
+    """ where the raw recordings are: `raw` when given, else $MINILATENT_RAW_DATA, else ../shared/data beside the
+    checkout (the repository's parent folder); the first that is given is returned, existing or not """
+    if raw is not None:
+        return os.fspath(raw)
+    if os.environ.get(RAW_ENV):
+        return os.environ[RAW_ENV]
+    return os.path.join(os.path.dirname(os.path.dirname(_HERE)), "shared", "data")
+
+
+M1_RECIPE = dict(window_ms=(-250.0, 450.0), min_rate_hz=0.5, heldout_fraction=0.25, valid_fraction=0.2, seed=0)
+
+
+def make_m1_reaching(raw=None):
+    """ eg_data/m1_reaching.h5: trial-aligned centre-out reaches from the continuous M1 recording of Stevenson
+    et al. (2011, J Neurophysiol 106:764), as published by Benjamin, Glaser et al. (2018, Front Comput Neurosci
+    12:56; KordingLab/spykesML, MIT licence). Reach onsets and directions: reach_onsets with its defaults
+    (8 sectors); windows of M1_RECIPE['window_ms'] around each onset (14 bins of 50 ms: 250 ms before, as M1
+    leads movement by ~100-200 ms, to 450 ms after, through the peak speed and most of the deceleration); units
+    with a session mean rate below min_rate_hz dropped; a seeded split stratified by direction; a seeded random
+    quarter of the units held out (recon_data: held-in then held-out). Raises FileNotFoundError without the raw
+    file. The file's HDF5 attributes carry the source, citation, licence and this recipe. """
+    import h5py
+    import hashlib
+    path = os.path.join(raw_data_dir(raw), M1_RAW)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"raw recording {M1_RAW} not found in {os.path.dirname(path)} (give --raw FOLDER or "
+                                f"set {RAW_ENV})")
+    with h5py.File(path, "r") as f:
+        spikes, vel, pos, time = (f[k][()] for k in ("spikes", "hand_vel", "hand_pos", "time"))
+        raw_attrs = {k: str(v) for k, v in f.attrs.items()}
+    with open(path, "rb") as fh:
+        sha = hashlib.sha256(fh.read()).hexdigest()
+    dt, rc = 0.05, M1_RECIPE
+    if abs(float(raw_attrs.get("bin_s", dt)) - dt) > 1e-6:
+        raise ValueError(f"{path}: bin_s is {raw_attrs['bin_s']}, expected {dt}")
+    r = reach_onsets(vel, dt, hand_pos=pos)
+    b0, b1 = int(round(rc["window_ms"][0] / 1000 / dt)), int(round(rc["window_ms"][1] / 1000 / dt))
+    fits = (r["onset"] + b0 >= 0) & (r["onset"] + b1 <= len(spikes))
+    onset, cond, angle = r["onset"][fits], r["cond_idx"][fits], r["direction"][fits]
+    units = np.flatnonzero(spikes.mean(0) / dt >= rc["min_rate_hz"])
+    t = trials_from_continuous(spikes[:, units], dt, onset, rc["window_ms"], behaviour=vel)
+    valid = split_trials(len(onset), rc["valid_fraction"], seed=rc["seed"], groups=cond)
+    data = {}
+    for name, m in (("train", ~valid), ("valid", valid)):
+        data[f"{name}_encod_data"] = data[f"{name}_recon_data"] = t["counts"][m]
+        data[f"{name}_behavior"] = t["behaviour"][m]
+        data[f"{name}_cond_idx"] = cond[m]
+        data[f"{name}_reach_angle"] = angle[m]
+        data[f"{name}_align_time"] = time[onset[m]]
+    data = split_heldout(data, int(round(rc["heldout_fraction"] * len(units))), seed=rc["seed"])
+    data.update(dt=np.float64(dt), conversion_factor=np.float64(1.0), unit_ids=units.astype(np.int64),
+                cond_values=np.arange(8) * 45.0, window_ms=t["window_ms"])
+    n_tr, n_va = int((~valid).sum()), int(valid.sum())
+    data["attrs"] = {
+        "source": raw_attrs.get("source", ""), "citation": raw_attrs.get("citation", ""),
+        "licence": "MIT (KordingLab/spykesML, which published the recording); cite the papers in 'citation'",
+        "raw_file": M1_RAW, "raw_sha256": sha,
+        "description": (f"Macaque M1, centre-out reaches to 8 targets, trial-aligned: {n_tr} training and {n_va} "
+                        f"validation trials of {b1 - b0} bins of 50 ms, {len(units)} units ({len(data['heldout_idx'])} "
+                        f"held out: recon_data holds held-in then held-out units), behavior = hand velocity (m/s, x "
+                        f"and y), cond_idx = reach direction sector k (centred on k * 45 degrees, counter-clockwise from "
+                        f"+x), align_time = onset time (s) in the raw file, unit_ids = the units' columns in the raw file"),
+        "derivation": (f"python -m minilatent make-eg-data (minilatent.datafiles.make_m1_reaching): reach onsets and "
+                       f"directions by datafiles.reach_onsets with its defaults on hand_vel and hand_pos; windows "
+                       f"{rc['window_ms'][0]:g} to {rc['window_ms'][1]:g} ms around each onset bin; units with a "
+                       f"session mean rate below {rc['min_rate_hz']:g} Hz dropped; valid = a seeded "
+                       f"{rc['valid_fraction']:g} of each direction's trials (split_trials, seed {rc['seed']}); "
+                       f"held out = a seeded random {rc['heldout_fraction']:g} of the units (split_heldout, seed "
+                       f"{rc['seed']})"),
+    }
+    return data
 
 
 # -----------------------------------------------------------------------------

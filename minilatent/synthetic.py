@@ -34,7 +34,7 @@ import os
 import numpy as np
 import torch
 
-from .datafiles import EG_DATA, save_h5, to_original_lfads
+from .datafiles import EG_DATA, make_m1_reaching, save_h5, to_original_lfads
 from .metrics import ring_phase, true_rates
 
 # -----------------------------------------------------------------------------
@@ -521,14 +521,27 @@ EXAMPLES = {
     "rotation": lambda: _small(make_rotation(seed=0)),
     "rotation_session0": lambda: _small(make_rotation_sessions(seed=0)[0]),
     "rotation_session1": lambda: _small(make_rotation_sessions(seed=0)[1]),
+    # derived from a real recording (not synthetic, no truth): needs the raw file, see datafiles.raw_data_dir
+    "m1_reaching": make_m1_reaching,
 }
+FROM_RECORDINGS = ("m1_reaching",)       # made from a raw file that is not shipped; skipped when it is absent
 
 
-def make_eg_data(folder=EG_DATA, names=None):
-    """ (Re)generate the example datasets bit for bit; returns the paths written. """
+def make_eg_data(folder=EG_DATA, names=None, raw=None, log=print):
+    """ (Re)generate the example datasets bit for bit; returns the paths written. The examples derived from
+    recordings read their raw file from `raw` (default: datafiles.raw_data_dir()); without it they are skipped
+    with one line to `log`. A dict's 'attrs' entry becomes the file's HDF5 attributes. """
     out = []
     for name in names or EXAMPLES:
         p = os.path.join(folder, f"{name}.h5")
-        save_h5(p, EXAMPLES[name]())
+        try:
+            d = EXAMPLES[name](raw) if name in FROM_RECORDINGS else EXAMPLES[name]()
+        except FileNotFoundError as e:
+            if name not in FROM_RECORDINGS:
+                raise
+            log(f"skipped {name}.h5: {e}")
+            continue
+        attrs = d.pop("attrs", None)
+        save_h5(p, d, attrs=attrs)
         out.append(p)
     return out
