@@ -73,7 +73,7 @@ def session(tmp_path):
 def test_binned_counts_match_a_direct_computation_aligned_to_an_event(session):
     path, units_us, starts_us, lengths_us, move_us = session
     d = datafiles.load_nwb(path, bin_ms=10, align="move_onset_time", window=(-100, 250), split_column="split",
-                           condition_column="cond")
+                           condition_column="cond", heldout=None)           # every unit (the file marks 2 held out)
     ref = direct_counts(units_us, [m - 100_000 for m in move_us], 35, 10_000)
     train = [i for i in range(12) if i % 4 != 3 and i != 0]
     valid = [i for i in range(12) if i % 4 == 3]
@@ -91,7 +91,7 @@ def test_binned_counts_match_a_direct_computation_aligned_to_an_event(session):
 
 def test_default_window_is_trial_start_to_the_shortest_stop(session):
     path, units_us, starts_us, lengths_us, _ = session
-    d = datafiles.load_nwb(path, bin_ms=20, valid_fraction=0.25, seed=1)
+    d = datafiles.load_nwb(path, bin_ms=20, valid_fraction=0.25, seed=1, heldout=None)
     n_bins = min(lengths_us) // 20_000
     ref = direct_counts(units_us, starts_us, n_bins, 20_000)
     assert d["train_encod_data"].shape == (9, n_bins, 5) and d["valid_encod_data"].shape == (3, n_bins, 5)
@@ -102,16 +102,45 @@ def test_default_window_is_trial_start_to_the_shortest_stop(session):
     np.testing.assert_array_equal(d["valid_trial_idx"], d2["valid_trial_idx"])   # seeded
 
 
-def test_heldout_units_from_the_column_or_a_seeded_choice(session):
-    path, units_us, starts_us, *_ = session
+def test_heldout_units_from_the_column_or_a_seeded_choice(session, tmp_path):
+    path, units_us, starts_us, lengths_us, move_us = session
     d = datafiles.load_nwb(path, bin_ms=10, heldout="column", split_column="split")
     assert d["train_encod_data"].shape[2] == 3 and d["train_recon_data"].shape[2] == 5
     np.testing.assert_array_equal(d["heldout_idx"], [3, 4])
-    full = datafiles.load_nwb(path, bin_ms=10, split_column="split")
+    auto = datafiles.load_nwb(path, bin_ms=10, split_column="split")         # the file's column, by default
+    np.testing.assert_array_equal(auto["heldout_idx"], [3, 4])
+    np.testing.assert_array_equal(auto["train_encod_data"], d["train_encod_data"])
+    full = datafiles.load_nwb(path, bin_ms=10, split_column="split", heldout=None)   # the column ignored
+    assert full["train_encod_data"].shape[2] == 5 and "heldout_idx" not in full
     np.testing.assert_array_equal(d["train_recon_data"], full["train_recon_data"])   # held-in first: same order here
-    k = datafiles.load_nwb(path, bin_ms=10, heldout=2, split_column="split", seed=5)
+    # a file without the column: nothing held out by default, a seeded choice of K on request
+    trials = make_session(np.random.default_rng(0))[4]
+    plain = write_nwb(tmp_path / "plain.nwb", [u / 1e6 for u in units_us], trials,
+                      trial_columns=("move_onset_time", "split", "cond"))
+    assert "heldout_idx" not in datafiles.load_nwb(plain, bin_ms=10, split_column="split")
+    k = datafiles.load_nwb(plain, bin_ms=10, heldout=2, split_column="split", seed=5)
     assert k["valid_encod_data"].shape[2] == 3 and len(k["heldout_idx"]) == 2
     np.testing.assert_array_equal(k["valid_recon_data"][..., 3:], full["valid_recon_data"][..., k["heldout_idx"]])
+    with pytest.raises(ValueError, match="has no 'heldout' column"):
+        datafiles.load_nwb(plain, bin_ms=10, heldout="column")
+
+
+def test_a_file_that_marks_its_heldout_units_refuses_a_random_choice(session):
+    path = session[0]
+    for call in (lambda: datafiles.load_nwb(path, bin_ms=10, heldout=2),
+                 lambda: datafiles.load_dataset(path, bin_ms=10, heldout_neurons=2)):
+        with pytest.raises(ValueError, match=r"marks 2 of 5 units as held out \(column 'heldout'\), so a random "
+                           r"choice of 2 held-out neurons \(--heldout-neurons\) is refused") as e:
+            call()
+        assert "\n" not in str(e.value)
+    with pytest.raises(ValueError, match="heldout must be 'auto', 'column', None or a number"):
+        datafiles.load_nwb(path, heldout="yes")
+
+
+def test_load_dataset_holds_out_the_units_the_file_marks(session, tmp_path):
+    d = datafiles.load_dataset(session[0], bin_ms=10)
+    np.testing.assert_array_equal(d["heldout_idx"], [3, 4])
+    assert d["valid_encod_data"].shape[2] == 3 and d["valid_recon_data"].shape[2] == 5
 
 
 def test_trials_a_unit_did_not_observe_are_left_out(tmp_path):
@@ -170,3 +199,17 @@ def test_load_dataset_reads_nwb_and_uses_its_split_column(session):
     ref = datafiles.load_nwb(session[0], bin_ms=10, align="move_onset_time", window=(-100, 250), split_column="split")
     np.testing.assert_array_equal(d["valid_trial_idx"], ref["valid_trial_idx"])
     np.testing.assert_array_equal(d["train_encod_data"], ref["train_encod_data"])
+
+
+def test_the_command_line_uses_the_files_heldout_units_and_refuses_a_clash(session, tmp_path, capsys):
+    from conftest import cli
+    bad = cli(capsys, ["train", "lfads", session[0], "--out", tmp_path / "bad", "--epochs", 1, "--heldout-neurons", 2])
+    assert bad.returncode == 2 and "is refused; leave it out to use the file's" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "bad").exists()
+    out = tmp_path / "run"
+    r = cli(capsys, ["train", "lfads", session[0], "--out", out, "--epochs", 1, "--samples", 2, "--gen-dim", 8,
+                     "--fac-dim", 4, "--ic-enc-dim", 8, "--bin-ms", 20])
+    assert r.returncode == 0, r.stderr
+    import h5py
+    with h5py.File(out / "lfads_output.h5") as f:
+        assert list(f["heldout_idx"][()]) == [3, 4] and f["valid_output_params"].shape[2] == 5
