@@ -1,7 +1,8 @@
 """
 Reading and writing datasets: HDF5 files in lfads-torch's layout (and the original LFADS layout), NWB recordings
-binned into trials, the checks that turn a bad file into one clear error, held-out neurons, the shipped examples,
-and the tensors the models train on.
+binned into trials, trials cut from a continuous recording around events found in behaviour (reach onsets), the
+checks that turn a bad file into one clear error, splits and held-out neurons, the shipped examples (and the one
+derived from a real recording), and the tensors the models train on.
 
 A dataset is a plain dict of numpy arrays whose keys follow lfads-torch's HDF5 layout, so that
 `save_h5(path, data)` writes a file lfads-torch can read and `load_h5(path)` reads one it wrote:
@@ -13,6 +14,7 @@ A dataset is a plain dict of numpy arrays whose keys follow lfads-torch's HDF5 l
     train_latents, valid_latents         (trials, T, D)  true latent state (minilatent extra)
     train_inputs,  valid_inputs          (trials, T, I)  true input pulses (minilatent extra)
     train_cond_idx, valid_cond_idx       (trials,)       condition of each trial (minilatent extra)
+    train_behavior, valid_behavior       (trials, T, D)  behaviour in the same bins, e.g. hand velocity (NLB)
     dt                                   scalar, bin width in seconds
 
 Arrays are (trials, time, neurons) everywhere, float32 counts per bin (metrics.true_rates reads the truth in
@@ -26,6 +28,11 @@ References:
   Pei et al. (2021) "Neural Latents Benchmark '21: Evaluating latent dynamics models of neural population
     activity": the NWB files' tables, held-out neurons and splits
   Rübel et al. (2022) "The Neurodata Without Borders ecosystem for neurophysiological data science" (NWB, pynwb)
+  Stevenson et al. (2011) "Statistical assessment of the stability of neural movement representations", J
+    Neurophysiol 106:764; Benjamin et al. (2018) "Modern machine learning as a benchmark for fitting neural
+    responses", Front Comput Neurosci 12:56 (the M1 reaching recording behind eg_data/m1_reaching.h5, published
+    with KordingLab/spykesML under the MIT licence)
+  Flash & Hogan (1985) "The coordination of arm movements" (the minimum-jerk reaches of the tests)
 """
 
 import math
