@@ -156,8 +156,12 @@ def _add_lfads_options(p, skip=()):
                    help="hold out K neurons (a random choice seeded by --seed): the encoders never see them, LFADS "
                    "predicts them, and the run reports co-bps (the Neural Latents Benchmark's score on held-out "
                    "neurons); the choice is written to the output (heldin_idx, heldout_idx)")
-    p.add_argument("--bin-ms", type=_number(float, 0, 1e6, lo_open=True), default=10.0,
-                   help="NWB input: bin width in milliseconds")
+    p.add_argument("--bin-ms", type=_number(float, 0, 1e6, lo_open=True), default=None,
+                   help="NWB input: bin width in milliseconds (default: 10; HDF5 files carry their own dt)")
+    p.add_argument("--valid-fraction", type=_number(float, 0, 1, lo_open=True, hi_open=True), default=None,
+                   metavar="F", help="a file with training trials only: hold out this fraction of them for validation "
+                   "(seeded by --seed, within each condition when the file has train_cond_idx); NWB files without a "
+                   "split column: the fraction validated (default 0.2)")
     p.add_argument("--align", default=None, metavar="COLUMN", help="NWB input: trials-table column the trials are "
                    "aligned to, e.g. move_onset_time (default: each trial's start_time)")
     p.add_argument("--window", type=_number(float), nargs=2, default=None, metavar=("START", "END"),

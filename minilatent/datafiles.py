@@ -142,11 +142,13 @@ def validate(data, counts=True, nonnegative=True):
 # HDF5 files: lfads-torch layout (read and write) and original LFADS layout (read and write)
 
 
-def load_h5(path, counts=True, nonnegative=True):
+def load_h5(path, counts=True, nonnegative=True, valid_fraction=None, seed=0):
     """ Read a dataset from an HDF5 file in lfads-torch's layout or the original LFADS layout
     (train_data / valid_data), check it, and return the dict described in the module docstring.
     A file with truth but no conversion_factor keeps it that way: see truth_conversion for the units.
-    counts=False accepts fractional values; nonnegative=False also negative ones (continuous data). """
+    counts=False accepts fractional values; nonnegative=False also negative ones (continuous data).
+    valid_fraction: a file with training trials only gets a seeded validation split of that fraction (drawn within
+    each condition when it has train_cond_idx); a file that has both splits refuses it. """
     import h5py
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -176,15 +178,49 @@ def load_h5(path, counts=True, nonnegative=True):
     else:
         raise KeyError(f"{path}: found none of the data keys 'train_encod_data'/'valid_encod_data' (lfads-torch) "
                        f"or 'train_data'/'valid_data' (original LFADS); keys present: {sorted(raw)}")
+    if valid_fraction is not None:
+        if "valid_encod_data" in data:
+            raise ValueError(f"{path} has its own validation trials (valid_encod_data): a valid_fraction split "
+                             "applies only to a file with training trials alone")
+        if "train_encod_data" in data:
+            data = split_off_valid(data, valid_fraction, seed)
     for split in ("train", "valid"):
         if f"{split}_encod_data" not in data:
-            raise KeyError(f"{path}: missing key '{split}_encod_data' (or '{split}_data'); keys present: {sorted(raw)}")
+            hint = "; a file with training trials alone can be split with valid_fraction" if split == "valid" else ""
+            raise KeyError(f"{path}: missing key '{split}_encod_data' (or '{split}_data'); keys present: "
+                           f"{sorted(raw)}{hint}")
         data.setdefault(f"{split}_recon_data", data[f"{split}_encod_data"])
     validate(data, counts=counts, nonnegative=nonnegative)
     for k, v in list(data.items()):
         if isinstance(v, np.ndarray) and v.dtype.kind in "biuf" and v.ndim == 3:
             data[k] = v.astype(np.float32)
     return data
+
+
+def split_off_valid(data, valid_fraction, seed=0):
+    """ A dataset with training trials only -> the same with a seeded validation split: every train_* array whose
+    first dimension is the trials' is split (within conditions when train_cond_idx is present). """
+    n = data["train_encod_data"].shape[0]
+    cond = data.get("train_cond_idx")
+    valid = split_trials(n, valid_fraction, seed, groups=np.asarray(cond) if cond is not None else None)
+    if not valid.any() or valid.all():
+        raise ValueError(f"valid_fraction {valid_fraction}: {n} training trials leave no trials for "
+                         f"{'validation' if not valid.any() else 'training'}")
+    out = {}
+    for k, v in data.items():
+        if k.startswith("train_") and np.ndim(v) >= 1 and np.shape(v)[0] == n:
+            out[k], out["valid_" + k[6:]] = v[~valid], v[valid]
+        else:
+            out[k] = v
+    out["valid_trial_idx"] = np.flatnonzero(valid)           # where the validation trials came from
+    return out
+
+
+def read_attrs(path):
+    """ the HDF5 attributes of a file's root (its provenance: source, citation, licence, ...), as a plain dict """
+    import h5py
+    with h5py.File(os.fspath(path), "r") as f:
+        return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
 
 
 def save_h5(path, data, compression="gzip", attrs=None):
@@ -710,21 +746,23 @@ def split_trials(n_trials, valid_fraction=0.2, seed=0, groups=None):
 # what the command line reads: one reader for .h5 and .nwb files, and the shipped examples
 
 
-def load_dataset(path, counts=True, nonnegative=True, bin_ms=10.0, align=None, window=None, heldout_neurons=None,
-                 seed=0):
+def load_dataset(path, counts=True, nonnegative=True, bin_ms=None, align=None, window=None, heldout_neurons=None,
+                 seed=0, valid_fraction=None):
     """ load_h5 for HDF5 files, load_nwb (bin_ms, align, window; split by the trials table's 'split' column when
     it has one, else by seed) for .nwb files; then, with heldout_neurons=K, hold out K neurons (split_heldout,
     seeded). An NWB file that marks its held-out units (units table column 'heldout') has them held out, and
     refuses heldout_neurons. The NWB options are refused for HDF5 files, which are binned already. """
     path = os.fspath(path)
     if path.lower().endswith(".nwb"):
-        data = load_nwb(path, bin_ms=bin_ms, align=align, window=window, seed=seed,
-                        split_column=_nwb_split_column(path), heldout=heldout_neurons or "auto")
+        data = load_nwb(path, bin_ms=10.0 if bin_ms is None else bin_ms, align=align, window=window, seed=seed,
+                        split_column=_nwb_split_column(path), heldout=heldout_neurons or "auto",
+                        **({} if valid_fraction is None else {"valid_fraction": valid_fraction}))
         heldout_neurons = None                   # held out by load_nwb (the file's column, or K seeded)
     else:
-        if align is not None or window is not None:
-            raise ValueError(f"{path}: align and window apply to NWB recordings only (an HDF5 dataset is binned already)")
-        data = load_h5(path, counts=counts, nonnegative=nonnegative)
+        if align is not None or window is not None or bin_ms is not None:
+            raise ValueError(f"{path}: bin_ms, align and window apply to NWB recordings only (an HDF5 dataset is "
+                             "binned already: its dt says how)")
+        data = load_h5(path, counts=counts, nonnegative=nonnegative, valid_fraction=valid_fraction, seed=seed)
     if heldout_neurons:
         data = split_heldout(data, heldout_neurons, seed=seed)
     return data

@@ -128,29 +128,32 @@ def read_lfads_inputs(args):
     """ Load and check every DATA file and the options that depend on the data; raises UsageError. """
     import numpy as np
     import torch
-    from .datafiles import load_h5, load_dataset, eg_path, lfads_tensors, truth_conversion
+    from .datafiles import load_dataset, eg_path, lfads_tensors, truth_conversion, read_attrs
     from .lfads import LFADSConfig, LIKELIHOODS
 
     paths = args.data or [eg_path("lorenz")]
     nwb = [p for p in paths if p.lower().endswith(".nwb")]
-    if (args.align is not None or args.window is not None) and not nwb:
-        raise UsageError("--align and --window apply to NWB recordings (.nwb); HDF5 data are binned already")
+    given = [f for f, v in (("--bin-ms", args.bin_ms), ("--align", args.align), ("--window", args.window)) if v is not None]
+    if given and len(nwb) < len(paths):
+        raise UsageError(f"--bin-ms, --align and --window apply to NWB recordings (.nwb), got {' '.join(given)}; "
+                         "HDF5 data are binned already (their dt says how)")
     if args.heldout_neurons and len(paths) > 1:
         raise UsageError("--heldout-neurons needs a single DATA file (held-out neurons are one session's)")
-    datasets = []
+    datasets, attrs = [], []
     for path in paths:
         if os.path.isdir(path):
             raise UsageError(f"{path} is a directory; give the data file itself (.h5 or .nwb)")
         try:
-            if path.lower().endswith(".nwb") or args.heldout_neurons:
-                datasets.append(load_dataset(path, counts=args.recon == "poisson", nonnegative=args.recon != "gaussian",
-                                             bin_ms=args.bin_ms, align=args.align,
-                                             window=tuple(args.window) if args.window else None,
-                                             heldout_neurons=args.heldout_neurons, seed=args.seed))
-            else:
-                datasets.append(load_h5(path, counts=args.recon == "poisson", nonnegative=args.recon != "gaussian"))
+            datasets.append(load_dataset(path, counts=args.recon == "poisson", nonnegative=args.recon != "gaussian",
+                                         bin_ms=args.bin_ms, align=args.align,
+                                         window=tuple(args.window) if args.window else None,
+                                         heldout_neurons=args.heldout_neurons, seed=args.seed,
+                                         valid_fraction=args.valid_fraction))
+            attrs.append({} if path.lower().endswith(".nwb") else read_attrs(path))
         except (KeyError, ValueError, TypeError, FileNotFoundError, ImportError) as e:
-            msg = first_line(e)
+            msg = first_line(e).replace("a file with training trials alone can be split with valid_fraction",
+                                        "a file with training trials alone can be split with --valid-fraction F")
+            msg = msg.replace("valid_fraction split", "--valid-fraction split")
             if args.heldout_neurons and "n_heldout" in msg:
                 msg = msg.replace("split_heldout: n_heldout", "--heldout-neurons")
             raise UsageError(msg if len(paths) == 1 else f"{path}: {msg}") from None
@@ -187,14 +190,35 @@ def read_lfads_inputs(args):
         args.batch_size = lfads_batch_size(n_train)
         chosen = f"batch size {args.batch_size} (from {n_train} training trials; --batch-size sets it)"
     return dict(paths=paths, names=names, datasets=datasets, train=train, valid=valid, multi=multi,
-                ext_dim=ext_dims.pop(), truth=truth, chosen=chosen)
+                ext_dim=ext_dims.pop(), truth=truth, chosen=chosen, attrs=attrs, bins=[bin_width(d) for d in datasets])
+
+
+DEFAULT_DT = 0.01     # seconds per bin assumed for a file without dt (only figures' time axes use it)
+
+
+def bin_width(data):
+    """ (seconds per bin, None) from the data's dt, or (DEFAULT_DT, a line saying it was assumed) """
+    import numpy as np
+    if "dt" in data:
+        return float(np.asarray(data["dt"])), None
+    return DEFAULT_DT, f"the file has no dt: bins of {DEFAULT_DT * 1000:g} ms assumed (figures' time axes only)"
+
+
+def describe_data(path, train, valid, bins):
+    """ the start-up lines of one session: shapes, bin width, neurons and how many are held out """
+    dt, note = bins
+    n_in, n_out = train[0].shape[2], train[1].shape[2]
+    held = f"{n_out} neurons, {n_out - n_in} held out (predicted from the other {n_in}, never encoded)" \
+        if n_out > n_in else f"{n_in} neurons, none held out"
+    return (f"data: {path}\n  train {tuple(train[0].shape)}, valid {tuple(valid[0].shape)} (trials, bins, neurons "
+            f"encoded); bins of {dt * 1000:g} ms; {held}" + (f"\n  {note}" if note else ""))
 
 
 def lfads_options(args):
     """ the options a resumed run must share with the checkpoint's (plus the budgets, which may differ) """
     from .lfads import LFADSConfig
     keep = ["ramp_epochs", "read_in_dim", "seed", "batch_size", "lr", "epochs", "max_seconds", "samples",
-            "truth_units", "heldout_neurons", "bin_ms", "align", "window"]
+            "truth_units", "heldout_neurons", "bin_ms", "align", "window", "valid_fraction"]
     return {**_config_options(args, LFADSConfig), **{k: getattr(args, k) for k in keep}}
 
 
@@ -557,10 +581,10 @@ def _figure_backend():
     return plt
 
 
-def save_lfads_figures(file, history, rates_valid, data, truth_valid, recon):
+def save_lfads_figures(file, history, rates_valid, data, truth_valid, recon, dt):
     plt = _figure_backend()
     import numpy as np
-    from .widgets import plot_raster_rates
+    from .widgets import plot_counts_rates
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
     plot_losses(ax[0], history, ("train_recon", "valid_recon"), f"{recon} NLL per entry")
     kl = [k for k in ("train_kl_ic", "train_kl_co") if not np.all(np.isnan(history.column(k)))]
@@ -568,11 +592,14 @@ def save_lfads_figures(file, history, rates_valid, data, truth_valid, recon):
     fig.tight_layout()
     write_figure(fig, file("loss.png"))
     plt.close(fig)
-    fig, ax = plt.subplots(figsize=(8, 5))
-    title = ("validation trial 0: spikes, true (grey) and inferred (orange) rates" if truth_valid is not None
-             else "validation trial 0: spikes and inferred rates")
-    plot_raster_rates(data["valid_recon_data"][0], None, truth_valid[0] if truth_valid is not None else None,
-                      rates_valid[0], dt=float(data.get("dt", 0.01)), ax=ax, title=title)
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    n_heldin = data["valid_encod_data"].shape[2]
+    plot_counts_rates(data["valid_recon_data"][0], rates_valid[0], dt, n_heldin=n_heldin,
+                      truth=truth_valid[0] if truth_valid is not None else None, ax=ax,
+                      title="validation trial 0: spike counts (bars), inferred rates (lines)"
+                      + (", true rates (dashed)" if truth_valid is not None else "")
+                      + ("; red: held-out neurons" if data["valid_recon_data"].shape[2] > n_heldin else ""))
+    fig.tight_layout()
     write_figure(fig, file("rates.png"))
     plt.close(fig)
 
@@ -635,7 +662,9 @@ def write_lfads_outputs(args, file, inp, model, history):
             out["conversion_factor"] = np.float64(factor)       # the units used, stated in the output
         fname = f"lfads_output_{name}.h5" if multi else "lfads_output.h5"
         print(f"writing {fname} ...", flush=True)
-        save_h5(file(fname), out)
+        attrs = {**inp["attrs"][s], "minilatent_input": os.path.abspath(inp["paths"][s]),
+                 "minilatent_bin_s": inp["bins"][s][0]}
+        save_h5(file(fname), out, attrs=attrs)                  # the input's attributes (provenance) carried over
         written.append(fname)
         rates = results["valid"]["output_params"]
         truth_valid = data["valid_truth"] / factor if factor is not None and "valid_truth" in data else None
@@ -659,12 +688,19 @@ def write_lfads_outputs(args, file, inp, model, history):
         results_out[name] = scores
         lines.append((f"{name}: " if multi else "") + _score_line(scores, truth_valid is None and "valid_truth" in data
                                                                   and note.split(";")[0]))
+    if any(d["valid_recon_data"].shape[2] > d["valid_encod_data"].shape[2] for d in inp["datasets"]):
+        lines.append("held-in bits/spike is in-sample (the encoders saw those spikes); co-bps scores neurons the "
+                     "encoders never saw. Output neuron order: held-in then held-out columns of recon_data"
+                     + (" (heldin_idx, heldout_idx in lfads_output.h5 map them to the input's columns)"
+                        if "heldin_idx" in inp["datasets"][0] else ""))
     print("writing metrics.csv, loss.png, rates.png ...", flush=True)
-    save_lfads_figures(file, history, first[0], first[1], first[2], cfg.recon)
+    save_lfads_figures(file, history, first[0], first[1], first[2], cfg.recon, inp["bins"][0][0])
     print(f"wrote {args.out}/{', '.join(written)}, metrics.csv, loss.png, rates.png, checkpoint.pt, run.json")
     for line in lines:
         print(line)
     return {"command": "train lfads", "options": lfads_options(args), "data": inp["paths"],
+            "bin_s": [b[0] for b in inp["bins"]] if multi else inp["bins"][0][0],
+            **({"bin_note": inp["bins"][0][1]} if inp["bins"][0][1] else {}),
             "budget": {"epochs": args.epochs, "max_seconds": args.max_seconds},
             "results": results_out if multi else results_out[inp["names"][0]]}
 
@@ -728,8 +764,8 @@ def train_lfads(args):
     open_run(args, folder, staged, trainer, "lfads", lfads_options(args),
              [x for t in inp["train"] + inp["valid"] for x in t])
 
-    for p, t, v in zip(inp["paths"], inp["train"], inp["valid"]):
-        print(f"data: {p}\n  train {tuple(t[0].shape)}, valid {tuple(v[0].shape)} (trials, bins, neurons)")
+    for p, t, v, b in zip(inp["paths"], inp["train"], inp["valid"], inp["bins"]):
+        print(describe_data(p, t, v, b))
     for name, (factor, note) in zip(inp["names"], inp["truth"]):
         if note:
             print((f"{name}: " if multi else "") + note)

@@ -60,6 +60,39 @@ def plot_raster_rates(spikes, t=None, true_rates=None, inferred_rates=None, neur
                                title=title or "spikes and rates")
 
 
+def plot_counts_rates(counts, rates, dt, n_heldin=None, truth=None, neurons=None, ax=None, title=None):
+    """ One trial of real data: per neuron a row with its spike counts per bin (grey bars) and the inferred rate
+    (a line), both in counts per bin on the row's own scale, labelled with the rate at the row's full height in
+    spikes/s; neurons from n_heldin on are held out (never encoded: red, marked). counts/rates: (T, N).
+    neurons: which rows to draw (default: up to 6 held-in and 6 held-out, the most active). """
+    counts, rates = np.asarray(counts, float), np.asarray(rates, float)
+    T, N = counts.shape
+    n_heldin = N if n_heldin is None else n_heldin
+    if neurons is None:
+        act = counts.sum(0) + rates.sum(0)
+        pick = lambda idx, k: sorted(idx[np.argsort(-act[idx])[:k]].tolist())
+        neurons = pick(np.arange(n_heldin), 6 if n_heldin < N else 12) + pick(np.arange(n_heldin, N), 6)
+    ax = ax or plt.gca()
+    t = np.arange(T) * dt
+    for row, n in enumerate(neurons):
+        top = max(counts[:, n].max(), rates[:, n].max(), 1e-9)
+        held = n >= n_heldin
+        ax.bar(t, counts[:, n] / top * 0.85, bottom=row, width=dt * 0.9, align="edge", color="0.75")
+        if truth is not None:
+            ax.step(t, row + truth[:, n] / top * 0.85, where="post", color="0.3", lw=1, ls="--")
+        ax.step(t, row + rates[:, n] / top * 0.85, where="post", color="C3" if held else "C0", lw=1.5)
+        ax.text(t[-1] + dt * 1.05, row + 0.4, f"{top / dt:.0f} Hz", fontsize=7, va="center")
+    ax.set_yticks(np.arange(len(neurons)) + 0.4)
+    ax.set_yticklabels([f"{n} held out" if n >= n_heldin else str(n) for n in neurons], fontsize=7)
+    for lab, n in zip(ax.get_yticklabels(), neurons):
+        lab.set_color("C3" if n >= n_heldin else "k")
+    ax.set_xlim(0, t[-1] + dt * 1.4)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("neuron (column of recon_data)")
+    ax.set_title(title or "spike counts (bars) and inferred rates (lines); right: each row's full height")
+    return ax
+
+
 def plot_trajectory(traj, t=None, ax=None, color="C0", label=None, others=None, title=None):
     """ Draw a (T, D) trajectory (D >= 2; the first three dims) up to bin t, with a dot at t.
     others: optional list of (T, D) trajectories drawn faintly in full for context. The axis limits cover

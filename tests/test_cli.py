@@ -229,3 +229,50 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys):
         assert not out.exists()
     code, _, err = cli(capsys, ["train", "sparks", "--out", str(tmp_path / "o"), "--epochs", "0"])
     assert code == 2 and "--epochs must be in [1, " in err
+
+
+def test_a_file_with_training_trials_only_is_split_by_valid_fraction_and_keeps_its_provenance(tmp_path, capsys):
+    # one split only: refused with the option that fixes it; with --valid-fraction a seeded fifth of the trials (within
+    # each condition) validates; the input's HDF5 attributes and the bin width travel into the outputs
+    d = synthetic.make_lorenz(n_conditions=6, trials_per_condition=10, n_valid_per_condition=1, n_bins=12, seed=0)
+    arrays = {k: v for k, v in d.items() if not k.startswith("valid_")}
+    path = tmp_path / "train_only.h5"
+    datafiles.save_h5(path, arrays, attrs={"source": "a lab's rig", "citation": "Someone et al. (2026)"})
+    r = cli(capsys, ["train", "lfads", path, "--out", tmp_path / "a", "--epochs", 1, "--samples", 1])
+    assert r.returncode == 2 and "--valid-fraction" in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
+    assert not (tmp_path / "a").exists()
+    r = cli(capsys, ["train", "lfads", path, "--out", tmp_path / "b", "--epochs", 1, "--samples", 1,
+                     "--valid-fraction", "0.2", "--gen-dim", 8, "--fac-dim", 4])
+    assert r.returncode == 0, r.stderr
+    assert "train (42, 12, 30), valid (12, 12, 30)" in r.stdout and "bins of 10 ms; 30 neurons, none held out" in r.stdout
+    with h5py.File(tmp_path / "b" / "lfads_output.h5") as f:
+        assert f.attrs["source"] == "a lab's rig" and f.attrs["citation"] == "Someone et al. (2026)"
+        assert f.attrs["minilatent_bin_s"] == 0.01
+        cond = f["valid_cond_idx"][()]
+        assert sorted(np.bincount(cond).tolist()) == [2] * 6          # two of each condition's nine (round(0.2 x 9))
+    run = __import__("json").load(open(tmp_path / "b" / "run.json"))
+    assert run["bin_s"] == 0.01 and run["options"]["valid_fraction"] == 0.2 and run["options"]["bin_ms"] is None
+    r = cli(capsys, ["train", "lfads", d_path(tmp_path, d), "--out", tmp_path / "c", "--epochs", 1,
+                     "--valid-fraction", "0.2"])
+    assert r.returncode == 2 and "has its own validation trials" in r.stderr, r.stderr
+
+
+def d_path(tmp_path, d):
+    p = tmp_path / "both.h5"
+    datafiles.save_h5(p, d)
+    return p
+
+
+def test_a_file_without_dt_says_which_bin_width_was_assumed(tmp_path, capsys):
+    d = synthetic.make_lorenz(n_conditions=4, trials_per_condition=5, n_valid_per_condition=1, n_bins=10, seed=1)
+    d.pop("dt")
+    path = tmp_path / "nodt.h5"
+    datafiles.save_h5(path, d)
+    r = cli(capsys, ["train", "lfads", path, "--out", tmp_path / "r", "--epochs", 1, "--samples", 1,
+                     "--gen-dim", 8, "--fac-dim", 4])
+    assert r.returncode == 0, r.stderr
+    assert "the file has no dt: bins of 10 ms assumed" in r.stdout
+    run = __import__("json").load(open(tmp_path / "r" / "run.json"))
+    assert run["bin_s"] == 0.01 and "no dt" in run["bin_note"]
+    r = cli(capsys, ["train", "lfads", path, "--out", tmp_path / "s", "--epochs", 1, "--bin-ms", 20])
+    assert r.returncode == 2 and "apply to NWB recordings" in r.stderr and "--bin-ms" in r.stderr

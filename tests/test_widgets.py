@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from minilatent import widgets
-from minilatent import widgets as W
 
 
 
@@ -120,17 +119,17 @@ def test_plot_rate_estimates_draws_up_to_t():
     spikes = rng.poisson(rates)
     est = rates * 0.5
     fig, ax = plt.subplots()
-    W.plot_rate_estimates(spikes, 9, rates, {"smoothed": est}, neurons=[2], ax=ax)
+    widgets.plot_rate_estimates(spikes, 9, rates, {"smoothed": est}, neurons=[2], ax=ax)
     lines = [l for l in ax.lines if l.get_label() in ("true rate", "smoothed")]
     assert len(lines) == 2
     scale = max(rates[:, 2].max(), est[:, 2].max())
     np.testing.assert_allclose(lines[0].get_ydata(), 0.85 * rates[:10, 2] / scale)
     np.testing.assert_allclose(lines[1].get_ydata(), 0.85 * est[:10, 2] / scale)
     with pytest.raises(ValueError, match="outside"):
-        W.plot_rate_estimates(spikes, 30, rates)
+        widgets.plot_rate_estimates(spikes, 30, rates)
     with pytest.raises(ValueError, match="'bad' has shape"):
-        W.plot_rate_estimates(spikes, 3, rates, {"bad": est[:5]})
-    fig2 = W.plot_spikes_latents_frame(4, spikes, rates, {"smoothed": est}, latents=rng.normal(size=(30, 3)))
+        widgets.plot_rate_estimates(spikes, 3, rates, {"bad": est[:5]})
+    fig2 = widgets.plot_spikes_latents_frame(4, spikes, rates, {"smoothed": est}, latents=rng.normal(size=(30, 3)))
     assert len(fig2.axes) == 2
     plt.close("all")
 
@@ -172,3 +171,18 @@ def test_hebbian_widgets_draw_and_reject_bad_input():
     with pytest.raises(ValueError, match="outside the 30 bins"):
         widgets.plot_attention_matrix(-1, A)
     plt.close("all")
+
+
+def test_counts_rates_rows_scale_counts_and_rates_alike_and_mark_held_out_neurons():
+    from minilatent.widgets import plot_counts_rates
+    counts = np.zeros((5, 4)); counts[2, 0] = 3; counts[1, 3] = 2
+    rates = np.full((5, 4), 0.5); rates[2, 0] = 1.5
+    fig, ax = plt.subplots()
+    plot_counts_rates(counts, rates, dt=0.05, n_heldin=3, neurons=[0, 3], ax=ax)
+    bars = [p for p in ax.patches]
+    # neuron 0's row: its tallest thing is the 3-spike bin, drawn at 0.85 of the row; its rate 1.5 at half that
+    assert max(b.get_height() for b in bars[:5]) == pytest.approx(0.85)
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels == ["0", "3 held out"]
+    assert [t.get_text() for t in ax.texts] == ["60 Hz", "40 Hz"]          # 3 / 0.05 s and 2 / 0.05 s
+    plt.close(fig)
