@@ -10,13 +10,19 @@ imports nothing else from the package.
   baselines      gaussian_smooth (single trials), condition_average and psths (the PSTH), baseline_scores
   inputs, noise  pulse_timing_accuracy (inferred inputs), noise_leak (how much spike noise an estimate copies)
   phases         ring_phase, circular_distance, circular_correlation, fit_phase_decoder / decode_phase
+  NLB evaluation nlb_evaluation (everything below on a dataset with held-out neurons) and evaluation_lines;
+                 smoothing_baseline (fit_poisson_glm on smoothed_log_rates), psth_r2, psth_baseline,
+                 velocity_decoding (ridge_fit with a lag); hyperparameters by K-fold CV on training trials
+                 (trial_folds), never on the evaluation trials
 
 Rates are in counts per bin, arrays (trials, time, neurons). true_rates reads a dataset's truth in those units.
 
 References:
   Pei et al. (2021) "Neural Latents Benchmark '21: Evaluating latent dynamics models of neural population
     activity": bits/spike, co-bps, fp-bps and the smoothing baseline; bits_per_spike follows nlb_tools'
-    evaluation.bits_per_spike (see its docstring for the one place we differ: arithmetic in float64)
+    evaluation.bits_per_spike (see its docstring for the one place we differ: arithmetic in float64); the
+    smoothing baseline, PSTH R^2 and velocity R^2 follow nlb_tools (examples/baselines/smoothing, make_tensors,
+    evaluation), each function's docstring says where and why we differ
   Pandarinath et al. (2018) "Inferring single-trial neural population dynamics using sequential auto-encoders"
     and Sussillo et al. (2016): rate R^2 and latent R^2 through an affine map
   Dayan & Abbott (2001) "Theoretical Neuroscience", ch. 1: binning, PSTHs, Fano factors
@@ -460,7 +466,7 @@ def _poisson_hessians(X1, Mu, chunk=8192):
     return H.reshape(Mu.shape[1], P, P)
 
 
-def fit_poisson_glm(X, Y, alpha, init=None, max_iter=100, tol=1e-10):
+def fit_poisson_glm(X, Y, alpha, init=None, max_iter=100, tol=1e-20):
     """ Poisson GLM with log link and L2 penalty, one per column of Y, by Newton's method with a backtracking line
     search (all columns at once). For each column y it minimises sklearn's PoissonRegressor objective (the one
     NLB's baseline calls):  mean(exp(X w + b) - y (X w + b)) + alpha/2 ||w||^2  (= mean Poisson deviance / 2 up to
@@ -493,9 +499,10 @@ def fit_poisson_glm(X, Y, alpha, init=None, max_iter=100, tol=1e-10):
         if not moving.any():
             break
         t = np.where(moving, 1.0, 0.0)
-        for _ in range(40):                                              # halve each column's step until its loss
-            f_new = loss(beta - t * D)                                   # falls enough
-            ok = f_new <= f - 0.25 * t * decrement
+        near = decrement / 2 < 1e-8                                      # near the minimum: the full step, as the
+        for _ in range(40):                                              # loss no longer resolves it; else halve
+            f_new = loss(beta - t * D)                                   # the step until the loss falls enough
+            ok = (f_new <= f - 0.25 * t * decrement) | near
             if ok.all():
                 break
             t = np.where(ok, t, t / 2)
@@ -632,7 +639,8 @@ def psth_baseline(train_spikes, train_cond, eval_cond, sigma_bins=None, prior_tr
     x = gaussian_smooth(x, sigma_bins) if sigma_bins else x
     overall = x.mean(0)                                                  # (T, N)
     if prior_trials == 0 and not set(ec) <= set(tc):
-        raise ValueError(f"psth_baseline: conditions {sorted(set(ec) - set(tc))[:5]} have no training trials "
+        missing = sorted(set(ec.tolist()) - set(tc.tolist()))[:5]
+        raise ValueError(f"psth_baseline: conditions {missing} have no training trials "
                          "(use prior_trials > 0 to fall back to the overall mean)")
     psth = {c: (x[tc == c].sum(0) + prior_trials * overall) / ((tc == c).sum() + prior_trials) for c in np.unique(ec)}
     return np.stack([psth[c] for c in ec])
