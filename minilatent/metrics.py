@@ -10,13 +10,19 @@ imports nothing else from the package.
   baselines      gaussian_smooth (single trials), condition_average and psths (the PSTH), baseline_scores
   inputs, noise  pulse_timing_accuracy (inferred inputs), noise_leak (how much spike noise an estimate copies)
   phases         ring_phase, circular_distance, circular_correlation, fit_phase_decoder / decode_phase
+  NLB evaluation nlb_evaluation (everything below on a dataset with held-out neurons) and evaluation_lines;
+                 smoothing_baseline (fit_poisson_glm on smoothed_log_rates), psth_r2, psth_baseline,
+                 velocity_decoding (ridge_fit with a lag); hyperparameters by K-fold CV on training trials
+                 (trial_folds), never on the evaluation trials
 
 Rates are in counts per bin, arrays (trials, time, neurons). true_rates reads a dataset's truth in those units.
 
 References:
   Pei et al. (2021) "Neural Latents Benchmark '21: Evaluating latent dynamics models of neural population
     activity": bits/spike, co-bps, fp-bps and the smoothing baseline; bits_per_spike follows nlb_tools'
-    evaluation.bits_per_spike (see its docstring for the one place we differ: arithmetic in float64)
+    evaluation.bits_per_spike (see its docstring for the one place we differ: arithmetic in float64); the
+    smoothing baseline, PSTH R^2 and velocity R^2 follow nlb_tools (examples/baselines/smoothing, make_tensors,
+    evaluation), each function's docstring says where and why we differ
   Pandarinath et al. (2018) "Inferring single-trial neural population dynamics using sequential auto-encoders"
     and Sussillo et al. (2016): rate R^2 and latent R^2 through an affine map
   Dayan & Abbott (2001) "Theoretical Neuroscience", ch. 1: binning, PSTHs, Fano factors
@@ -423,3 +429,387 @@ def decode_phase(features, W):
     f = np.asarray(features, np.float64)
     cs = f @ W[:-1] + W[-1]
     return np.mod(np.arctan2(cs[..., 1], cs[..., 0]), 2 * np.pi)
+
+
+# -----------------------------------------------------------------------------
+# the Neural Latents Benchmark's evaluation (Pei et al. 2021): the smoothing and PSTH baselines, PSTH R^2,
+# velocity decoding, and all of them at once on a dataset with held-out neurons (nlb_evaluation).
+# Every hyperparameter a baseline or decoder has (kernel width, penalty, lag) is chosen by K-fold cross-validation
+# over the TRAINING trials only; the evaluation trials are used once, to score the chosen fit.
+
+SMOOTH_WIDTHS_MS = (20, 40, 60, 80, 100, 150)    # kernel std (ms) tried by the smoothing baseline (NLB: 30-60 at 5 ms)
+GLM_ALPHAS = (1e-3, 1e-2, 1e-1, 1.0, 10.0)       # GLM L2 penalties: NLB's logspace(-3, 0, 4) and 10, which few
+                                                 # trials need (the penalty is per mean bin: fewer bins, stronger)
+RIDGE_ALPHAS = (1e-2, 1e-1, 1.0, 1e1, 1e2, 1e3, 1e4)   # ridge penalties on standardised features
+LAGS_MS = (0, 50, 100, 150)                      # behaviour lags tried (NLB fixes one per dataset: 80-120 ms in M1)
+PSTH_KERNEL_MS = 30.0                            # NLB smooths spikes with a 30-ms Gaussian before averaging PSTHs
+LOG_OFFSET = 1e-4                                # the GLM sees log(smoothed count + 1e-4), as NLB's smoothing baseline
+
+
+def trial_folds(n_trials, n_folds, seed=0):
+    """ K folds of trial indices for cross-validation: a seeded permutation dealt out every K-th trial (NLB's sweep
+    deals every K-th trial without shuffling). Returns a list of n_folds sorted index arrays covering each trial once. """
+    if not 2 <= n_folds <= n_trials:
+        raise ValueError(f"trial_folds: need 2 <= n_folds <= trials, got n_folds={n_folds} for {n_trials} trials")
+    order = np.random.default_rng(seed).permutation(n_trials)
+    return [np.sort(order[k::n_folds]) for k in range(n_folds)]
+
+
+def _poisson_hessians(X1, Mu, chunk=8192):
+    """ X1^T diag(Mu[:, k]) X1 for every column k at once: (n, P), (n, K) -> (K, P, P), one matrix product per
+    chunk of rows (the (rows, K, P) product is the only large temporary). In float32, twice as fast: the Newton
+    step only needs the curvature roughly, the gradient stays float64. """
+    n, P = X1.shape
+    H = np.zeros((Mu.shape[1] * P, P))
+    for a in range(0, n, chunk):
+        x, mu = X1[a:a + chunk].astype(np.float32), Mu[a:a + chunk].astype(np.float32)
+        H += (mu[:, :, None] * x[:, None, :]).reshape(len(x), -1).T @ x
+    return H.reshape(Mu.shape[1], P, P)
+
+
+def fit_poisson_glm(X, Y, alpha, init=None, max_iter=100, tol=1e-20):
+    """ Poisson GLM with log link and L2 penalty, one per column of Y, by Newton's method with a backtracking line
+    search (all columns at once). For each column y it minimises sklearn's PoissonRegressor objective (the one
+    NLB's baseline calls):  mean(exp(X w + b) - y (X w + b)) + alpha/2 ||w||^2  (= mean Poisson deviance / 2 up to
+    a constant), the intercept b unpenalised. X (n, P), Y (n, K) counts; init = (W, b) warm start.
+    Returns W (P, K) and b (K,). As alpha grows, W -> 0 and exp(b) -> mean(y): the mean-rate model. """
+    X = np.asarray(X, np.float64)
+    Y = np.asarray(Y, np.float64).reshape(len(X), -1)                   # (n, K)
+    n, P = X.shape
+    X1 = np.concatenate([X, np.ones((n, 1))], axis=1)                    # (n, P + 1), intercept last
+    pen = np.r_[np.full(P, float(alpha)), 0.0][:, None]                  # (P + 1, 1): no penalty on the intercept
+    if init is None:
+        beta = np.vstack([np.zeros((P, Y.shape[1])), np.log(np.maximum(Y.mean(0), 1e-9))])   # (P + 1, K)
+    else:
+        beta = np.vstack([np.asarray(init[0], np.float64), np.asarray(init[1], np.float64)[None]])
+
+    def loss(beta):                                                      # (K,) the objective of each column
+        with np.errstate(over="ignore", invalid="ignore"):
+            eta = X1 @ beta
+            f = np.mean(np.exp(eta) - Y * eta, axis=0) + 0.5 * (pen * beta ** 2).sum(0)
+        return np.where(np.isnan(f), np.inf, f)
+
+    f = loss(beta)
+    for _ in range(max_iter):
+        Mu = np.exp(X1 @ beta)                                           # (n, K) the rates
+        G = X1.T @ (Mu - Y) / n + pen * beta                             # (P + 1, K) gradients
+        H = _poisson_hessians(X1, Mu) / n + np.diag(pen[:, 0] + 1e-12)   # (K, P + 1, P + 1)
+        D = np.linalg.solve(H, G.T[:, :, None])[:, :, 0].T               # (P + 1, K) Newton steps
+        decrement = (G * D).sum(0)                                       # (K,) the Newton decrements squared
+        moving = decrement / 2 >= tol
+        if not moving.any():
+            break
+        t = np.where(moving, 1.0, 0.0)
+        near = decrement / 2 < 1e-8                                      # near the minimum: the full step, as the
+        for _ in range(40):                                              # loss no longer resolves it; else halve
+            f_new = loss(beta - t * D)                                   # the step until the loss falls enough
+            ok = (f_new <= f - 0.25 * t * decrement) | near
+            if ok.all():
+                break
+            t = np.where(ok, t, t / 2)
+        t = np.where(ok, t, 0.0)                                         # a column that cannot improve stays
+        beta, f = beta - t * D, np.where(ok, f_new, f)
+        if not (t > 0).any():
+            break
+    return beta[:P], beta[P]
+
+
+def poisson_glm_rates(X, W, b):
+    """ the GLM's rates exp(X W + b), clipped to [1e-9, 1e20] as NLB's baseline: X (..., P) -> (..., K) """
+    with np.errstate(over="ignore"):
+        return np.clip(np.exp(np.asarray(X, np.float64) @ W + b), 1e-9, 1e20)
+
+
+def smoothed_log_rates(spikes, width_ms, dt):
+    """ the smoothing baseline's features: log(Gaussian-smoothed counts + 1e-4), kernel std width_ms. (B, T, N).
+    Two differences from NLB's script, both forced by coarse bins: the std is width_ms / bin width in bins, not
+    rounded down to a whole bin (NLB's int(30 / 50) would be 0), and the kernel is renormalised at the trial's edges
+    (gaussian_smooth) instead of padding with zeros, which biases the first and last bins low. """
+    return np.log(gaussian_smooth(spikes, width_ms / (1000.0 * dt)) + LOG_OFFSET)
+
+
+def _check_trials(name, x, trials=None, bins=None, last=None):
+    """ x (trials, bins, last) as float64, or a one-line ValueError naming it when its shape is wrong """
+    x = np.asarray(x, np.float64)
+    want = [trials, bins, last]
+    if x.ndim != 3 or any(w is not None and s != w for s, w in zip(x.shape, want)):
+        expect = ", ".join("?" if w is None else str(w) for w in want)
+        raise ValueError(f"{name}: expected shape ({expect}), got {x.shape}")
+    return x
+
+
+def smoothing_baseline(train_heldin, train_heldout, eval_heldin, dt, widths_ms=SMOOTH_WIDTHS_MS, alphas=GLM_ALPHAS,
+                       n_folds=5, seed=0):
+    """ The Neural Latents Benchmark's smoothing baseline (Pei et al. 2021; nlb_tools' examples/baselines/smoothing):
+    smooth the held-in spikes with a Gaussian kernel (not causal), take log(smoothed + 1e-4), and fit a Poisson GLM
+    per held-out neuron (fit_poisson_glm, penalty alpha) from those (trials * bins, N_in) features to the held-out
+    counts of the training trials; predict the held-out rates of the evaluation trials.
+    The kernel std (widths_ms) and penalty (alphas) are chosen by n_folds-fold cross-validation over the TRAINING
+    trials (trial_folds; score: co-bps on the left-out fold, averaged over folds); then the GLM is refit on all
+    training trials. The evaluation trials play no part in the choice.
+    train_heldin (B, T, N_in), train_heldout (B, T, N_out), eval_heldin (B_eval, T, N_in) counts; dt in seconds.
+    Returns {'rates' (B_eval, T, N_out) counts per bin, 'heldin_rates' (B_eval, T, N_in) the smoothed held-in spikes,
+    'width_ms', 'alpha', 'cv_co_bps' (the winner's), 'cv': [{'width_ms', 'alpha', 'cv_co_bps', 'fold_co_bps'}]}. """
+    xi = _check_trials("smoothing_baseline: train_heldin", train_heldin)
+    B, T, n_in = xi.shape
+    y = _check_trials("smoothing_baseline: train_heldout", train_heldout, trials=B, bins=T)
+    xe = _check_trials("smoothing_baseline: eval_heldin", eval_heldin, bins=T, last=n_in)
+    if not (np.isfinite(dt) and dt > 0):
+        raise ValueError(f"smoothing_baseline: dt must be the bin width in seconds (> 0), got {dt}")
+    folds = trial_folds(B, n_folds, seed)
+    flat = lambda a: a.reshape(-1, a.shape[-1])                          # (B, T, K) -> (B * T, K)
+    cv = []
+    for width in widths_ms:
+        F = smoothed_log_rates(xi, width, dt)                            # (B, T, N_in)
+        scores = {a: [] for a in alphas}
+        for test in folds:
+            fit = np.setdiff1d(np.arange(B), test)
+            init = None
+            for a in sorted(alphas, reverse=True):                       # strong to weak penalty, warm-started
+                init = fit_poisson_glm(flat(F[fit]), flat(y[fit]), a, init=init)
+                held = y[test]                                           # (b, T, N_out)
+                ok = np.nansum(held) > 0
+                scores[a].append(bits_per_spike(poisson_glm_rates(F[test], *init), held) if ok else np.nan)
+        cv += [{"width_ms": float(width), "alpha": float(a), "cv_co_bps": float(np.nanmean(scores[a])),
+                "fold_co_bps": [float(s) for s in scores[a]]} for a in alphas]
+    best = max(cv, key=lambda row: row["cv_co_bps"])
+    W, b = fit_poisson_glm(flat(smoothed_log_rates(xi, best["width_ms"], dt)), flat(y), best["alpha"])
+    return {"rates": poisson_glm_rates(smoothed_log_rates(xe, best["width_ms"], dt), W, b),
+            "heldin_rates": gaussian_smooth(xe, best["width_ms"] / (1000.0 * dt)),
+            "width_ms": best["width_ms"], "alpha": best["alpha"], "cv_co_bps": best["cv_co_bps"], "cv": cv}
+
+
+def _r2_per_column(pred, true):
+    """ sklearn's r2_score per output (last axis) over all other axes, its conventions included: an output whose
+    truth is constant scores 1 if predicted exactly, else 0 """
+    p = np.asarray(pred, np.float64).reshape(-1, np.shape(pred)[-1])
+    t = np.asarray(true, np.float64).reshape(-1, np.shape(true)[-1])
+    sse, sst = ((t - p) ** 2).sum(0), ((t - t.mean(0)) ** 2).sum(0)
+    return np.where(sst > 0, 1.0 - sse / np.where(sst > 0, sst, 1.0), np.where(sse == 0, 1.0, 0.0))
+
+
+def psth_r2(rates, spikes, cond_idx, sigma_bins, ref_spikes=None, ref_cond_idx=None, average_rates=False):
+    """ PSTH R^2, the Neural Latents Benchmark's definition (nlb_tools: make_tensors._make_psth, evaluation.eval_psth):
+    the target for evaluation trial i is the PSTH of its condition, the mean over all OTHER trials of that condition
+    (the evaluation trials and, when given, the reference trials ref_spikes, e.g. the training trials: NLB pools
+    both) of the spikes smoothed with a Gaussian of std sigma_bins (NLB: 30 ms, applied at 1 ms before binning; we
+    have binned counts and smooth those, an approximation). The model's single-trial rates of trial i are scored
+    against that target: R^2 per neuron over (trials x bins), sklearn conventions, then the plain mean over neurons
+    (sklearn's 'uniform_average'). A trial alone in its condition has no target and is left out.
+    average_rates=True instead compares condition averages: the model's rates averaged over each condition's
+    evaluation trials against the (not left-one-out) PSTH, R^2 over (conditions x bins).
+    rates, spikes (B, T, N) counts per bin; cond_idx (B,); ref_spikes (B_ref, T, N), ref_cond_idx (B_ref,). """
+    r = _check_trials("psth_r2: rates", rates)
+    x = _check_trials("psth_r2: spikes", spikes, *r.shape)
+    cond = np.asarray(cond_idx).ravel()
+    if len(cond) != len(x):
+        raise ValueError(f"psth_r2: cond_idx has {len(cond)} entries for {len(x)} trials")
+    smooth = (lambda a: gaussian_smooth(a, sigma_bins)) if sigma_bins else (lambda a: a)
+    pool, pool_cond = smooth(x), cond                                   # smoothing is linear: smooth, then average
+    if ref_spikes is not None:
+        ref = _check_trials("psth_r2: ref_spikes", ref_spikes, None, *x.shape[1:])
+        ref_cond = np.asarray(ref_cond_idx).ravel()
+        if len(ref_cond) != len(ref):
+            raise ValueError(f"psth_r2: ref_cond_idx has {len(ref_cond)} entries for {len(ref)} reference trials")
+        pool, pool_cond = np.concatenate([pool, smooth(ref)]), np.concatenate([cond, ref_cond])
+    conds = np.unique(cond)
+    total = {c: pool[pool_cond == c].sum(0) for c in conds}              # (T, N) per condition
+    count = {c: int((pool_cond == c).sum()) for c in conds}
+    if average_rates:
+        model = np.stack([r[cond == c].mean(0) for c in conds])          # (C, T, N)
+        target = np.stack([total[c] / count[c] for c in conds])
+        return float(_r2_per_column(model, target).mean())
+    keep = np.array([count[c] > 1 for c in cond])
+    if not keep.any():
+        raise ValueError("psth_r2: no evaluation trial shares its condition with another trial")
+    target = np.stack([(total[c] - pool[i]) / (count[c] - 1) for i, c in enumerate(cond) if count[c] > 1])
+    return float(_r2_per_column(r[keep], target).mean())
+
+
+def psth_baseline(train_spikes, train_cond, eval_cond, sigma_bins=None, prior_trials=1.0):
+    """ The per-condition PSTH baseline: each evaluation trial is predicted by the mean of the TRAINING trials of its
+    condition, smoothed in time (Gaussian std sigma_bins). To keep rates positive and to serve conditions with few or
+    no training trials, the average is shrunk towards the mean over all training trials (each bin and neuron) by
+    prior_trials pseudo-trials: (sum over the condition + prior_trials * overall mean) / (n_condition + prior_trials).
+    A condition absent from training gets the overall mean; prior_trials=0 gives the plain average.
+    train_spikes (B, T, N), train_cond (B,), eval_cond (B_eval,). Returns (B_eval, T, N) counts per bin. """
+    x = _check_trials("psth_baseline: train_spikes", train_spikes)
+    tc, ec = np.asarray(train_cond).ravel(), np.asarray(eval_cond).ravel()
+    if len(tc) != len(x):
+        raise ValueError(f"psth_baseline: train_cond has {len(tc)} entries for {len(x)} trials")
+    x = gaussian_smooth(x, sigma_bins) if sigma_bins else x
+    overall = x.mean(0)                                                  # (T, N)
+    if prior_trials == 0 and not set(ec) <= set(tc):
+        missing = sorted(set(ec.tolist()) - set(tc.tolist()))[:5]
+        raise ValueError(f"psth_baseline: conditions {missing} have no training trials "
+                         "(use prior_trials > 0 to fall back to the overall mean)")
+    psth = {c: (x[tc == c].sum(0) + prior_trials * overall) / ((tc == c).sum() + prior_trials) for c in np.unique(ec)}
+    return np.stack([psth[c] for c in ec])
+
+
+def _lagged_pairs(features, behaviour, lag):
+    """ rows (features at t, behaviour at t + lag) of every trial, bins without a partner and NaN behaviour dropped:
+    (B, T, F), (B, T, D) -> (rows, F), (rows, D) """
+    T = features.shape[1]
+    X = features[:, :T - lag].reshape(-1, features.shape[-1])
+    Y = behaviour[:, lag:].reshape(-1, behaviour.shape[-1])
+    seen = ~np.isnan(Y).any(1)
+    return X[seen], Y[seen]
+
+
+def ridge_fit(X, Y, alpha):
+    """ ridge regression, features standardised on these rows, intercept unpenalised: minimises
+    ||Y - Z W - c||^2 + alpha ||W||^2 with Z = (X - mean) / std. X (n, F), Y (n, D).
+    Returns a function from features (..., F) to predictions (..., D). """
+    mean, std = X.mean(0), X.std(0)
+    std = np.where(std > 0, std, 1.0)                                    # a constant feature stays 0
+    Z, ybar = (X - mean) / std, Y.mean(0)
+    W = np.linalg.solve(Z.T @ Z + alpha * np.eye(Z.shape[1]), Z.T @ (Y - ybar))
+    return lambda F: ((np.asarray(F, np.float64) - mean) / std) @ W + ybar
+
+
+def velocity_decoding(train_features, train_vel, eval_features, eval_vel, lags=(0, 1, 2, 3), alphas=RIDGE_ALPHAS,
+                      n_folds=5, seed=0):
+    """ Decode behaviour (e.g. hand velocity) from features (factors, smoothed spikes, rates) by ridge regression
+    (ridge_fit), the features at bin t predicting the behaviour at bin t + lag (lag >= 0, in bins; bins without a
+    partner are dropped, so are bins with NaN behaviour). Lag and penalty are chosen by n_folds-fold
+    cross-validation over the TRAINING trials (trial_folds; score: R^2 on the left-out fold, averaged over folds);
+    then the decoder is refit on all training trials and scored once on the evaluation trials.
+    R^2 is NLB's: sklearn's r2_score with multioutput='uniform_average' (what Ridge.score gives in nlb_tools'
+    fit_and_eval_decoder): R^2 of each output over all evaluation bins, then the plain mean over outputs.
+    train_features (B, T, F), train_vel (B, T, D), eval_features (B_eval, T, F), eval_vel (B_eval, T, D).
+    Returns {'r2', 'r2_per_output', 'lag' (bins), 'alpha', 'cv_r2' (the winner's), 'cv': [{'lag', 'alpha', 'cv_r2'}],
+    'pred' (B_eval, T - lag, D): the predictions of eval_vel[:, lag:]}. """
+    ftr = _check_trials("velocity_decoding: train_features", train_features)
+    B, T, F = ftr.shape
+    vtr = _check_trials("velocity_decoding: train_vel", train_vel, B, T)
+    fev = _check_trials("velocity_decoding: eval_features", eval_features, None, T, F)
+    vev = _check_trials("velocity_decoding: eval_vel", eval_vel, len(fev), T, vtr.shape[2])
+    lags = [int(L) for L in lags]
+    if not lags or min(lags) < 0 or max(lags) >= T:
+        raise ValueError(f"velocity_decoding: lags must lie in [0, {T - 1}] bins, got {lags}")
+    folds = trial_folds(B, n_folds, seed)
+    cv = []
+    for lag in lags:
+        scores = {a: [] for a in alphas}
+        for test in folds:
+            fit = np.setdiff1d(np.arange(B), test)
+            X, Y = _lagged_pairs(ftr[fit], vtr[fit], lag)
+            Xt, Yt = _lagged_pairs(ftr[test], vtr[test], lag)
+            for a in alphas:
+                scores[a].append(_r2_per_column(ridge_fit(X, Y, a)(Xt), Yt).mean() if len(Yt) else np.nan)
+        cv += [{"lag": lag, "alpha": float(a), "cv_r2": float(np.nanmean(scores[a]))} for a in alphas]
+    best = max(cv, key=lambda row: row["cv_r2"])
+    lag = best["lag"]
+    decode = ridge_fit(*_lagged_pairs(ftr, vtr, lag), best["alpha"])
+    pred = decode(fev[:, :T - lag])                                      # (B_eval, T - lag, D)
+    truth, seen = vev[:, lag:], ~np.isnan(vev[:, lag:]).any(-1)
+    per = _r2_per_column(pred[seen], truth[seen])
+    return {"r2": float(per.mean()), "r2_per_output": [float(v) for v in per], "lag": lag, "alpha": best["alpha"],
+            "cv_r2": best["cv_r2"], "cv": cv, "pred": pred}
+
+
+def nlb_evaluation(data, valid_rates, train_factors=None, valid_factors=None, widths_ms=SMOOTH_WIDTHS_MS,
+                   glm_alphas=GLM_ALPHAS, ridge_alphas=RIDGE_ALPHAS, lags_ms=LAGS_MS, psth_kernel_ms=PSTH_KERNEL_MS,
+                   n_folds=5, seed=0):
+    """ The Neural Latents Benchmark's evaluation of a model on a dataset with held-out neurons (this package's
+    layout: {train,valid}_encod_data (B, T, N_in) held-in; {train,valid}_recon_data (B, T + T_fp, N_in + N_out)
+    held-in then held-out neurons; optional {train,valid}_cond_idx (B,), {train,valid}_behavior (B, >= T, D); dt).
+    valid_rates: the model's rates (B_valid, T + T_fp, N_in + N_out), counts per bin; train_factors and
+    valid_factors (B, >= T, F): its factors, for velocity decoding. The model is scored on the valid trials; the
+    baselines and decoders are fit and cross-validated on the train trials only. Returns a JSON-serialisable dict:
+      co_bps, bps (held-in, in-sample), fp_bps (when recon_data has forward bins)   see heldout_figures
+      smoothing_co_bps, smoothing_width_ms, smoothing_alpha, smoothing_cv_co_bps     smoothing_baseline
+      with *_cond_idx: psth_r2 (the model), psth_baseline_co_bps, psth_baseline_psth_r2, smoothing_psth_r2
+        (PSTH R^2 over all N_in + N_out neurons and the T observed bins, target pooled over train and valid trials,
+        kernel psth_kernel_ms; the PSTH baseline smoothed by the same kernel)
+      with *_behavior: vel_r2_factors, vel_lag_factors, vel_alpha_factors (when factors are given);
+        vel_r2_smoothed, vel_width_smoothed_ms, vel_lag_smoothed, vel_alpha_smoothed: from the held-in spikes
+        smoothed with a width chosen, with lag and penalty, by its own cross-validation over widths_ms on the
+        train trials (the best width to decode behaviour need not be the best for co-bps). Lags in bins.
+    Behaviour and factors are paired over the T observed bins. """
+    for k in ("train_encod_data", "train_recon_data", "valid_encod_data", "valid_recon_data", "dt"):
+        if k not in data:
+            raise ValueError(f"nlb_evaluation: missing key '{k}'")
+    dt = float(np.asarray(data["dt"]))
+    e_tr = _check_trials("nlb_evaluation: train_encod_data", data["train_encod_data"])
+    B, T, n_in = e_tr.shape
+    r_tr = _check_trials("nlb_evaluation: train_recon_data", data["train_recon_data"], B)
+    e_va = _check_trials("nlb_evaluation: valid_encod_data", data["valid_encod_data"], None, T, n_in)
+    r_va = _check_trials("nlb_evaluation: valid_recon_data", data["valid_recon_data"], len(e_va), None, r_tr.shape[2])
+    rates = _check_trials("nlb_evaluation: valid_rates", valid_rates, *r_va.shape)
+    if r_tr.shape[2] <= n_in or r_tr.shape[1] < T or r_va.shape[1] != r_tr.shape[1]:
+        raise ValueError(f"nlb_evaluation: recon_data {r_tr.shape} must hold the {n_in} held-in neurons and at least "
+                         f"one held-out neuron over at least encod_data's {T} bins")
+    held_va = r_va[:, :T, n_in:]                                         # (B_valid, T, N_out) what co-bps scores
+    out = {"dt": dt, "n_heldin": n_in, "n_heldout": r_tr.shape[2] - n_in, "n_train_trials": B,
+           "n_valid_trials": len(e_va), "n_bins": T, "n_forward_bins": r_tr.shape[1] - T}
+    out.update(heldout_figures(rates, data))
+
+    sm = smoothing_baseline(e_tr, r_tr[:, :T, n_in:], e_va, dt, widths_ms, glm_alphas, n_folds, seed)
+    out.update(smoothing_co_bps=float(bits_per_spike(sm["rates"], held_va)), smoothing_width_ms=sm["width_ms"],
+               smoothing_alpha=sm["alpha"], smoothing_cv_co_bps=sm["cv_co_bps"])
+
+    if "train_cond_idx" in data and "valid_cond_idx" in data:
+        sigma, ctr, cva = psth_kernel_ms / (1000.0 * dt), data["train_cond_idx"], data["valid_cond_idx"]
+        score = lambda r: psth_r2(r, r_va[:, :T], cva, sigma, r_tr[:, :T], ctr)
+        pb = psth_baseline(r_tr[:, :T], ctr, cva, sigma)                 # (B_valid, T, N_in + N_out)
+        out.update(psth_r2=score(rates[:, :T]), psth_baseline_co_bps=float(bits_per_spike(pb[..., n_in:], held_va)),
+                   psth_baseline_psth_r2=score(pb),
+                   smoothing_psth_r2=score(np.concatenate([sm["heldin_rates"], sm["rates"]], axis=2)))
+
+    if "train_behavior" in data and "valid_behavior" in data:
+        v_tr = _check_trials("nlb_evaluation: train_behavior", data["train_behavior"], B)[:, :T]
+        v_va = _check_trials("nlb_evaluation: valid_behavior", data["valid_behavior"], len(e_va))[:, :T]
+        lags = sorted({int(round(ms / (1000.0 * dt))) for ms in lags_ms if round(ms / (1000.0 * dt)) < T})
+        decode = lambda f_tr, f_va: velocity_decoding(f_tr, v_tr, f_va, v_va, lags, ridge_alphas, n_folds, seed)
+        if train_factors is not None and valid_factors is not None:
+            f_tr = _check_trials("nlb_evaluation: train_factors", train_factors, B)[:, :T]
+            f_va = _check_trials("nlb_evaluation: valid_factors", valid_factors, len(e_va), None, f_tr.shape[2])[:, :T]
+            v = decode(f_tr, f_va)
+            out.update(vel_r2_factors=v["r2"], vel_lag_factors=v["lag"], vel_alpha_factors=v["alpha"])
+        best = None
+        for width in widths_ms:
+            s = width / (1000.0 * dt)
+            v = decode(gaussian_smooth(e_tr, s), gaussian_smooth(e_va, s))
+            if best is None or v["cv_r2"] > best[1]["cv_r2"]:
+                best = (float(width), v)
+        out.update(vel_r2_smoothed=best[1]["r2"], vel_width_smoothed_ms=best[0], vel_lag_smoothed=best[1]["lag"],
+                   vel_alpha_smoothed=best[1]["alpha"])
+    return {k: (float(v) if isinstance(v, (float, np.floating)) else int(v)) for k, v in out.items()}
+
+
+def evaluation_lines(ev, model="LFADS"):
+    """ the run's last lines from an nlb_evaluation dict: whether and by how much the model beat each baseline,
+    e.g. 'LFADS co-bps 0.0940 vs smoothing 0.0795: +18 % (beats it)'. bits/spike compare in relative terms (when the
+    baseline's is positive), R^2 as differences. """
+    def verdict(a, b):
+        return "beats it" if a > b else ("ties" if a == b else "loses")
+
+    def rel(a, b):
+        change = f"{100 * (a - b) / b:+.0f} %" if b > 0 else f"{a - b:+.4f}"
+        return f"{change} ({verdict(a, b)})"
+    lines = []
+    co = ev.get("co_bps", float("nan"))
+    if "smoothing_co_bps" in ev:
+        s = ev["smoothing_co_bps"]
+        lines.append(f"{model} co-bps {co:.4f} vs smoothing {s:.4f} (width {ev['smoothing_width_ms']:g} ms, "
+                     f"alpha {ev['smoothing_alpha']:g}): {rel(co, s)}")
+    if "psth_baseline_co_bps" in ev:
+        p = ev["psth_baseline_co_bps"]
+        lines.append(f"{model} co-bps {co:.4f} vs PSTH baseline {p:.4f}: {rel(co, p)}")
+    if "psth_r2" in ev:
+        a, b = ev["psth_r2"], ev["psth_baseline_psth_r2"]
+        lines.append(f"{model} PSTH R^2 {a:.3f} vs PSTH baseline {b:.3f}: {a - b:+.3f} ({verdict(a, b)}); "
+                     f"smoothing {ev['smoothing_psth_r2']:.3f}")
+    if "vel_r2_smoothed" in ev:
+        s = ev["vel_r2_smoothed"]
+        if "vel_r2_factors" in ev:
+            f = ev["vel_r2_factors"]
+            lines.append(f"{model} velocity R^2 from factors {f:.3f} vs smoothed spikes {s:.3f}: {f - s:+.3f} "
+                         f"({verdict(f, s)})")
+        else:
+            lines.append(f"velocity R^2 from smoothed spikes {s:.3f} (no factors given)")
+    if "fp_bps" in ev:
+        lines.append(f"{model} fp-bps {ev['fp_bps']:.4f} (forward prediction, all neurons)")
+    return lines

@@ -1,4 +1,4 @@
-""" Metrics and baselines (bits/spike, co-bps, R2, circular and pulse-timing scores) and the notebook-00 helpers, against direct NumPy loops and closed-form Poisson facts. """
+""" Metrics and baselines (bits/spike, co-bps, R2, circular and pulse-timing scores), the notebook-00 helpers and the NLB evaluation (smoothing and PSTH baselines, PSTH R2, velocity decoding), against direct NumPy loops, closed forms and known truths. """
 import math
 
 import matplotlib
@@ -299,3 +299,251 @@ def test_pulse_timing_accuracy_scores_peaks_and_chance():
     assert acc1 == pytest.approx(np.mean(np.abs(shift) <= 1))
     with pytest.raises(ValueError, match="same trials and bins"):
         metrics.pulse_timing_accuracy(u[:, :10], true)
+
+
+# -----------------------------------------------------------------------------
+# the Neural Latents Benchmark's evaluation: smoothing baseline, PSTH R^2, velocity decoding
+
+
+def sklearn_r2_loop(pred, true):
+    """ sklearn's r2_score(true, pred) with multioutput='uniform_average', written out: per output column,
+    1 - SSE / SST (1 if the truth is constant and matched, 0 if constant and missed), then the mean """
+    scores = []
+    for j in range(true.shape[1]):
+        t, p = list(true[:, j]), list(pred[:, j])
+        mean = sum(t) / len(t)
+        sse = sum((a - b) ** 2 for a, b in zip(t, p))
+        sst = sum((a - mean) ** 2 for a in t)
+        scores.append(1 - sse / sst if sst > 0 else (1.0 if sse == 0 else 0.0))
+    return sum(scores) / len(scores)
+
+
+def glm_data(rng, n=20000):
+    X = rng.normal(size=(n, 3))
+    W, b = np.array([[0.5, -0.3], [-0.4, 0.2], [0.3, 0.6]]), np.array([0.2, -0.5])
+    return X, W, b, rng.poisson(np.exp(X @ W + b)).astype(float)
+
+
+def test_poisson_glm_closed_form_known_truth_and_penalty_limits():
+    rng = np.random.default_rng(0)
+    # one binary feature and no penalty: the fitted rates are each group's mean count (the MLE, in closed form)
+    x = (rng.random(400) < 0.3).astype(float)[:, None]
+    y = rng.poisson(np.where(x[:, 0] > 0, 3.0, 0.7)).astype(float)
+    W, b = metrics.fit_poisson_glm(x, y, 0.0)
+    assert math.exp(b[0]) == pytest.approx(y[x[:, 0] == 0].mean(), rel=1e-8)
+    assert math.exp(b[0] + W[0, 0]) == pytest.approx(y[x[:, 0] == 1].mean(), rel=1e-8)
+    # counts drawn from a known GLM give back its weights
+    X, W_true, b_true, Y = glm_data(rng)
+    W, b = metrics.fit_poisson_glm(X, Y, 0.0)
+    np.testing.assert_allclose(W, W_true, atol=0.03)
+    np.testing.assert_allclose(b, b_true, atol=0.03)
+    # with a penalty: sklearn's objective is at its minimum (the gradient, written out here, vanishes)
+    alpha = 0.05
+    W, b = metrics.fit_poisson_glm(X, Y, alpha)
+    mu = np.exp(X @ W + b)
+    np.testing.assert_allclose(X.T @ (mu - Y) / len(X) + alpha * W, 0.0, atol=1e-8)
+    np.testing.assert_allclose((mu - Y).mean(0), 0.0, atol=1e-8)          # the intercept is not penalised
+    assert (np.abs(W) < np.abs(metrics.fit_poisson_glm(X, Y, 0.0)[0])).all()
+    # a huge penalty leaves the mean-rate model
+    W, b = metrics.fit_poisson_glm(X, Y, 1e8)
+    assert np.abs(W).max() < 1e-6 and np.exp(b) == pytest.approx(Y.mean(0), rel=1e-6)
+    # a silent neuron: rates at the 1e-9 floor, no error
+    W, b = metrics.fit_poisson_glm(X[:200], np.zeros(200), 0.01)
+    assert metrics.poisson_glm_rates(X[:200], W, b).max() <= 1e-8
+
+
+def test_smoothing_features_and_folds_are_the_recipe():
+    x = np.random.default_rng(1).poisson(1.5, size=(3, 12, 4)).astype(float)
+    # NLB: log(Gaussian-smoothed counts + 1e-4); std in ms over the bin width in ms
+    np.testing.assert_allclose(metrics.smoothed_log_rates(x, 75.0, 0.05), np.log(smooth_loop(x, 1.5) + 1e-4),
+                               rtol=1e-10)
+    folds = metrics.trial_folds(23, 5, seed=3)
+    assert len(folds) == 5 and sorted(np.concatenate(folds).tolist()) == list(range(23))
+    assert {len(f) for f in folds} == {4, 5}
+    assert all((a == b).all() for a, b in zip(folds, metrics.trial_folds(23, 5, seed=3)))
+    with pytest.raises(ValueError, match="n_folds"):
+        metrics.trial_folds(4, 5)
+
+
+def heldout_glm_data(seed=0, B=90, T=30, n_in=25, n_out=6):
+    """ held-out neurons that are exact Poisson GLMs of the held-in neurons' log rates """
+    rng = np.random.default_rng(seed)
+    t = np.arange(T)[None, :, None]
+    phase, freq = rng.uniform(0, 2 * np.pi, size=(B, 1, 2)), np.array([0.15, 0.27])
+    lat = np.sin(freq * t + phase)                                      # (B, T, 2) smooth latents
+    log_in = lat @ rng.normal(size=(2, n_in)) * 0.6 + 0.8               # held-in log rates, ~2 counts per bin
+    log_out = log_in @ (rng.normal(size=(n_in, n_out)) * 0.15)          # the exact GLM (linear in log rates)
+    log_out += 0.3 - log_out.mean((0, 1))                               # ~1.5 counts per bin
+    r_in, r_out = np.exp(log_in), np.exp(log_out)
+    return r_in, r_out, rng.poisson(r_in).astype(float), rng.poisson(r_out).astype(float), lat
+
+
+def test_smoothing_baseline_approaches_the_true_rates_and_never_sees_eval_trials():
+    r_in, r_out, x_in, x_out, _ = heldout_glm_data()
+    tr, ev = slice(0, 70), slice(70, None)
+    kw = dict(dt=0.01, widths_ms=(20, 40, 80), alphas=(1e-3, 1e-1), n_folds=3)
+    got = metrics.smoothing_baseline(x_in[tr], x_out[tr], x_in[ev], **kw)
+    assert got["rates"].shape == x_out[ev].shape and got["heldin_rates"].shape == x_in[ev].shape
+    assert len(got["cv"]) == 6 and got["width_ms"] in (20, 40, 80) and got["alpha"] in (1e-3, 1e-1)
+    best = max(got["cv"], key=lambda r: r["cv_co_bps"])
+    assert (got["width_ms"], got["alpha"], got["cv_co_bps"]) == (best["width_ms"], best["alpha"], best["cv_co_bps"])
+    truth = metrics.bits_per_spike(r_out[ev], x_out[ev])
+    base = metrics.bits_per_spike(got["rates"], x_out[ev])
+    assert truth > 0.1 and 0.85 * truth < base <= truth + 0.02
+    # the CV table, recomputed from the training trials alone, fold by fold
+    row = got["cv"][0]
+    F = metrics.smoothed_log_rates(x_in[tr], row["width_ms"], 0.01)
+    for test, score in zip(metrics.trial_folds(70, 3, seed=0), row["fold_co_bps"]):
+        fit = np.setdiff1d(np.arange(70), test)
+        W, b = metrics.fit_poisson_glm(F[fit].reshape(-1, 25), x_out[tr][fit].reshape(-1, 6), row["alpha"])
+        assert metrics.bits_per_spike(metrics.poisson_glm_rates(F[test], W, b), x_out[tr][test]) == \
+            pytest.approx(score, rel=1e-5)
+    # other eval trials change nothing that was chosen
+    other = metrics.smoothing_baseline(x_in[tr], x_out[tr], np.random.default_rng(9).poisson(5.0, x_in[ev].shape), **kw)
+    assert (other["width_ms"], other["alpha"]) == (got["width_ms"], got["alpha"]) and other["cv"] == got["cv"]
+    with pytest.raises(ValueError, match=r"eval_heldin: expected shape \(\?, 30, 25\)"):
+        metrics.smoothing_baseline(x_in[tr], x_out[tr], x_in[ev, :, :24], **kw)
+    with pytest.raises(ValueError, match=r"train_heldout: expected shape \(70, 30, \?\)"):
+        metrics.smoothing_baseline(x_in[tr], x_out[:60], x_in[ev], **kw)
+
+
+def nlb_psth_r2_loop(rates, spikes, cond, sigma, ref_spikes, ref_cond):
+    """ nlb_tools' _make_psth + eval_psth as loops: each eval trial's target is the mean of the smoothed spikes of
+    every other trial (eval and reference) of its condition; a trial alone in its condition is skipped; R^2 per
+    neuron over the kept trials' bins, mean over neurons """
+    pool = [(smooth_loop(spikes[i:i + 1], sigma)[0], cond[i], ("eval", i)) for i in range(len(spikes))]
+    pool += [(smooth_loop(ref_spikes[j:j + 1], sigma)[0], ref_cond[j], ("ref", j)) for j in range(len(ref_spikes))]
+    targets, preds = [], []
+    for i in range(len(spikes)):
+        others = [s for s, c, who in pool if c == cond[i] and who != ("eval", i)]
+        if others:
+            targets.append(sum(others) / len(others))
+            preds.append(rates[i])
+    return sklearn_r2_loop(np.concatenate(preds), np.concatenate(targets))
+
+
+def test_psth_r2_is_nlb_tools_definition():
+    rng = np.random.default_rng(3)
+    B, T, N = 11, 9, 4
+    x, ref = rng.poisson(1.2, size=(B, T, N)).astype(float), rng.poisson(1.2, size=(7, T, N)).astype(float)
+    cond, ref_cond = np.array([0, 0, 1, 1, 1, 2, 2, 0, 1, 3, 2]), np.array([0, 1, 2, 2, 0, 1, 1])  # 3: alone
+    x[:, :, 3] = 0.0
+    ref[:, :, 3] = 0.0                                                  # a silent neuron: R^2 0 unless matched
+    rates = rng.uniform(0.2, 2.0, size=(B, T, N))
+    got = metrics.psth_r2(rates, x, cond, 1.3, ref, ref_cond)
+    assert got == pytest.approx(nlb_psth_r2_loop(rates, x, cond, 1.3, ref, ref_cond), rel=1e-10)
+    # without reference trials the pool is the eval trials alone; without smoothing the counts themselves
+    assert metrics.psth_r2(rates, x, cond, None) == pytest.approx(
+        nlb_psth_r2_loop(rates, x, cond, 1e-3, ref[:0], ref_cond[:0]), rel=1e-10)
+    # condition-averaged variant: model PSTH against the PSTH over (conditions x bins)
+    sx = smooth_loop(np.concatenate([x, ref]), 1.3)
+    allc = np.concatenate([cond, ref_cond])
+    conds = np.unique(cond)
+    want = sklearn_r2_loop(np.concatenate([rates[cond == c].mean(0) for c in conds]),
+                           np.concatenate([sx[allc == c].mean(0) for c in conds]))
+    assert metrics.psth_r2(rates, x, cond, 1.3, ref, ref_cond, average_rates=True) == pytest.approx(want, rel=1e-10)
+    with pytest.raises(ValueError, match="cond_idx has 10 entries for 11 trials"):
+        metrics.psth_r2(rates, x, cond[:10], 1.3)
+    with pytest.raises(ValueError, match=r"spikes: expected shape \(11, 9, 4\)"):
+        metrics.psth_r2(rates, x[:, :8], cond, 1.3)
+
+
+def test_psth_baseline_predicts_condition_means():
+    rng = np.random.default_rng(4)
+    x = rng.poisson(2.0, size=(8, 6, 3)).astype(float)
+    tc, ec = np.array([0, 0, 1, 1, 1, 2, 2, 2]), np.array([1, 0, 5])
+    plain = metrics.psth_baseline(x, tc, ec[:2], prior_trials=0)
+    np.testing.assert_allclose(plain, metrics.condition_average(x, tc, ec[:2]))
+    got = metrics.psth_baseline(x, tc, ec)                              # one pseudo-trial of the overall mean
+    np.testing.assert_allclose(got[0], (x[tc == 1].sum(0) + x.mean(0)) / 4)
+    np.testing.assert_allclose(got[2], x.mean(0))                       # condition 5: never trained on
+    np.testing.assert_allclose(metrics.psth_baseline(x, tc, ec, sigma_bins=1.0, prior_trials=0.5)[1],
+                               (smooth_loop(x, 1.0)[tc == 0].sum(0) + 0.5 * smooth_loop(x, 1.0).mean(0)) / 2.5)
+    with pytest.raises(ValueError, match=r"conditions \[5\] have no training trials"):
+        metrics.psth_baseline(x, tc, ec, prior_trials=0)
+
+
+def lagged_linear_data(seed=0, B=40, T=20, F=6, lag=2):
+    rng = np.random.default_rng(seed)
+    f = np.cumsum(rng.normal(size=(B, T, F)), axis=1)
+    vel = np.full((B, T, 2), np.nan)
+    vel[:, lag:] = f[:, :T - lag] @ rng.normal(size=(F, 2)) + np.array([1.0, -2.0])   # behaviour at t + lag
+    vel[:, :lag] = rng.normal(size=(B, lag, 2))                         # bins before: unrelated
+    return f, vel
+
+
+def test_velocity_decoding_finds_the_true_lag_and_scores_r2_as_nlb():
+    f, vel = lagged_linear_data()
+    got = metrics.velocity_decoding(f[:30], vel[:30], f[30:], vel[30:], lags=(0, 1, 2, 3, 4), alphas=(1e-3, 1.0, 100.0),
+                                    n_folds=4)
+    assert got["lag"] == 2 and got["r2"] > 0.9999 and got["pred"].shape == (10, 18, 2)
+    assert len(got["cv"]) == 15 and got["alpha"] == 1e-3
+    # R^2: per output over the eval bins that have a partner, then the mean over outputs (sklearn 'uniform_average')
+    pred, true = got["pred"].reshape(-1, 2), vel[30:, 2:].reshape(-1, 2)
+    assert got["r2"] == pytest.approx(sklearn_r2_loop(pred, true), rel=1e-12)
+    assert got["r2_per_output"] == pytest.approx([sklearn_r2_loop(pred[:, [j]], true[:, [j]]) for j in (0, 1)])
+    # noise features decode nothing on held-out trials
+    noise = np.random.default_rng(5).normal(size=f.shape)
+    assert metrics.velocity_decoding(noise[:30], vel[:30], noise[30:], vel[30:], lags=(0, 2))["r2"] < 0.1
+    # eval trials play no part in the choice
+    rng = np.random.default_rng(6)
+    other = metrics.velocity_decoding(f[:30], vel[:30], rng.normal(size=(10, 20, 6)), rng.normal(size=(10, 20, 2)),
+                                      lags=(0, 1, 2, 3, 4), alphas=(1e-3, 1.0, 100.0), n_folds=4)
+    assert (other["lag"], other["alpha"], other["cv"]) == (got["lag"], got["alpha"], got["cv"])
+    # NaN behaviour bins are dropped, as nlb_tools does
+    v2 = vel.copy()
+    v2[31, 5:9] = np.nan
+    assert np.isfinite(metrics.velocity_decoding(f[:30], vel[:30], f[30:], v2[30:], lags=(2,))["r2"])
+    with pytest.raises(ValueError, match=r"eval_vel: expected shape \(10, 20, 2\)"):
+        metrics.velocity_decoding(f[:30], vel[:30], f[30:], vel[30:, :19])
+    with pytest.raises(ValueError, match="lags must lie in"):
+        metrics.velocity_decoding(f[:30], vel[:30], f[30:], vel[30:], lags=(20,))
+
+
+def nlb_dataset(seed=0):
+    r_in, r_out, x_in, x_out, lat = heldout_glm_data(seed, B=60, T=24, n_in=15, n_out=5)
+    cond = np.arange(60) % 4
+    x = np.concatenate([x_in, x_out], axis=2)
+    fp = np.random.default_rng(seed).poisson(1.0, size=(60, 4, 20)).astype(float)   # 4 forward bins
+    recon = np.concatenate([x, fp], axis=1)
+    vel = np.concatenate([np.zeros((60, 1, 2)), lat[:, :-1]], axis=1)    # the latents one bin later
+    d = {"dt": 0.01}
+    for split, s in (("train", slice(0, 45)), ("valid", slice(45, None))):
+        d.update({f"{split}_encod_data": x_in[s], f"{split}_recon_data": recon[s], f"{split}_cond_idx": cond[s],
+                  f"{split}_behavior": vel[s]})
+    rates = np.concatenate([np.concatenate([r_in, r_out], axis=2), np.ones((60, 4, 20))], axis=1)
+    return d, rates, lat
+
+
+def test_nlb_evaluation_reports_the_contract_and_its_lines():
+    import json
+    d, rates, lat = nlb_dataset()
+    kw = dict(widths_ms=(20, 50), glm_alphas=(1e-2,), ridge_alphas=(1e-2, 10.0), lags_ms=(0, 10, 20), n_folds=3)
+    ev = metrics.nlb_evaluation(d, rates[45:], lat[:45], lat[45:], **kw)
+    json.dumps(ev)                                                       # plain floats and ints
+    for k in ("co_bps", "fp_bps", "smoothing_co_bps", "smoothing_width_ms", "smoothing_alpha", "psth_r2",
+              "psth_baseline_co_bps", "psth_baseline_psth_r2", "smoothing_psth_r2", "vel_r2_factors",
+              "vel_r2_smoothed", "vel_lag_factors", "vel_width_smoothed_ms"):
+        assert k in ev, k
+    va = d["valid_recon_data"]
+    assert ev["co_bps"] == pytest.approx(metrics.co_bps(rates[45:], va, 15, 24))
+    sm = metrics.smoothing_baseline(d["train_encod_data"], d["train_recon_data"][:, :24, 15:], d["valid_encod_data"],
+                                    0.01, (20, 50), (1e-2,), 3)
+    assert ev["smoothing_co_bps"] == pytest.approx(metrics.bits_per_spike(sm["rates"], va[:, :24, 15:]))
+    assert ev["co_bps"] > ev["smoothing_co_bps"] > 0                     # the truth beats the baseline
+    assert ev["psth_r2"] == pytest.approx(metrics.psth_r2(rates[45:, :24], va[:, :24], d["valid_cond_idx"], 3.0,
+                                                          d["train_recon_data"][:, :24], d["train_cond_idx"]))
+    assert ev["vel_r2_factors"] > 0.999 and ev["vel_lag_factors"] == 1   # the behaviour is the factors one bin on
+    lines = metrics.evaluation_lines(ev)
+    assert lines[0].startswith(f"LFADS co-bps {ev['co_bps']:.4f} vs smoothing {ev['smoothing_co_bps']:.4f}")
+    assert "beats it" in lines[0] and any("velocity R^2 from factors" in s for s in lines)
+    # without conditions, behaviour or forward bins: only what applies
+    bare = {k: (v[:, :24] if k.endswith("recon_data") else v) for k, v in d.items()
+            if "cond_idx" not in k and "behavior" not in k}
+    ev2 = metrics.nlb_evaluation(bare, rates[45:, :24], **kw)
+    assert not any(k.startswith(("psth", "vel", "fp")) for k in ev2) and ev2["smoothing_co_bps"] == ev["smoothing_co_bps"]
+    assert len(metrics.evaluation_lines(ev2)) == 1
+    with pytest.raises(ValueError, match="missing key 'dt'"):
+        metrics.nlb_evaluation({k: v for k, v in d.items() if k != "dt"}, rates[45:], **kw)
+    with pytest.raises(ValueError, match=r"valid_rates: expected shape \(15, 28, 20\)"):
+        metrics.nlb_evaluation(d, rates[45:, :24], **kw)
