@@ -46,7 +46,7 @@ import sys
 import time
 from dataclasses import fields
 
-from .files import RunFolder, RunFolderError, disk_full, write_csv, write_figure
+from .files import RunFolder, RunFolderError, disk_full, write_csv, write_figure, write_json
 
 
 class UsageError(Exception):
@@ -645,7 +645,7 @@ def write_lfads_outputs(args, file, inp, model, history):
     written, lines, results_out, first = [], [], {}, None
     for s, (name, data) in enumerate(zip(inp["names"], inp["datasets"])):
         out = dict(data)
-        results = {}
+        results = model_results = {}
         for split, tensors in (("train", inp["train"][s]), ("valid", inp["valid"][s])):
             t0 = time.perf_counter()
             print(f"posterior average{' of ' + name if multi else ''}, {split}: {tensors[0].shape[0]} trials x "
@@ -688,6 +688,9 @@ def write_lfads_outputs(args, file, inp, model, history):
         results_out[name] = scores
         lines.append((f"{name}: " if multi else "") + _score_line(scores, truth_valid is None and "valid_truth" in data
                                                                   and note.split(";")[0]))
+    evaluation = None
+    if not multi and cfg.recon == "poisson" and first[1]["valid_recon_data"].shape[2] > first[1]["valid_encod_data"].shape[2]:
+        evaluation = evaluate_heldout(file, inp, model_results)
     if any(d["valid_recon_data"].shape[2] > d["valid_encod_data"].shape[2] for d in inp["datasets"]):
         lines.append("held-in bits/spike is in-sample (the encoders saw those spikes); co-bps scores neurons the "
                      "encoders never saw. Output neuron order: held-in then held-out columns of recon_data"
@@ -698,11 +701,33 @@ def write_lfads_outputs(args, file, inp, model, history):
     print(f"wrote {args.out}/{', '.join(written)}, metrics.csv, loss.png, rates.png, checkpoint.pt, run.json")
     for line in lines:
         print(line)
+    if evaluation is not None:
+        from .metrics import evaluation_lines
+        for line in evaluation_lines(evaluation):
+            print(line)
     return {"command": "train lfads", "options": lfads_options(args), "data": inp["paths"],
+            **({"evaluation": "metrics.json"} if evaluation is not None else {}),
             "bin_s": [b[0] for b in inp["bins"]] if multi else inp["bins"][0][0],
             **({"bin_note": inp["bins"][0][1]} if inp["bins"][0][1] else {}),
             "budget": {"epochs": args.epochs, "max_seconds": args.max_seconds},
             "results": results_out if multi else results_out[inp["names"][0]]}
+
+
+def evaluate_heldout(file, inp, results):
+    """ the Neural Latents Benchmark's evaluation of the run (metrics.nlb_evaluation: co-bps, fp-bps, the smoothing
+    and PSTH baselines, PSTH R^2, velocity decoding from the factors and from smoothed spikes, whichever the file
+    allows), written to metrics.json; the baselines are fit and chosen on the training trials only """
+    from .metrics import nlb_evaluation
+    data = dict(inp["datasets"][0])
+    data.setdefault("dt", inp["bins"][0][0])
+    t0 = time.perf_counter()
+    print("evaluating on held-out neurons (baselines fit and cross-validated on the training trials) ...", end="",
+          flush=True)
+    ev = nlb_evaluation(data, results["valid"]["output_params"], train_factors=results["train"]["factors"],
+                        valid_factors=results["valid"]["factors"])
+    print(f" {time.perf_counter() - t0:.1f} s", flush=True)
+    write_json(file("metrics.json"), ev)
+    return ev
 
 
 _SCORE_NAMES = {"valid_bps": "valid bits/spike", "valid_bps_heldin": "valid bits/spike (held-in neurons)",

@@ -87,6 +87,14 @@ def test_heldout_neurons_are_predicted_scored_with_co_bps_and_written(small_h5, 
         rates = f["valid_output_params"][()]
     co = metrics.co_bps(rates, ref["valid_recon_data"], 24)
     assert f"co-bps {co:.4f}" in r.stdout                      # the printed figure is NLB's, on the written rates
+    # the evaluation contract: metrics.json beside the outputs, the baselines on the same neurons and trials, and
+    # a last line per baseline saying whether LFADS beat it
+    ev = __import__("json").load(open(out / "metrics.json"))
+    assert ev["co_bps"] == pytest.approx(co, abs=1e-9) and ev["n_heldout"] == 6 and ev["n_valid_trials"] == 8
+    assert {"smoothing_co_bps", "smoothing_width_ms", "smoothing_alpha", "psth_r2", "psth_baseline_co_bps"} <= set(ev)
+    assert "vel_r2_factors" not in ev                          # the file has no *_behavior
+    assert f"LFADS co-bps {co:.4f} vs smoothing {ev['smoothing_co_bps']:.4f}" in r.stdout
+    assert __import__("json").load(open(out / "run.json"))["evaluation"] == "metrics.json"
 
 
 @pytest.mark.parametrize("args,msg", [
