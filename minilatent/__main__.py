@@ -222,6 +222,8 @@ def build_parser():
     for flag, field, typ, h in SPARKS_MODEL_OPTIONS:
         sp.add_argument(flag, type=typ, default=s[field], help=h)
     sp.add_argument("--online", action="store_true", help="online learning: an optimiser step per bin")
+    sp.add_argument("--binarize", action="store_true", help="spike counts: a bin with any spikes counts as one spike "
+                    "(the Hebbian rule sees whether a neuron spiked in a bin; the share of spikes lost is printed)")
     sp.set_defaults(fn="train_sparks")
 
     _add_tune_parser(sub)

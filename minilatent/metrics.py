@@ -709,6 +709,21 @@ def velocity_decoding(train_features, train_vel, eval_features, eval_vel, lags=(
             "cv_r2": best["cv_r2"], "cv": cv, "pred": pred}
 
 
+def smoothed_decoding(train_spikes, train_y, eval_spikes, eval_y, dt, widths_ms=SMOOTH_WIDTHS_MS, lags=(0, 1, 2, 3),
+                      alphas=RIDGE_ALPHAS, n_folds=5, seed=0):
+    """ The decoding baseline: ridge regression (velocity_decoding) from Gaussian-smoothed spikes (B, T, N) to a
+    per-bin target (B, T, D), the kernel width (ms) chosen with the lag (bins) and penalty by cross-validation on the
+    training trials only. Returns velocity_decoding's dict for the chosen width, plus width_ms. """
+    best = None
+    for width in widths_ms:
+        s = width / (1000.0 * dt)
+        v = velocity_decoding(gaussian_smooth(train_spikes, s), train_y, gaussian_smooth(eval_spikes, s), eval_y,
+                              lags, alphas, n_folds, seed)
+        if best is None or v["cv_r2"] > best["cv_r2"]:
+            best = {**v, "width_ms": float(width)}
+    return best
+
+
 def nlb_evaluation(data, valid_rates, train_factors=None, valid_factors=None, widths_ms=SMOOTH_WIDTHS_MS,
                    glm_alphas=GLM_ALPHAS, ridge_alphas=RIDGE_ALPHAS, lags_ms=LAGS_MS, psth_kernel_ms=PSTH_KERNEL_MS,
                    n_folds=5, seed=0):
@@ -768,14 +783,9 @@ def nlb_evaluation(data, valid_rates, train_factors=None, valid_factors=None, wi
             f_va = _check_trials("nlb_evaluation: valid_factors", valid_factors, len(e_va), None, f_tr.shape[2])[:, :T]
             v = decode(f_tr, f_va)
             out.update(vel_r2_factors=v["r2"], vel_lag_factors=v["lag"], vel_alpha_factors=v["alpha"])
-        best = None
-        for width in widths_ms:
-            s = width / (1000.0 * dt)
-            v = decode(gaussian_smooth(e_tr, s), gaussian_smooth(e_va, s))
-            if best is None or v["cv_r2"] > best[1]["cv_r2"]:
-                best = (float(width), v)
-        out.update(vel_r2_smoothed=best[1]["r2"], vel_width_smoothed_ms=best[0], vel_lag_smoothed=best[1]["lag"],
-                   vel_alpha_smoothed=best[1]["alpha"])
+        v = smoothed_decoding(e_tr, v_tr, e_va, v_va, dt, widths_ms, lags, ridge_alphas, n_folds, seed)
+        out.update(vel_r2_smoothed=v["r2"], vel_width_smoothed_ms=v["width_ms"], vel_lag_smoothed=v["lag"],
+                   vel_alpha_smoothed=v["alpha"])
     return {k: (float(v) if isinstance(v, (float, np.floating)) else int(v)) for k, v in out.items()}
 
 

@@ -34,7 +34,8 @@ Exit codes: 0 done, 1 the run failed (NaN loss, disk full; one line says what is
 
 The command line owns its process, so a run asks for what the library never assumes (PROCESS_SETTINGS): one
 torch thread, the fastest for these small recurrent models on few cores, for the whole run (training and the
-posterior average), and glibc keeping freed memory for reuse while it trains.
+posterior average), one BLAS thread for numpy (the baselines' many small solves: 2x-100x slower with two threads on a
+busy machine), and glibc keeping freed memory for reuse while it trains.
 """
 
 import hashlib
@@ -289,11 +290,18 @@ def read_sparks_inputs(args):
         data = load_h5(path)
     except (KeyError, ValueError, FileNotFoundError) as e:
         raise UsageError(first_line(e)) from None
+    binarised = None
     for split in ("train", "valid"):
         x = data[f"{split}_encod_data"]
-        if x.max() > 1:
+        if x.max() > 1 and not args.binarize:
             raise UsageError(f"{split}_encod_data: SPARKS (ephys) needs binary spikes (0/1 per bin), found counts up "
-                             f"to {x.max():g}; use finer bins or clip the counts")
+                             f"to {x.max():g}; use finer bins, or --binarize (a bin with spikes counts as one spike)")
+    if args.binarize:                   # the Hebbian rule sees whether a neuron spiked in a bin, not how often
+        n = sum(float(data[f"{s}_encod_data"].sum()) for s in ("train", "valid"))
+        lost = sum(float(np.maximum(data[f"{s}_encod_data"] - 1, 0).sum()) for s in ("train", "valid"))
+        binarised = lost / max(n, 1.0)
+        for split in ("train", "valid"):
+            data[f"{split}_encod_data"] = np.minimum(data[f"{split}_encod_data"], 1).astype(np.float32)
     target = args.target if args.target is not None else ("latents" if "train_latents" in data else "none")
     supervised = target != "none"
     if supervised:
@@ -317,12 +325,12 @@ def read_sparks_inputs(args):
         y = np.asarray(data[f"{split}_{target}"], np.float32)
         return x, torch.as_tensor(y.reshape(y.shape[0], y.shape[1], -1))
     return dict(path=path, data=data, target=target, supervised=supervised, train=tensors("train"),
-                valid=tensors("valid"), dt=float(np.asarray(data.get("dt", 0.01))))
+                valid=tensors("valid"), dt=float(np.asarray(data.get("dt", 0.01))), binarised=binarised)
 
 
 def sparks_options(args):
     from .sparks import SPARKSConfig
-    keep = ["online", "target", "seed", "batch_size", "lr", "epochs", "max_seconds"]
+    keep = ["online", "target", "seed", "batch_size", "lr", "epochs", "max_seconds", "binarize"]
     return {**_config_options(args, SPARKSConfig), **{k: getattr(args, k) for k in keep}}
 
 
@@ -761,14 +769,31 @@ def write_sparks_outputs(args, file, inp, model, history):
     print("writing sparks_output.h5, metrics.csv, loss.png, decoding.png ...", flush=True)
     save_sparks_figures(file, history, res["valid"]["now"], valid, supervised, inp["dt"], model.loss_kind())
     save_h5(file("sparks_output.h5"), out)
+    baseline = None
     if supervised:
+        from .metrics import smoothed_decoding
         scores = {"valid_decoding_r2": r2_score(res["valid"]["now"], valid[1].numpy())}
+        t0 = time.perf_counter()
+        print("decoding baseline: ridge from smoothed spikes (width, lag, penalty chosen on the training trials) ...",
+              end="", flush=True)
+        baseline = smoothed_decoding(train[0].numpy(), train[1].numpy(), valid[0].numpy(), valid[1].numpy(), inp["dt"])
+        print(f" {time.perf_counter() - t0:.1f} s", flush=True)
+        scores["ridge_smoothed_r2"] = baseline["r2"]
     else:
         scores = {"valid_bps": bits_per_spike(res["valid"]["now"], valid[0].numpy())}
     scores = {k: round(float(v), 6) for k, v in scores.items()}
     print(f"wrote {args.out}/sparks_output.h5, metrics.csv, loss.png, decoding.png, checkpoint.pt, run.json")
-    print(_score_line(scores))
+    print(_score_line({k: v for k, v in scores.items() if k != "ridge_smoothed_r2"}))
+    if baseline is not None:
+        d = scores["valid_decoding_r2"] - baseline["r2"]
+        print(f"SPARKS decoding R2 {scores['valid_decoding_r2']:.3f} vs ridge from smoothed spikes {baseline['r2']:.3f} "
+              f"(width {baseline['width_ms']:g} ms, lag {baseline['lag']} bins): {d:+.3f} "
+              f"({'beats it' if d > 0 else 'loses'})")
+    if inp["binarised"] is not None:
+        print(f"--binarize: {100 * inp['binarised']:.1f} % of the spikes were in bins with more than one and were not "
+              "seen by SPARKS")
     return {"command": "train sparks", "options": sparks_options(args), "data": inp["path"],
+            **({"binarised_spikes_lost": round(inp["binarised"], 6)} if inp["binarised"] is not None else {}),
             "budget": {"epochs": args.epochs, "max_seconds": args.max_seconds}, "results": scores}
 
 
@@ -776,10 +801,25 @@ def write_sparks_outputs(args, file, inp, model, history):
 # the two training commands
 
 
+def one_thread(fn):
+    """ run fn(args) on one torch thread and one BLAS thread (module docstring); the settings are handed back """
+    def run(args):
+        import torch
+        from threadpoolctl import threadpool_limits
+        before = torch.get_num_threads()
+        torch.set_num_threads(PROCESS_SETTINGS["num_threads"])
+        try:
+            with threadpool_limits(limits=PROCESS_SETTINGS["num_threads"], user_api="blas"):
+                return fn(args)
+        finally:
+            torch.set_num_threads(before)
+    run.__name__, run.__doc__ = fn.__name__, fn.__doc__
+    return run
+
+
+@one_thread
 def train_lfads(args):
-    import torch
     from .trainer import Trainer
-    torch.set_num_threads(PROCESS_SETTINGS["num_threads"])     # the whole run, the posterior average included
     inp = read_lfads_inputs(args)                       # everything is checked before DIR is touched
     folder, staged = plan_folder(args)
     model, init_note = build_lfads(args, inp)
@@ -809,10 +849,9 @@ def train_lfads(args):
                         f"{cfg.recon} NLL per entry")
 
 
+@one_thread
 def train_sparks(args):
-    import torch
     from .trainer import Trainer
-    torch.set_num_threads(PROCESS_SETTINGS["num_threads"])
     inp = read_sparks_inputs(args)                      # everything is checked before DIR is touched
     folder, staged = plan_folder(args)
     model = build_sparks(args, inp)

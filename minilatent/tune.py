@@ -403,6 +403,7 @@ def search_options(args, inp):
     return out
 
 
+@run.one_thread                                     # the best member's posterior average and evaluation too
 def tune_lfads(args):
     """ `python -m minilatent tune lfads`: check everything, search, write the best member's outputs. """
     from .trainer import History
@@ -417,7 +418,6 @@ def tune_lfads(args):
         raise run.UsageError("--device cuda needs --gpus-per-trial > 0 (e.g. 0.25: four members share a GPU)")
     if args.device == "cpu" and args.gpus_per_trial > 0:
         raise run.UsageError("--device cpu with --gpus-per-trial > 0 would reserve GPUs that no member uses")
-    torch.set_num_threads(run.PROCESS_SETTINGS["num_threads"])      # the best member's posterior average too
     inp = run.read_lfads_inputs(args)                    # the same checks as train lfads
     model, _ = run.build_lfads(args, inp)                # options the data cannot take fail here, before DIR
     base_kw = {f.name: getattr(model.cfg, f.name) for f in dataclass_fields(model.cfg) if f.name not in SEARCH_SPACE}

@@ -284,3 +284,26 @@ def test_a_file_without_dt_says_which_bin_width_was_assumed(tmp_path, capsys):
     assert run["bin_s"] == 0.01 and "no dt" in run["bin_note"]
     r = cli(capsys, ["train", "lfads", path, "--out", tmp_path / "s", "--epochs", 1, "--bin-ms", 20])
     assert r.returncode == 2 and "apply to NWB recordings" in r.stderr and "--bin-ms" in r.stderr
+
+
+def test_train_sparks_on_counts_binarises_when_asked_and_prints_the_ridge_baseline(tmp_path, capsys):
+    # counts of several spikes per bin: refused with the option that fixes it; --binarize says how many spikes
+    # SPARKS did not see, and the decoded target is scored beside ridge regression from smoothed spikes
+    rng = np.random.default_rng(0)
+    B, T, N = 30, 12, 8
+    phase = rng.uniform(0, 2 * np.pi, (B, 1, 1)) + np.linspace(0, 2 * np.pi, T)[None, :, None]
+    y = np.concatenate([np.cos(phase), np.sin(phase)], axis=2).astype(np.float32)          # (B, T, 2)
+    x = rng.poisson(1.5 * np.exp(np.cos(phase - np.linspace(0, 2 * np.pi, N)))).astype(np.float32)
+    path = tmp_path / "counts.h5"
+    datafiles.save_h5(path, {"train_encod_data": x[:24], "valid_encod_data": x[24:], "train_behavior": y[:24],
+                             "valid_behavior": y[24:], "dt": np.float64(0.05)})
+    r = cli(capsys, ["train", "sparks", path, "--out", tmp_path / "a", "--target", "behavior", "--epochs", 1])
+    assert r.returncode == 2 and "--binarize" in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
+    r = cli(capsys, ["train", "sparks", path, "--out", tmp_path / "b", "--target", "behavior", "--epochs", 1,
+                     "--binarize"])
+    assert r.returncode == 0, r.stderr
+    lost = np.maximum(x - 1, 0).sum() / x.sum()
+    assert f"--binarize: {100 * lost:.1f} % of the spikes" in r.stdout
+    assert "SPARKS decoding R2" in r.stdout and "vs ridge from smoothed spikes" in r.stdout
+    run = __import__("json").load(open(tmp_path / "b" / "run.json"))
+    assert run["binarised_spikes_lost"] == pytest.approx(lost, abs=1e-6) and "ridge_smoothed_r2" in run["results"]
