@@ -726,7 +726,7 @@ def smoothed_decoding(train_spikes, train_y, eval_spikes, eval_y, dt, widths_ms=
 
 def nlb_evaluation(data, valid_rates, train_factors=None, valid_factors=None, widths_ms=SMOOTH_WIDTHS_MS,
                    glm_alphas=GLM_ALPHAS, ridge_alphas=RIDGE_ALPHAS, lags_ms=LAGS_MS, psth_kernel_ms=PSTH_KERNEL_MS,
-                   n_folds=5, seed=0):
+                   n_folds=5, seed=0, smoothing=None):
     """ The Neural Latents Benchmark's evaluation of a model on a dataset with held-out neurons (this package's
     layout: {train,valid}_encod_data (B, T, N_in) held-in; {train,valid}_recon_data (B, T + T_fp, N_in + N_out)
     held-in then held-out neurons; optional {train,valid}_cond_idx (B,), {train,valid}_behavior (B, >= T, D); dt).
@@ -742,7 +742,8 @@ def nlb_evaluation(data, valid_rates, train_factors=None, valid_factors=None, wi
         vel_r2_smoothed, vel_width_smoothed_ms, vel_lag_smoothed, vel_alpha_smoothed: from the held-in spikes
         smoothed with a width chosen, with lag and penalty, by its own cross-validation over widths_ms on the
         train trials (the best width to decode behaviour need not be the best for co-bps). Lags in bins.
-    Behaviour and factors are paired over the T observed bins. """
+    Behaviour and factors are paired over the T observed bins. smoothing: a smoothing_baseline result already
+    computed for these trials and neurons (its search is then not run again; widths_ms and glm_alphas go unused). """
     for k in ("train_encod_data", "train_recon_data", "valid_encod_data", "valid_recon_data", "dt"):
         if k not in data:
             raise ValueError(f"nlb_evaluation: missing key '{k}'")
@@ -761,7 +762,14 @@ def nlb_evaluation(data, valid_rates, train_factors=None, valid_factors=None, wi
            "n_valid_trials": len(e_va), "n_bins": T, "n_forward_bins": r_tr.shape[1] - T}
     out.update(heldout_figures(rates, data))
 
-    sm = smoothing_baseline(e_tr, r_tr[:, :T, n_in:], e_va, dt, widths_ms, glm_alphas, n_folds, seed)
+    if smoothing is None:
+        sm = smoothing_baseline(e_tr, r_tr[:, :T, n_in:], e_va, dt, widths_ms, glm_alphas, n_folds, seed)
+    else:
+        sm = smoothing
+        want = {"rates": held_va.shape, "heldin_rates": e_va.shape}
+        if not isinstance(sm, dict) or any(np.shape(sm.get(k)) != v for k, v in want.items()) or "width_ms" not in sm:
+            raise ValueError(f"nlb_evaluation: smoothing must be smoothing_baseline's result for these trials: "
+                             f"'rates' {want['rates']}, 'heldin_rates' {want['heldin_rates']}, 'width_ms', ...")
     out.update(smoothing_co_bps=float(bits_per_spike(sm["rates"], held_va)), smoothing_width_ms=sm["width_ms"],
                smoothing_alpha=sm["alpha"], smoothing_cv_co_bps=sm["cv_co_bps"])
 

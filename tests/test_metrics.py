@@ -547,3 +547,8 @@ def test_nlb_evaluation_reports_the_contract_and_its_lines():
         metrics.nlb_evaluation({k: v for k, v in d.items() if k != "dt"}, rates[45:], **kw)
     with pytest.raises(ValueError, match=r"valid_rates: expected shape \(15, 28, 20\)"):
         metrics.nlb_evaluation(d, rates[45:, :24], **kw)
+    # a baseline computed beforehand is used as given (its search is not repeated) and checked for shape
+    ev3 = metrics.nlb_evaluation(d, rates[45:], lat[:45], lat[45:], **{**kw, "widths_ms": (90,)}, smoothing=sm)
+    assert {k: ev3[k] for k in ev if k.startswith("smoothing")} == {k: ev[k] for k in ev if k.startswith("smoothing")}
+    with pytest.raises(ValueError, match="smoothing must be smoothing_baseline's result"):
+        metrics.nlb_evaluation(d, rates[45:], smoothing={**sm, "rates": sm["rates"][:3]}, **kw)
