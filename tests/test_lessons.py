@@ -300,3 +300,20 @@ def test_cli_writes_every_shipped_lesson(tmp_path):
     r = cli("student", tmp_path / "out")
     assert r.returncode == 0, r.stderr
     assert sorted(os.listdir(tmp_path / "out")) == LESSONS
+
+
+def test_glossary_of_lesson_00_equals_docs_glossary():
+    """ the glossary lives in docs/glossary.md and, for readers of the notebooks alone, in lesson 00: the same list """
+    with open(os.path.join(ROOT, "docs", "glossary.md"), encoding="utf-8") as f:
+        doc = f.read()
+    nb = L.read_notebook(os.path.join(NB_DIR, "00_spikes_and_rates.ipynb"))
+    cell = [L.source(c) for c in nb["cells"] if L.source(c).startswith("### Glossary")]
+    assert len(cell) == 1, "lesson 00 has no (or several) '### Glossary' cells"
+    first = "**Spikes and scores**"
+    assert doc[doc.index(first):].strip() == cell[0][cell[0].index(first):].strip()
+    terms = [line.split("**")[1] for line in doc.splitlines() if line.startswith("- **")]
+    for t in ("spike count", "bin", "Poisson likelihood", "bits/spike", "co-bps", "held-out neuron", "PSTH",
+              "smoothing baseline", "latent factor", "initial condition", "generator", "controller, inferred input",
+              "KL divergence", "ELBO", "coordinated dropout", "attention", "E/I balance", "short-term plasticity",
+              "attractor", "fixed point", "slow point", "Jacobian"):
+        assert any(t == term or term.startswith(t) for term in terms), t
