@@ -12,8 +12,8 @@ What is not (skipped as noise):
     "Section 3", "### 2.1"), integers with a leading zero ("01", "07": lesson numbers), ordinals (10th);
   - years in citations ("Stokes, 2015", "(2018)", "et al. 2016"), volume:pages (106:764); URLs, DOIs, arXiv ids;
   - digits inside identifiers and file names (h5, make_lorenz, 01_lfads_lorenz.ipynb, R^2, log2).
-A stated number is found when some code cell holds a numeric literal of the same value (comments and strings do
-not count). Equivalent spellings match: a percentage p matches p or p/100 ("17 %" matches 17 or 0.17), "2x" matches
+A stated number is found when some code cell holds a numeric literal of the same value (comments, strings and
+exercise stubs, which raise before their checks run, do not count; solution cells do). Equivalent spellings match: a percentage p matches p or p/100 ("17 %" matches 17 or 0.17), "2x" matches
 2, a value in ms also matches the value in s ("20 ms" matches 0.02), 1e-4 matches 0.0001, signs are ignored.
 Exceptions live in EXCEPTIONS, each with its reason.
 """
@@ -51,7 +51,7 @@ NUMBER = re.compile(
 POW10 = re.compile(r"10\^\{?\s*(?P<exp>[-−]?\d+)\s*\}?")
 # a word right before a number that makes the number a reference, not a quantity
 REF_WORDS = re.compile(
-    r"(?:lessons?|notebooks?|tutorials?|sections?|exercises?|ex|cells?|figures?|fig|steps?|parts?|items?|objectives?|"
+    r"\b(?:lessons?|notebooks?|tutorials?|sections?|exercises?|ex|cells?|figures?|fig|steps?|parts?|items?|objectives?|"
     r"eq|equations?|chapters?|tables?|questions?|demos?|issues?|c|version|python|nb)\.?\s*(?:\d+\s*(?:,|and|or|to|-|–)\s*)*$",
     re.IGNORECASE)
 CITATION_BEFORE = re.compile(r"(?:et al\.?,?|[A-Z][\w'’-]+,|[A-Z][\w'’-]+|&|and|\(|;|,)\s*$")
@@ -87,10 +87,17 @@ def code_literals(code):
 
 
 def _is_year_citation(text, start, end, value):
+    """ 2015 in "(Stokes, 2015)", "Mongillo et al. 2008;", "Benjamin et al. 2018)", "1996a": a year after a name or
+    an opening bracket, not followed by a noun or unit ("the 2000 trials" is a quantity) """
     if not (value.is_integer() and 1900 <= value <= 2099):
         return False
-    before, after = text[max(0, start - 40):start], text[end:end + 3]
-    return bool(CITATION_BEFORE.search(before)) or after[:1] in (")", ";", ",") or re.match(r"[a-z]\b", after)
+    after, before = text[end:end + 3], text[max(0, start - 40):start]
+    if re.match(r"[a-z]\b", after) or re.search(r"et al\.?,?\s*$", before):    # 2015a; et al. 2008 and ...
+        return True
+    nxt = after.lstrip()[:1]
+    if nxt and (nxt.islower() or nxt.isdigit() or nxt in "%×"):
+        return False
+    return bool(CITATION_BEFORE.search(before))
 
 
 def stated_numbers(md):
@@ -110,8 +117,8 @@ def stated_numbers(md):
         v = abs(_value(num))
         is_decimal = "." in num or "e" in num.lower()
         before = text[max(0, start - 30):start]
-        if REF_WORDS.search(before) and not is_decimal:
-            continue                                     # lesson 06, Section 3, Ex 2, c21
+        if REF_WORDS.search(before):
+            continue                                     # lesson 06, Section 3, Section 5.1, Ex 2, c21
         if re.fullmatch(r"0\d+", num):
             continue                                     # 00, 01, 07: lesson numbers
         if re.match(r"(?:st|nd|rd|th)\b", text[end:end + 3]):
@@ -153,8 +160,8 @@ def unmeasured_numbers(nb, name="notebook", exceptions=None):
     exceptions = EXCEPTIONS if exceptions is None else exceptions
     cells = nb["cells"]
     literals = set()
-    for c in cells:
-        if c.get("cell_type") == "code":
+    for c in cells:      # an exercise stub raises before its checks run: its literals do not count
+        if c.get("cell_type") == "code" and "exercise" not in c.get("metadata", {}).get("tags", []):
             literals |= code_literals(source(c))
     flagged = []
     for i, c in enumerate(cells):
@@ -172,7 +179,9 @@ def unmeasured_numbers(nb, name="notebook", exceptions=None):
 # ----------------------------------------------------------------------------- the scanner on synthetic notebooks
 
 def _nb(*cells):
-    return {"cells": [{"cell_type": k, "metadata": {}, "source": s} for k, s in cells]}
+    """ cells: (kind, source) or (kind, source, tags) """
+    return {"cells": [{"cell_type": c[0], "metadata": {"tags": list(c[2])} if len(c) > 2 else {}, "source": c[1]}
+                      for c in cells]}
 
 
 def _flagged_texts(nb, exceptions=None, name="x.ipynb"):
@@ -194,12 +203,28 @@ def test_a_number_asserted_in_code_is_not_flagged():
     assert _flagged_texts(nb) == []
 
 
+def test_quantities_that_look_like_noise_are_flagged():
+    nb = _nb(("markdown", "The 2000 trials (2000 steps) of a complex 12-neuron net; Stokes 2015 trials."),
+             ("code", "x = 1"))
+    assert _flagged_texts(nb) == ["2000", "2000", "12", "2015"]
+
+
 def test_noise_is_not_flagged():
-    nb = _nb(("markdown", "# Tutorial 00\n### 2.1 The encoder\n## Section 12: as in lesson 06 and notebooks 01-07 (Ex 2, cell 21, c33)\n"
-                          "Activity-silent memory (Stokes, 2015; Mongillo et al. 2008; J Neurophysiol 106:764) [paper](https://x.org/a/2101.55)"
-                          " in `01_lfads_lorenz.ipynb` and eg_data/lorenz.h5, the 10th trial, $R^2$ and log2."),
+    nb = _nb(("markdown", "# Tutorial 00\n### 2.1 The encoder\n## Section 12: as in lesson 06 and notebooks 01-07 "
+                          "(Ex 2, cell 21, c33)\nActivity-silent memory (Stokes, 2015; Mongillo et al. 2008; "
+                          "J Neurophysiol 106:764; Ben-Yishai, Bar-Or & Sompolinsky 1995). van Vreeswijk and Sompolinsky "
+                          "(1996, 1998) explained it, as in Mongillo et al. 2008 and others; see Section 5.1. [paper](https://x.org/a/2101.55) in "
+                          "`01_lfads_lorenz.ipynb` and eg_data/lorenz.h5, the 10th trial, $R^2$ and log2."),
              ("code", "x = 1"))
     assert _flagged_texts(nb) == []
+
+
+def test_a_number_only_in_an_exercise_stub_is_flagged():
+    nb = _nb(("markdown", "The share is 0.175."),
+             ("code", "def f():\n    raise NotImplementedError('Student exercise')\nassert f() == 0.175",
+              ["exercise", "raises-exception"]),
+             ("code", "def f():\n    return 0.1\n", ["solution"]))
+    assert _flagged_texts(nb) == ["0.175"]
 
 
 def test_an_exception_is_honoured():
