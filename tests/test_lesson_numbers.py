@@ -16,6 +16,8 @@ A stated number is found when some code cell holds a numeric literal of the same
 exercise stubs, which raise before their checks run, do not count; solution cells do). Equivalent spellings match: a percentage p matches p or p/100 ("17 %" matches 17 or 0.17), "2x" matches
 2, a value in ms also matches the value in s ("20 ms" matches 0.02), 1e-4 matches 0.0001, signs are ignored.
 Exceptions live in EXCEPTIONS, each with its reason.
+
+A report of every flagged number, per lesson, with its cell and context:  python tests/test_lesson_numbers.py
 """
 
 import ast
