@@ -236,7 +236,7 @@ def build_parser():
                     "the checkout); an example whose raw file is absent is skipped with one line")
     eg.set_defaults(fn="make_eg_data")
     from .lessons import add_lessons_parser
-    add_lessons_parser(sub)  # python -m minilatent lessons {student,instructor,html} OUT_DIR
+    add_lessons_parser(sub, _sub)  # python -m minilatent lessons {student,instructor,html} OUT_DIR
     return ap
 
 

@@ -14,8 +14,8 @@ The source of every lesson is one notebook in notebooks/ (shipped inside the ins
     solution                      the code cell right after its stub: the same function, complete, and a check.
     answer                        a markdown cell holding only the collapsed answer to the question above it.
 
-The student version keeps the stubs, turns each solution cell into a one-line pointer to the instructor
-version and drops the answer cells; the instructor version is the source. Both are written without outputs.
+The student version keeps the stubs, turns each solution cell into a one-line pointer to the instructor's
+copy (POINTER: it names no command that would print the answer key) and drops the answer cells; the instructor version is the source. Both are written without outputs.
 Later cells never use a name that only a stub or its solution defines, so the student version runs from top
 to bottom with only the stubs raising (tests/test_lessons.py runs it to check).
 
@@ -29,11 +29,12 @@ import json
 import os
 import re
 import sys
+import textwrap
 
 PKG = os.path.dirname(os.path.abspath(__file__))
 KINDS = ("student", "instructor")
-POINTER = ("**Solution:** in the instructor version of this lesson "
-           "(`python -m minilatent lessons instructor DIR`).")
+# where a student version's removed solution went: the teacher's copy, never a command a student could run
+POINTER = "**Solution:** in your instructor's copy of this lesson."
 # what the old comment markers looked like; a lesson on the tag scheme carries none of them
 _OLD_MARKERS = re.compile(r"^\s*#\s*(NBVAL_\w+|to_remove solution|solution)\s*$", re.MULTILINE | re.IGNORECASE)
 
@@ -282,9 +283,31 @@ def write_html(out_dir, overwrite=False, sources=None, fast=True, timeout=600, k
 # command line: python -m minilatent lessons {student,instructor,html} OUT_DIR
 
 
-def add_lessons_parser(sub):
-    """ add the `lessons` subcommand to the CLI's subparsers """
-    ls = sub.add_parser("lessons", help="write the student or instructor version of every lesson, or HTML copies")
+LESSONS_DESCRIPTION = (
+    "Write the two versions of every lesson, or executed copies to read, from the tagged source notebooks. "
+    "student: the exercise stubs stay, each solution becomes a one-line pointer to the instructor's copy, the "
+    "Think! answers are dropped; instructor: the complete lessons; html: the instructor versions executed (fast "
+    "mode unless --full), one web page per lesson plus index.html. Every lesson is checked before anything is "
+    "written, and the source notebooks are never changed.")
+LESSONS_EXAMPLES = (
+    "lessons student handout/                  # for the students: stubs, no solutions, no answers",
+    "lessons instructor key/                   # for the teacher: complete, no outputs",
+    "lessons html lessons_html/ --full         # executed full-mode copies to put on a web server",
+    "lessons student handout/ --source my_notebooks/ --overwrite",
+)
+
+
+def add_lessons_parser(sub, make=None):
+    """ add the `lessons` subcommand to the CLI's subparsers; `make(parent, name, help, description, examples)`
+    builds a subparser the way the other commands' are built (default: argparse with the same layout) """
+    helptext = "write the student or instructor version of every lesson, or HTML copies"
+    if make is None:
+        import argparse
+        ls = sub.add_parser("lessons", help=helptext, formatter_class=argparse.RawDescriptionHelpFormatter,
+                            description=textwrap.fill(LESSONS_DESCRIPTION, 100), epilog="examples:\n" + "\n".join(
+                                f"  python -m minilatent {e}" for e in LESSONS_EXAMPLES))
+    else:
+        ls = make(sub, "lessons", helptext, textwrap.fill(LESSONS_DESCRIPTION, 100), list(LESSONS_EXAMPLES))
     ls.add_argument("kind", choices=KINDS + ("html",), help="student: stubs without solutions or answers; "
                     "instructor: complete; html: executed instructor versions as web pages")
     ls.add_argument("out_dir", metavar="OUT_DIR", help="folder to write into (refused when it holds files)")

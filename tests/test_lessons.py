@@ -77,7 +77,9 @@ def test_student_version_of_a_synthetic_lesson():
     assert STUB in srcs                                               # the stub stays, tags and all
     assert tag_set(st["cells"][1]) == {"exercise", "raises-exception"}
     assert st["cells"][2]["cell_type"] == "markdown" and st["cells"][2]["source"] == L.POINTER
-    assert "lessons instructor" in L.POINTER
+    # the pointer gives nothing away: it names the teacher's copy, never a command that prints the answer key
+    assert "instructor's copy" in L.POINTER
+    assert "python -m" not in L.POINTER and "lessons instructor" not in L.POINTER
     text = "\n".join(srcs)
     assert "twice" not in text and "assert double(2) == 4" not in text
     for c in st["cells"]:
@@ -142,6 +144,22 @@ def test_cli_writes_both_versions_and_refuses_a_used_folder(tmp_path):
     r = cli("instructor", tmp_path / "ins", "--source", src, "--overwrite")
     assert r.returncode == 0, r.stderr
     assert sorted(os.listdir(tmp_path / "ins")) == ["a.ipynb", "b.ipynb", "notes.txt"]
+
+
+def test_lessons_help_has_a_description_and_examples():
+    """ `lessons --help` reads like the other commands': what it does, then examples of each kind """
+    r = cli("--help")
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    flat = " ".join(out.split("examples:")[0].split())
+    assert "Write the two versions of every lesson" in flat and "pointer to the instructor's copy" in flat
+    examples = out.split("examples:\n", 1)[1].splitlines()
+    for kind in ("student", "instructor", "html"):
+        assert any(e.strip().startswith(f"python -m minilatent lessons {kind} ") for e in examples), kind
+    # the same layout as the other commands (train lfads --help)
+    other = subprocess.run([sys.executable, "-m", "minilatent", "train", "lfads", "--help"], capture_output=True,
+                           text=True, timeout=600).stdout
+    assert "examples:\n  python -m minilatent train lfads" in other
 
 
 def test_cli_refuses_a_lesson_off_the_scheme_before_writing(tmp_path):
@@ -231,6 +249,8 @@ def test_student_version_holds_no_solution_code(real):
     assert n > 0, f"{name}: its solutions have no line of their own"
     assert not any(tag_set(c) & {"answer", "solution"} for c in st["cells"])
     assert "<details" not in student_text
+    # nor a command that would print the answer key: a student with the package could run it
+    assert "lessons instructor" not in student_text, f"{name}: the student version names the key's command"
     for c in st["cells"]:
         if c["cell_type"] == "code":
             assert c["outputs"] == [] and c["execution_count"] is None
@@ -280,3 +300,20 @@ def test_cli_writes_every_shipped_lesson(tmp_path):
     r = cli("student", tmp_path / "out")
     assert r.returncode == 0, r.stderr
     assert sorted(os.listdir(tmp_path / "out")) == LESSONS
+
+
+def test_glossary_of_lesson_00_equals_docs_glossary():
+    """ the glossary lives in docs/glossary.md and, for readers of the notebooks alone, in lesson 00: the same list """
+    with open(os.path.join(ROOT, "docs", "glossary.md"), encoding="utf-8") as f:
+        doc = f.read()
+    nb = L.read_notebook(os.path.join(NB_DIR, "00_spikes_and_rates.ipynb"))
+    cell = [L.source(c) for c in nb["cells"] if L.source(c).startswith("### Glossary")]
+    assert len(cell) == 1, "lesson 00 has no (or several) '### Glossary' cells"
+    first = "**Spikes and scores**"
+    assert doc[doc.index(first):].strip() == cell[0][cell[0].index(first):].strip()
+    terms = [line.split("**")[1] for line in doc.splitlines() if line.startswith("- **")]
+    for t in ("spike count", "bin", "Poisson likelihood", "bits/spike", "co-bps", "held-out neuron", "PSTH",
+              "smoothing baseline", "latent factor", "initial condition", "generator", "controller, inferred input",
+              "KL divergence", "ELBO", "coordinated dropout", "attention", "E/I balance", "short-term plasticity",
+              "attractor", "fixed point", "slow point", "Jacobian"):
+        assert any(t == term or term.startswith(t) for term in terms), t
