@@ -89,6 +89,10 @@ LFADS_MODEL_OPTIONS = [
      "recovered the pulse times on the chaotic-RNN benchmark, 1e-5 and 1e-3 did not"),
     ("--co-prior-tau", "co_prior_tau", _number(float, 0, lo_open=True), "initial time constant of the AR(1) "
      "prior, in bins (learned); short (e.g. 2) for brief inputs such as one-bin pulses"),
+    ("--kl-ic-scale", "kl_ic_scale", _number(float, 0), "weight of the initial-condition KL (per entry of the "
+     "reconstruction mean); larger squeezes the initial condition"),
+    ("--l2-gen-scale", "l2_gen_scale", _number(float, 0), "weight of the L2 penalty on the generator's recurrent "
+     "kernel"),
     ("--recon", "recon", None, "reconstruction likelihood (gaussian/gamma/zig take continuous data)"),
     ("--zig-loc", "zig_loc", _number(float, 0), "zero-inflated Gamma: smallest nonzero value"),
     ("--cd-rate", "cd_rate", _number(float, 0, 1, hi_open=True), "coordinated dropout rate (0: off)"),

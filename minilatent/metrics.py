@@ -441,7 +441,7 @@ SMOOTH_WIDTHS_MS = (20, 40, 60, 80, 100, 150)    # kernel std (ms) tried by the 
 GLM_ALPHAS = (1e-3, 1e-2, 1e-1, 1.0, 10.0)       # GLM L2 penalties: NLB's logspace(-3, 0, 4) and 10, which few
                                                  # trials need (the penalty is per mean bin: fewer bins, stronger)
 RIDGE_ALPHAS = (1e-2, 1e-1, 1.0, 1e1, 1e2, 1e3, 1e4)   # ridge penalties on standardised features
-LAGS_MS = (0, 50, 100, 150)                      # behaviour lags tried (NLB fixes one per dataset: 80-120 ms in M1)
+LAGS_MS = (0, 50, 100, 150, 200)                 # behaviour lags tried: M1 leads the hand by ~100-200 ms (NLB fixes one per dataset)
 PSTH_KERNEL_MS = 30.0                            # NLB smooths spikes with a 30-ms Gaussian before averaging PSTHs
 LOG_OFFSET = 1e-4                                # the GLM sees log(smoothed count + 1e-4), as NLB's smoothing baseline
 
