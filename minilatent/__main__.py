@@ -18,6 +18,7 @@ import sys
 from dataclasses import fields
 
 from .run import (UsageError, RunFailed, LFADS_CLI_DEFAULTS, LFADS_CLI_LR, LFADS_BATCH, SPARKS_CLI_BATCH,
+                  SMALL_DATA, SMALL_DATA_TRIALS,
                   SPARKS_CLI_LR, DEFAULT_EPOCHS)
 
 # -----------------------------------------------------------------------------
@@ -148,6 +149,9 @@ def _add_lfads_options(p, skip=()):
             continue
         if field == "recon":
             p.add_argument(flag, default=d[field], choices=sorted(LIKELIHOODS), help=h)
+        elif field in SMALL_DATA:                      # chosen from the data (run.lfads_data_defaults)
+            p.add_argument(flag, type=typ, default=None, help=f"{h} (default: {d[field]:g}; {SMALL_DATA[field]:g} with "
+                           f"fewer than {SMALL_DATA_TRIALS} training trials)")
         else:
             p.add_argument(flag, type=typ, default=d[field], help=h)
     p.add_argument("--ramp-epochs", type=_number(int, 0), default=d["kl_ramp_epochs"],

@@ -71,6 +71,12 @@ class Interrupted(KeyboardInterrupt):
 # batches of 64 took the rate R2 from 0.885 to 0.93. The dataclasses keep the smaller model that the lessons train
 # in a minute and whose posterior average is 2-2.5x cheaper.
 LFADS_CLI_DEFAULTS = {"gen_dim": 128, "fac_dim": 40, "cd_rate": 0.5}
+# Few training trials are a different regime (a real recording: eg_data/m1_reaching.h5, 149 trials of 14 bins): the
+# larger model overfits within a minute. Below SMALL_DATA_TRIALS training trials the regularisers in SMALL_DATA replace
+# the defaults above, each only where its option was not given (docs/benchmarks.md: chosen on trials held out of the
+# recording's training set, then checked on its validation trials and on lorenz_small, the suite's one such set).
+SMALL_DATA_TRIALS = 300
+SMALL_DATA = {"dropout": 0.3, "cd_rate": 0.3}
 LFADS_CLI_LR = 3e-3
 LFADS_BATCH = (16, 64)          # --batch-size default: a tenth of the training trials, within these bounds
 SPARKS_CLI_BATCH = 5            # train sparks: 2x the optimiser steps per epoch of batch 10 (benchmarks/sparks_vs_reference.py)
@@ -85,6 +91,14 @@ def lfads_batch_size(n_train):
     (larger batches cost less CPU time per trial; fewer than ~10 steps per epoch learn too slowly on small data) """
     lo, hi = LFADS_BATCH
     return int(min(hi, max(lo, n_train // 10)))
+
+
+def lfads_data_defaults(n_train):
+    """ the model options the command line chooses from the data: SMALL_DATA below SMALL_DATA_TRIALS training trials,
+    else the defaults of LFADS_CLI_DEFAULTS and LFADSConfig """
+    from .lfads import LFADSConfig
+    base = {k: LFADS_CLI_DEFAULTS.get(k, getattr(LFADSConfig, k)) for k in SMALL_DATA}
+    return dict(SMALL_DATA) if n_train < SMALL_DATA_TRIALS else base
 
 
 def max_epochs(args, model):
@@ -185,11 +199,21 @@ def read_lfads_inputs(args):
             truth.append(truth_conversion(d, args.truth_units))
         except ValueError as e:
             raise UsageError(where + e.args[0]) from None
-    chosen = None
-    if args.batch_size is None:                       # chosen from the data (the smallest session's training trials)
-        n_train = min(t[0].shape[0] for t in train)
+    n_train = min(t[0].shape[0] for t in train)      # options chosen from the data: the smallest session's trials
+    chosen, flags = [], []
+    if args.batch_size is None:
         args.batch_size = lfads_batch_size(n_train)
-        chosen = f"batch size {args.batch_size} (from {n_train} training trials; --batch-size sets it)"
+        chosen.append(f"batch size {args.batch_size}")
+        flags.append("--batch-size")
+    regime = lfads_data_defaults(n_train)
+    unset = [k for k in regime if getattr(args, k, 0) is None]
+    for k in unset:
+        setattr(args, k, regime[k])
+    if unset and n_train < SMALL_DATA_TRIALS:
+        flags += ["--" + k.replace("_", "-") for k in unset]
+        chosen.append(", ".join(f"{f[2:]} {regime[k]:g}" for f, k in zip(flags[-len(unset):], unset))
+                      + f" (fewer than {SMALL_DATA_TRIALS} training trials)")
+    chosen = f"({n_train} training trials) {'; '.join(chosen)}; {', '.join(flags)} override" if chosen else None
     return dict(paths=paths, names=names, datasets=datasets, train=train, valid=valid, multi=multi,
                 ext_dim=ext_dims.pop(), truth=truth, chosen=chosen, attrs=attrs, bins=[bin_width(d) for d in datasets])
 

@@ -190,9 +190,17 @@ def test_cli_defaults_come_from_the_configs():
     from minilatent.__main__ import build_parser, LFADS_MODEL_OPTIONS, LFADS_CLI_DEFAULTS, LFADS_CLI_LR
     args = build_parser().parse_args(["train", "lfads", "--out", "x"])
     cfg = LFADSConfig()
+    from minilatent.run import SMALL_DATA, SMALL_DATA_TRIALS, lfads_data_defaults
     for _, field, _, _ in LFADS_MODEL_OPTIONS:   # the config's, except the few the command line states itself
-        assert getattr(args, field) == LFADS_CLI_DEFAULTS.get(field, getattr(cfg, field)), field
-    assert (args.gen_dim, args.fac_dim, args.cd_rate, args.lr) == (128, 40, 0.5, 3e-3) and args.lr == LFADS_CLI_LR
+        if field in SMALL_DATA:                  # left to the data: the defaults above 300 trials, SMALL_DATA below
+            assert getattr(args, field) is None, field
+            assert lfads_data_defaults(SMALL_DATA_TRIALS)[field] == LFADS_CLI_DEFAULTS.get(field, getattr(cfg, field))
+            assert lfads_data_defaults(SMALL_DATA_TRIALS - 1)[field] == SMALL_DATA[field]
+        else:
+            assert getattr(args, field) == LFADS_CLI_DEFAULTS.get(field, getattr(cfg, field)), field
+    assert lfads_data_defaults(1040) == {"dropout": 0.1, "cd_rate": 0.5}
+    assert lfads_data_defaults(149) == {"dropout": 0.3, "cd_rate": 0.3}
+    assert (args.gen_dim, args.fac_dim, args.lr) == (128, 40, 3e-3) and args.lr == LFADS_CLI_LR
     assert args.kl_co_scale == cfg.kl_co_scale == 1e-4
     assert args.batch_size is None                # chosen from the data: lfads_batch_size
     assert args.epochs is None and args.ramp_epochs == cfg.kl_ramp_epochs   # resolved by main(): see below
@@ -219,14 +227,27 @@ def test_epochs_default_is_the_trainers_unless_max_seconds_alone_sets_the_budget
 
 
 def test_cli_batch_size_is_a_tenth_of_the_training_trials_within_bounds(tmp_path, capsys):
-    from minilatent.run import lfads_batch_size
+    from minilatent.run import lfads_batch_size, SMALL_DATA
     assert [lfads_batch_size(n) for n in (5, 160, 199, 200, 640, 1040, 100000)] == [16, 16, 19, 20, 64, 64, 64]
     path = tmp_path / "d.h5"
     datafiles.save_h5(path, synthetic.make_lorenz_rate(n_neurons=6, n_trials=300, n_bins=12, seed=0))  # 240 training trials -> 24
     code, out, _ = cli(capsys, ["train", "lfads", str(path), "--out", str(tmp_path / "run"), *TINY_NOBATCH])
     assert code == 0
-    assert "chosen for this data: batch size 24 (from 240 training trials" in out
-    assert json.load(open(tmp_path / "run" / "run.json"))["options"]["batch_size"] == 24
+    assert ("chosen for this data: (240 training trials) batch size 24; dropout 0.3, cd-rate 0.3 (fewer than 300 "
+            "training trials); --batch-size, --dropout, --cd-rate override") in out and set(SMALL_DATA) == {"dropout", "cd_rate"}
+    options = json.load(open(tmp_path / "run" / "run.json"))["options"]       # the values used, not None
+    assert (options["batch_size"], options["dropout"], options["cd_rate"]) == (24, 0.3, 0.3)
+    # an option given is kept and not listed; with 300 training trials or more the other defaults stand
+    code, out, _ = cli(capsys, ["train", "lfads", str(path), "--out", str(tmp_path / "run2"), *TINY_NOBATCH,
+                                "--dropout", "0.2"])
+    assert code == 0 and "; cd-rate 0.3 (fewer" in out and "--dropout" not in out.split("chosen")[1].split("\n")[0]
+    assert json.load(open(tmp_path / "run2" / "run.json"))["options"]["dropout"] == 0.2
+    big = tmp_path / "big.h5"
+    datafiles.save_h5(big, synthetic.make_lorenz_rate(n_neurons=6, n_trials=400, n_bins=12, seed=0))   # 320 training
+    code, out, _ = cli(capsys, ["train", "lfads", str(big), "--out", str(tmp_path / "run3"), *TINY_NOBATCH])
+    assert code == 0 and "chosen for this data: (320 training trials) batch size 32; --batch-size override" in out
+    options = json.load(open(tmp_path / "run3" / "run.json"))["options"]
+    assert (options["dropout"], options["cd_rate"]) == (0.1, 0.5)
 
 
 @pytest.mark.parametrize("out,msg", [
