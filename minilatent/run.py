@@ -206,13 +206,13 @@ def read_lfads_inputs(args):
         chosen.append(f"batch size {args.batch_size}")
         flags.append("--batch-size")
     regime = lfads_data_defaults(n_train)
-    unset = [k for k in regime if getattr(args, k, 0) is None]
+    unset = [k for k in regime if getattr(args, k, 0) is None]    # (tune lfads searches them: not in its args)
     for k in unset:
         setattr(args, k, regime[k])
     if unset and n_train < SMALL_DATA_TRIALS:
-        flags += ["--" + k.replace("_", "-") for k in unset]
-        chosen.append(", ".join(f"{f[2:]} {regime[k]:g}" for f, k in zip(flags[-len(unset):], unset))
+        chosen.append(", ".join(f"{k.replace('_', '-')} {regime[k]:g}" for k in unset)
                       + f" (fewer than {SMALL_DATA_TRIALS} training trials)")
+        flags += ["--" + k.replace("_", "-") for k in unset]
     chosen = f"({n_train} training trials) {'; '.join(chosen)}; {', '.join(flags)} override" if chosen else None
     return dict(paths=paths, names=names, datasets=datasets, train=train, valid=valid, multi=multi,
                 ext_dim=ext_dims.pop(), truth=truth, chosen=chosen, attrs=attrs, bins=[bin_width(d) for d in datasets])
