@@ -38,14 +38,15 @@ import numpy as np
 
 
 def r2_score(pred, true, per_column=False):
-    """ 1 - SSE/SST per column (last axis) over all other axes; the mean over columns unless per_column """
+    """ 1 - SSE/SST per column (last axis) over all other axes; the mean over columns unless per_column. sklearn's
+    convention for a column whose truth is constant: 1 if predicted exactly, else 0 """
     p = np.asarray(pred, dtype=np.float64).reshape(-1, np.shape(pred)[-1])
     t = np.asarray(true, dtype=np.float64).reshape(-1, np.shape(true)[-1])
     if p.shape != t.shape:
         raise ValueError(f"pred and true shapes differ: {np.shape(pred)} vs {np.shape(true)}")
     sse = ((p - t) ** 2).sum(0)
     sst = ((t - t.mean(0)) ** 2).sum(0)
-    r2 = 1.0 - sse / np.maximum(sst, 1e-12)
+    r2 = np.where(sst > 0, 1.0 - sse / np.where(sst > 0, sst, 1.0), np.where(sse == 0, 1.0, 0.0))
     return r2 if per_column else float(r2.mean())
 
 
@@ -579,15 +580,6 @@ def smoothing_baseline(train_heldin, train_heldout, eval_heldin, dt, widths_ms=S
             "width_ms": best["width_ms"], "alpha": best["alpha"], "cv_co_bps": best["cv_co_bps"], "cv": cv}
 
 
-def _r2_per_column(pred, true):
-    """ sklearn's r2_score per output (last axis) over all other axes, its conventions included: an output whose
-    truth is constant scores 1 if predicted exactly, else 0 """
-    p = np.asarray(pred, np.float64).reshape(-1, np.shape(pred)[-1])
-    t = np.asarray(true, np.float64).reshape(-1, np.shape(true)[-1])
-    sse, sst = ((t - p) ** 2).sum(0), ((t - t.mean(0)) ** 2).sum(0)
-    return np.where(sst > 0, 1.0 - sse / np.where(sst > 0, sst, 1.0), np.where(sse == 0, 1.0, 0.0))
-
-
 def psth_r2(rates, spikes, cond_idx, sigma_bins, ref_spikes=None, ref_cond_idx=None, average_rates=False):
     """ PSTH R^2, the Neural Latents Benchmark's definition (nlb_tools: make_tensors._make_psth, evaluation.eval_psth):
     the target for evaluation trial i is the PSTH of its condition, the mean over all OTHER trials of that condition
@@ -618,12 +610,12 @@ def psth_r2(rates, spikes, cond_idx, sigma_bins, ref_spikes=None, ref_cond_idx=N
     if average_rates:
         model = np.stack([r[cond == c].mean(0) for c in conds])          # (C, T, N)
         target = np.stack([total[c] / count[c] for c in conds])
-        return float(_r2_per_column(model, target).mean())
+        return r2_score(model, target)
     keep = np.array([count[c] > 1 for c in cond])
     if not keep.any():
         raise ValueError("psth_r2: no evaluation trial shares its condition with another trial")
     target = np.stack([(total[c] - pool[i]) / (count[c] - 1) for i, c in enumerate(cond) if count[c] > 1])
-    return float(_r2_per_column(r[keep], target).mean())
+    return r2_score(r[keep], target)
 
 
 def psth_baseline(train_spikes, train_cond, eval_cond, sigma_bins=None, prior_trials=1.0):
@@ -697,14 +689,14 @@ def velocity_decoding(train_features, train_vel, eval_features, eval_vel, lags=(
             X, Y = _lagged_pairs(ftr[fit], vtr[fit], lag)
             Xt, Yt = _lagged_pairs(ftr[test], vtr[test], lag)
             for a in alphas:
-                scores[a].append(_r2_per_column(ridge_fit(X, Y, a)(Xt), Yt).mean() if len(Yt) else np.nan)
+                scores[a].append(r2_score(ridge_fit(X, Y, a)(Xt), Yt) if len(Yt) else np.nan)
         cv += [{"lag": lag, "alpha": float(a), "cv_r2": float(np.nanmean(scores[a]))} for a in alphas]
     best = max(cv, key=lambda row: row["cv_r2"])
     lag = best["lag"]
     decode = ridge_fit(*_lagged_pairs(ftr, vtr, lag), best["alpha"])
     pred = decode(fev[:, :T - lag])                                      # (B_eval, T - lag, D)
     truth, seen = vev[:, lag:], ~np.isnan(vev[:, lag:]).any(-1)
-    per = _r2_per_column(pred[seen], truth[seen])
+    per = r2_score(pred[seen], truth[seen], per_column=True)
     return {"r2": float(per.mean()), "r2_per_output": [float(v) for v in per], "lag": lag, "alpha": best["alpha"],
             "cv_r2": best["cv_r2"], "cv": cv, "pred": pred}
 
