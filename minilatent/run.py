@@ -349,7 +349,7 @@ def read_sparks_inputs(args):
         y = np.asarray(data[f"{split}_{target}"], np.float32)
         return x, torch.as_tensor(y.reshape(y.shape[0], y.shape[1], -1))
     return dict(path=path, data=data, target=target, supervised=supervised, train=tensors("train"),
-                valid=tensors("valid"), dt=float(np.asarray(data.get("dt", 0.01))), binarised=binarised)
+                valid=tensors("valid"), dt=bin_width(data)[0], binarised=binarised)
 
 
 def sparks_options(args):
