@@ -503,6 +503,8 @@ class LFADS(nn.Module):
         kl_ic = self.kl_ic(out["ic_mean"], out["ic_std"])
         kl = cfg.kl_ic_scale * kl_ic
         losses = {"recon": recon_loss, "kl_ic": kl_ic}
+        if nll.shape[2] > encod.shape[2]:   # held-out neurons: the held-in part alone, a validation score that never
+            losses["recon_heldin"] = nll[:, :encod.shape[1], :encod.shape[2]].mean()   # reads them (monitor)
         if cfg.co_dim:
             if self.training:   # Monte-Carlo on the sampled inputs, as lfads-torch
                 kl_co = self.kl_co(out["co_means"], out["co_stds"], out["gen_inputs"])

@@ -455,6 +455,10 @@ def open_run(args, folder, staged, trainer, command, options, arrays):
     then take the folder (lock, staging) and load the checkpoint to resume from """
     data_hash = fingerprint(arrays)
     ck = read_checkpoint_for_resume(folder, command, options, data_hash) if args.resume else None
+    kept_by = (ck or {}).get("trainer_cfg", {}).get("monitor", "loss")
+    if ck is not None and kept_by != trainer.cfg.monitor:   # a run from before held-out neurons stopped choosing the epoch
+        raise UsageError(f"--resume: {folder.final('checkpoint.pt')} chose its epoch by the validation {kept_by}, this "
+                         f"version by {trainer.cfg.monitor}; start again with --overwrite")
     try:
         trainer.check_data()
     except ValueError as e:
@@ -507,22 +511,25 @@ def run_training(args, folder, staged, trainer, extra, write_outputs, loss_name)
                 previous[sig] = signal.signal(sig, on_signal)
             except ValueError:       # not the main thread: no handlers
                 pass
-        print(f"each epoch: the mean {loss_name} of the training batches, then of the validation trials")
+        key = "recon_heldin" if trainer.cfg.monitor == "recon_heldin" else "recon"
+        print(f"each epoch: the mean {loss_name} of the training batches, then of the validation trials"
+              + (" (held-in neurons: what chooses the epoch to keep)" if key == "recon_heldin" else ""))
 
         def report(tr):
             r = tr.history.rows[-1]
             part = f"  (partial: {r['batches']} of {r['batches_per_epoch']} batches)" \
                 if r["batches"] < r["batches_per_epoch"] else ""
             print(f"epoch {r['epoch']:4d}  {r['seconds']:7.1f} s  train {r['train_recon']:.5f}  "
-                  f"valid {r.get('valid_recon', float('nan')):.5f}  {extra(r)}{part}", flush=True)
+                  f"valid {r.get('valid_' + key, float('nan')):.5f}  {extra(r)}{part}", flush=True)
         trainer.add_callback("on_epoch_end", report)
         t0 = time.perf_counter()
         history = trainer.fit()
         print(f"stopped after {trainer.epoch} epochs ({trainer.stop_reason}) in {time.perf_counter() - t0:.1f} s")
         best = kept_epoch(history, trainer.cfg.monitor)
         if trainer.cfg.restore_best and best is not None and best[0] != trainer.epoch:
-            what = "total loss (reconstruction plus the weighted KL and L2 terms)" if trainer.cfg.monitor == "loss" \
-                else trainer.cfg.monitor
+            what = {"loss": "total loss (reconstruction plus the weighted KL and L2 terms)",
+                    "recon_heldin": "reconstruction of the held-in neurons (the held-out neurons, which co-bps "
+                                    "scores, play no part in the choice)"}.get(trainer.cfg.monitor, trainer.cfg.monitor)
             print(f"kept the weights of epoch {best[0]} (of {trainer.epoch}): the lowest validation {what}, {best[1]:.5f}")
         if trainer.stop_reason == "time budget":
             print(f"with --max-seconds the learning rate followed the clock; a clock-free run of the same length: "
@@ -618,7 +625,7 @@ def save_lfads_figures(file, history, rates_valid, data, truth_valid, recon, dt)
     import numpy as np
     from .widgets import plot_counts_rates
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
-    plot_losses(ax[0], history, ("train_recon", "valid_recon"), f"{recon} NLL per entry")
+    plot_losses(ax[0], history, ("train_recon", "valid_recon", "valid_recon_heldin"), f"{recon} NLL per entry")
     kl = [k for k in ("train_kl_ic", "train_kl_co") if not np.all(np.isnan(history.column(k)))]
     plot_losses(ax[1], history, kl, "KL (nats)")
     fig.tight_layout()
@@ -848,7 +855,10 @@ def train_lfads(args):
     folder, staged = plan_folder(args)
     model, init_note = build_lfads(args, inp)
     cfg, multi = model.cfg, inp["multi"]
-    tcfg = trainer_config(args, "lfads")
+    # with held-out neurons the epoch to keep is chosen on the held-in ones: co-bps scores the held-out neurons of
+    # these same validation trials, so they must play no part in the choice (NLB scores trials no choice has seen)
+    heldout = all(d["valid_recon_data"].shape[2] > d["valid_encod_data"].shape[2] for d in inp["datasets"])
+    tcfg = trainer_config(args, "lfads", monitor="recon_heldin" if heldout else "loss")
     trainer = Trainer(model, inp["train"] if multi else inp["train"][0], inp["valid"] if multi else inp["valid"][0], tcfg)
     open_run(args, folder, staged, trainer, "lfads", lfads_options(args),
              [x for t in inp["train"] + inp["valid"] for x in t])

@@ -494,6 +494,10 @@ class Trainer:
         budget (max_epochs, max_seconds) differs from the checkpoint's, the learning-rate schedule continues
         from where it stood (see the module docstring). """
         ck = torch.load(path, map_location=self.cfg.device, weights_only=True)
+        old = ck.get("trainer_cfg") or {}
+        if old.get("monitor", "loss") != self.cfg.monitor:
+            raise ValueError(f"the checkpoint kept its best weights by valid_{old.get('monitor', 'loss')}, this trainer "
+                             f"monitors valid_{self.cfg.monitor}: resume with monitor={old.get('monitor', 'loss')!r}")
         self.model.load_state_dict(ck["model"])
         self.optimizer.load_state_dict(ck["optimizer"])
         self.ema = ck["ema"]
@@ -506,7 +510,6 @@ class Trainer:
         self.extra_state = dict(ck.get("extra") or {})
         self.saved_epoch = self.epoch
         self._anchor = None
-        old = ck.get("trainer_cfg") or {}
         if (old.get("max_epochs"), old.get("max_seconds")) != (self.cfg.max_epochs, self.cfg.max_seconds):
             p0 = ck.get("progress")
             if p0 is None:

@@ -29,7 +29,9 @@ when every member has trained `--max-epochs`.
 
 The metric. Members differ in their KL and L2 weights, so their total losses are not comparable;
 like AutoLFADS we rank them by the validation reconstruction loss (the likelihood term alone, with
-coordinated dropout off), exponentially smoothed over epochs ('valid_recon_smth').
+coordinated dropout off), exponentially smoothed over epochs ('valid_recon_smth'). With held-out neurons it is
+the reconstruction of the held-in neurons alone: co-bps scores the held-out neurons of these validation trials,
+so they must not pick the winner (as in train lfads).
 
 The search space (SEARCH_SPACE below). AutoLFADS searched the learning rate, dropout and
 coordinated-dropout rates and the KL and L2 weights; the ranges are the paper's, in this package's
@@ -142,8 +144,10 @@ def _member(config, setup=None):
     model = LFADS(LFADSConfig(**{**setup["model_kw"], **model_hps}))
     train, valid = setup["train"], setup["valid"]
     setup["init_fn"](model)
+    heldout = all(s[1].shape[-1] > s[0].shape[-1] for s in (valid if isinstance(valid, list) else [valid]))
+    key = "recon_heldin" if heldout else "recon"                 # the metric (module docstring)
     tcfg = TrainerConfig(**{**setup["trainer_kw"], "lr": hps["lr"], "lr_schedule": "constant",
-                            "seed": setup["seed"] + config["member"], "monitor": "recon", "progress": False,
+                            "seed": setup["seed"] + config["member"], "monitor": key, "progress": False,
                             "checkpoint_path": None})
     trainer = Trainer(model, train, valid, tcfg)
     trial_id = tune.get_context().get_trial_id()
@@ -160,10 +164,10 @@ def _member(config, setup=None):
 
     def report(tr):
         row = tr.history.rows[-1]
-        recon = float(row.get("valid_recon", math.nan))
+        recon = float(row.get(f"valid_{key}", math.nan))
         meta["smooth"] = recon if meta["smooth"] is None or not math.isfinite(meta["smooth"]) \
             else SMOOTHING * meta["smooth"] + (1 - SMOOTHING) * recon
-        metrics = {METRIC: meta["smooth"], "valid_recon": recon, "epoch": row["epoch"],
+        metrics = {METRIC: meta["smooth"], "valid_recon": float(row.get("valid_recon", math.nan)), "epoch": row["epoch"],
                    "train_recon": float(row.get("train_recon", math.nan)), "exploits": meta["exploits"],
                    "parent": meta["lineage"][-2] if len(meta["lineage"]) > 1 else "", **hps}
         if row["epoch"] % setup["checkpoint_every"] and row["epoch"] > 1:   # the first epoch too: a member

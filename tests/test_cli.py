@@ -97,6 +97,30 @@ def test_heldout_neurons_are_predicted_scored_with_co_bps_and_written(small_h5, 
     assert __import__("json").load(open(out / "run.json"))["evaluation"] == "metrics.json"
 
 
+def test_the_validation_trials_held_out_spikes_play_no_part_in_what_the_run_keeps(small_h5, tmp_path, capsys):
+    # co-bps scores the held-out neurons of the validation trials, so the epoch kept (early stopping, best weights)
+    # must be chosen without them: two files that differ only there give the same kept epoch and the same rates,
+    # and only the score changes. (Before, the validation total loss, held-out neurons included, chose the epoch.)
+    data = datafiles.split_heldout(datafiles.load_h5(small_h5), 6, seed=3)
+    other = dict(data, valid_recon_data=data["valid_recon_data"].copy())
+    held = other["valid_recon_data"][..., 24:]
+    held[:] = np.random.default_rng(0).poisson(4.0 * held.mean() + 1.0, held.shape)   # other spikes, other rates
+    runs = []
+    for name, d in (("a", data), ("b", other)):
+        path = tmp_path / f"{name}.h5"
+        datafiles.save_h5(path, d)
+        r = cli(capsys, ["train", "lfads", path, "--out", tmp_path / name, "--epochs", 120, "--samples", 0,
+                         "--gen-dim", 32, "--dropout", 0, "--cd-rate", 0, "--lr", 0.01, "--seed", 1])   # overfits by ~80
+        assert r.returncode == 0, r.stderr
+        assert "validation trials (held-in neurons: what chooses the epoch to keep)" in r.stdout
+        with h5py.File(tmp_path / name / "lfads_output.h5") as f:
+            runs.append((f["valid_output_params"][()], __import__("json").load(open(tmp_path / name / "run.json"))))
+    (rates_a, run_a), (rates_b, run_b) = runs
+    np.testing.assert_array_equal(rates_a, rates_b)
+    assert run_a["kept_epoch"] == run_b["kept_epoch"] < 120          # a choice was made, and made alike
+    assert metrics.co_bps(rates_a, data["valid_recon_data"], 24) != metrics.co_bps(rates_b, other["valid_recon_data"], 24)
+
+
 @pytest.mark.parametrize("args,msg", [
     (("--heldout-neurons", 30), "--heldout-neurons must be between 1 and 29"),
     (("--align", "move_onset_time"), "--align and --window apply to NWB recordings"),

@@ -132,6 +132,24 @@ def test_coordinated_dropout_passes_gradient_only_through_hidden_entries():
         PoissonLikelihood.nll(seen["params"].detach(), x).mean().item(), rel=1e-6)
 
 
+def test_recon_heldin_is_the_direct_poisson_nll_of_the_held_in_neurons_over_the_observed_bins():
+    # held-out neurons (recon wider than encod) and forward bins (recon longer): recon_heldin, the validation score
+    # the command line keeps its epoch by, is the mean Poisson NLL of the encoded neurons over the encoded bins only;
+    # without held-out neurons there is no such entry
+    torch.manual_seed(0)
+    m = LFADS(small_cfg(n_recon=9)).eval()
+    encod, recon = counts(B=3, T=10, N=6), counts(B=3, T=13, N=9)
+    recon[:, :10, :6] = encod
+    with torch.no_grad():
+        losses = m.compute_losses((encod, recon))
+        log_rate = m(encod, n_steps=13)["params"][:, :10, :6].double()
+    lam, k = log_rate.exp().numpy(), recon[:, :10, :6].double().numpy()
+    direct = np.mean(lam - k * np.log(lam) + np.vectorize(math.lgamma)(k + 1))
+    assert losses["recon_heldin"].item() == pytest.approx(direct, rel=1e-5)
+    assert losses["recon"].item() != pytest.approx(direct, rel=1e-3)      # the held-out neurons and forward bins differ
+    assert "recon_heldin" not in LFADS(small_cfg()).eval().compute_losses((encod, encod))
+
+
 def test_coordinated_dropout_is_off_at_inference():
     torch.manual_seed(0)
     m = LFADS(small_cfg(cd_rate=0.5)).eval()
