@@ -163,7 +163,9 @@ def _add_lfads_options(p, skip=()):
     p.add_argument("--heldout-neurons", type=_number(int, 1, 100000), default=None, metavar="K",
                    help="hold out K neurons (a random choice seeded by --seed): the encoders never see them, LFADS "
                    "predicts them, and the run reports co-bps (the Neural Latents Benchmark's score on held-out "
-                   "neurons); the choice is written to the output (heldin_idx, heldout_idx)")
+                   "neurons); the choice is written to the output (heldin_idx, heldout_idx). With held-out neurons "
+                   "(these or the file's own) the epoch kept is the one that best reconstructs the held-in neurons "
+                   "of the validation trials: the held-out ones, which co-bps scores, choose nothing")
     p.add_argument("--bin-ms", type=_number(float, 0, 1e6, lo_open=True), default=None,
                    help="NWB input: bin width in milliseconds (default: 10; HDF5 files carry their own dt)")
     p.add_argument("--valid-fraction", type=_number(float, 0, 1, lo_open=True, hi_open=True), default=None,

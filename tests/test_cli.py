@@ -121,6 +121,22 @@ def test_the_validation_trials_held_out_spikes_play_no_part_in_what_the_run_keep
     assert metrics.co_bps(rates_a, data["valid_recon_data"], 24) != metrics.co_bps(rates_b, other["valid_recon_data"], 24)
 
 
+def test_resuming_a_held_out_run_that_chose_its_epoch_the_old_way_is_refused_in_one_line(small_h5, tmp_path, capsys):
+    import torch
+    out = tmp_path / "run"
+    args = ["train", "lfads", small_h5, "--out", out, "--samples", 0, "--gen-dim", 8, "--heldout-neurons", 6]
+    assert cli(capsys, args + ["--epochs", 2]).returncode == 0
+    ck = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert ck["trainer_cfg"]["monitor"] == "recon_heldin"
+    ck["trainer_cfg"]["monitor"] = "loss"                        # as a run of the previous version wrote it
+    torch.save(ck, out / "checkpoint.pt")
+    before = (out / "lfads_output.h5").read_bytes()
+    r = cli(capsys, args + ["--epochs", 3, "--resume"])
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert "chose its epoch by the validation loss, this version by recon_heldin; start again with --overwrite" in r.stderr
+    assert (out / "lfads_output.h5").read_bytes() == before      # nothing written
+
+
 @pytest.mark.parametrize("args,msg", [
     (("--heldout-neurons", 30), "--heldout-neurons must be between 1 and 29"),
     (("--align", "move_onset_time"), "--align and --window apply to NWB recordings"),
