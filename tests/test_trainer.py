@@ -75,6 +75,18 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path):
     assert [r["valid_loss"] for r in full.history.rows] == [r["valid_loss"] for r in t2.history.rows]
 
 
+def test_a_checkpoint_whose_best_weights_were_chosen_by_another_monitor_is_refused_before_anything_loads(tmp_path):
+    ck = tmp_path / "ck.pt"
+    Trainer(tiny_model(), tiny_data(), tiny_data(1, 8), cfg(checkpoint_path=str(ck))).fit()
+    m = tiny_model(seed=5)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    t = Trainer(m, tiny_data(), tiny_data(1, 8), cfg(monitor="recon"))
+    with pytest.raises(ValueError, match="kept its best weights by valid_loss, this trainer monitors valid_recon"):
+        t.load_checkpoint(ck)
+    assert same_state(before, m.state_dict()) and t.epoch == 0   # the best weights of one score never meet the other
+    Trainer(m, tiny_data(), tiny_data(1, 8), cfg()).load_checkpoint(ck)   # the same monitor loads
+
+
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     ck = tmp_path / "ck.pt"
     t = Trainer(tiny_model(), tiny_data(), None, cfg(max_epochs=1, checkpoint_path=str(ck)))
